@@ -1,0 +1,146 @@
+"""Push-T experiments: one config family, variants picked by config string.
+
+    python -m dpjax.train --config=configs/pusht.py                  # low-dim CNN (paper default)
+    python -m dpjax.train --config=configs/pusht.py:image            # image CNN
+    python -m dpjax.train --config=configs/pusht.py:transformer      # low-dim transformer
+    python -m dpjax.train --config=configs/pusht.py:image,transformer
+    python -m dpjax.train --config=configs/pusht.py:smoke            # tiny, for tests
+
+Variant words are comma separated and combine; `image_transformer` is accepted as a synonym of
+`image,transformer`. Any field can be overridden on the command line: --config.train.num_steps=1000.
+Values derived from others (padding, condition width, observation shapes) are computed in code.
+"""
+import ml_collections
+
+VARIANT_WORDS = ("lowdim", "image", "cnn", "transformer", "smoke")
+
+
+def _parse_variant(arg):
+  words = [w.strip() for w in (arg or "").replace("image_transformer", "image,transformer").split(",")]
+  words = [w for w in words if w]
+  unknown = [w for w in words if w not in VARIANT_WORDS]
+  if unknown:
+    raise ValueError(f"Unknown config variant(s) {unknown}; choose from {VARIANT_WORDS}, "
+                     "e.g. configs/pusht.py:image,transformer")
+  return set(words)
+
+
+def get_config(arg=None):
+  variant = _parse_variant(arg)
+  image = "image" in variant
+  transformer = "transformer" in variant
+
+  config = ml_collections.ConfigDict()
+  config.variant = ",".join(sorted(variant)) or "lowdim"
+  config.seed = 42
+
+  # --- data -------------------------------------------------------------------------------------
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "zarr"              # "zarr" or "tfds"
+  config.data.path = ""                    # empty: $DPJAX_PUSHT_ZARR, then ../shared/data/pusht/...
+  config.data.obs_type = "image" if image else "lowdim"
+  config.data.val_ratio = 0.02
+  config.data.max_train_episodes = 90
+  config.data.split_seed = 42
+  config.data.normalizer_fit = "all"       # "all" episodes (paper) or "train" episodes only
+  config.data.prefetch = 2                  # batches prefetched by the grain pipeline
+  config.data.worker_count = 0              # grain worker processes (0: in-process)
+
+  # --- sequence shape (paper's Push-T) ---------------------------------------------------------
+  config.horizon = 16
+  config.n_obs_steps = 2
+  config.n_action_steps = 8
+
+  # --- policy: observation encoder + denoiser, picked by name ----------------------------------
+  config.policy = ml_collections.ConfigDict()
+  config.policy.encoder = "resnet18" if image else "lowdim"
+  config.policy.denoiser = "transformer" if transformer else "unet1d"
+
+  config.policy.unet1d = ml_collections.ConfigDict()
+  config.policy.unet1d.down_dims = (512, 1024, 2048) if image else (256, 512, 1024)
+  config.policy.unet1d.kernel_size = 5
+  config.policy.unet1d.n_groups = 8
+  config.policy.unet1d.step_embed_dim = 128 if image else 256
+
+  config.policy.transformer = ml_collections.ConfigDict()
+  config.policy.transformer.num_layers = 8
+  config.policy.transformer.num_heads = 4
+  config.policy.transformer.width = 256
+  config.policy.transformer.embed_dropout = 0.0 if image else 0.0
+  config.policy.transformer.attn_dropout = 0.3 if image else 0.01
+  config.policy.transformer.causal_attn = True
+  config.policy.transformer.time_as_cond = True
+
+  config.policy.resnet18 = ml_collections.ConfigDict()
+  config.policy.resnet18.num_keypoints = 32
+  config.policy.resnet18.feature_dim = 64
+  config.policy.resnet18.crop_shape = (84, 84)
+  config.policy.resnet18.width = 64         # channels of the stem; 64 is ResNet-18
+
+  # --- diffusion ---------------------------------------------------------------------------------
+  config.diffusion = ml_collections.ConfigDict()
+  config.diffusion.num_train_steps = 100
+  config.diffusion.beta_schedule = "squaredcos_cap_v2"   # or "linear"
+  config.diffusion.beta_start = 1e-4                      # linear schedule only
+  config.diffusion.beta_end = 2e-2                        # linear schedule only
+  config.diffusion.prediction_type = "epsilon"            # or "sample"
+  config.diffusion.clip_sample = True
+  config.diffusion.sampler = "ddpm"                       # or "ddim"
+  config.diffusion.num_inference_steps = 100
+
+  # --- optimisation ------------------------------------------------------------------------------
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 1e-4
+  config.optim.b1 = 0.9 if transformer else 0.95
+  config.optim.b2 = 0.95 if transformer else 0.999
+  config.optim.eps = 1e-8
+  config.optim.weight_decay = 1e-1 if transformer else 1e-6
+  config.optim.encoder_weight_decay = 1e-6                # vision encoder under the transformer
+  config.optim.warmup_steps = 1000 if transformer else 500
+  config.optim.schedule = "cosine"                        # or "constant"
+  config.optim.grad_clip_norm = 0.0                       # 0 disables
+
+  config.ema = ml_collections.ConfigDict()
+  config.ema.power = 0.75
+  config.ema.inv_gamma = 1.0
+  config.ema.min_decay = 0.0
+  config.ema.max_decay = 0.9999
+  config.ema.update_after_step = 0
+
+  # --- training loop -----------------------------------------------------------------------------
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64 if image else 256        # global batch, split over all devices
+  config.train.num_steps = 200_000
+  config.train.log_every = 50
+  config.train.val_every = 1000
+  config.train.val_batches = 8
+  config.train.checkpoint_every = 1000
+  config.train.keep_checkpoints = 3
+  config.train.eval_every = 0                              # env rollouts during training; 0 disables
+  config.train.eval_episodes = 50
+
+  # --- evaluation (rollout) ---------------------------------------------------------------------
+  config.eval = ml_collections.ConfigDict()
+  config.eval.max_steps = 300
+  config.eval.seed_start = 100000
+
+  if "smoke" in variant:
+    config.policy.unet1d.down_dims = (16, 32)
+    config.policy.unet1d.step_embed_dim = 16
+    config.policy.unet1d.n_groups = 4
+    config.policy.transformer.num_layers = 2
+    config.policy.transformer.width = 32
+    config.policy.transformer.num_heads = 2
+    config.policy.resnet18.width = 8
+    config.policy.resnet18.num_keypoints = 4
+    config.policy.resnet18.feature_dim = 8
+    config.diffusion.num_train_steps = 10
+    config.diffusion.num_inference_steps = 10
+    config.optim.warmup_steps = 2
+    config.train.batch_size = 8
+    config.train.num_steps = 4
+    config.train.log_every = 1
+    config.train.val_every = 2
+    config.train.val_batches = 1
+    config.train.checkpoint_every = 2
+  return config

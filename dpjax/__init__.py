@@ -1,0 +1,1 @@
+"""dpjax: Diffusion Policy in pure JAX."""

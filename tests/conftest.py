@@ -1,0 +1,27 @@
+"""Test setup: 8 virtual CPU devices so multi-device code is exercised on any machine.
+
+Must run before jax is imported anywhere.
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REAL_PUSHT = REPO_ROOT.parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
+
+
+@pytest.fixture(scope="session")
+def real_pusht_path():
+  """Path of the real Push-T replay buffer. Fails (never skips) when it is absent in CI."""
+  path = pathlib.Path(os.environ.get("DPJAX_PUSHT_ZARR", REAL_PUSHT))
+  if not path.exists():
+    message = (f"Real Push-T data not found at {path}. Set DPJAX_PUSHT_ZARR or place the data at {REAL_PUSHT}.")
+    if os.environ.get("CI"):
+      pytest.fail(message)
+    pytest.skip(message)
+  return path
