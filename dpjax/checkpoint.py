@@ -1,0 +1,109 @@
+"""Orbax checkpoints of a run: weights, EMA weights, optimiser state, data-iterator position, normaliser, spec
+and config, saved together and atomically (orbax writes a temporary folder and renames it when complete, so a kill
+mid-save leaves the previous checkpoints intact).
+
+Layout: RUN_DIR/checkpoints/<step>/{params, ema_params, opt_state, data_iterator, meta}.
+"""
+import pathlib
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from dpjax import policy as policy_lib
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+  """A run directory holds no usable checkpoint."""
+
+
+def make_manager(run_dir, keep: int, *, read_only: bool = False) -> ocp.CheckpointManager:
+  directory = pathlib.Path(run_dir).absolute() / CHECKPOINT_SUBDIR
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
+                                         cleanup_tmp_directories=not read_only,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def normalizer_to_json(normalizer) -> Any:
+  return jax.tree.map(lambda x: np.asarray(x, np.float32).tolist(), normalizer)
+
+
+def normalizer_from_json(tree) -> Any:
+  # Leaves are lists of floats; map over the {"scale", "offset"} dicts so lists are not taken as pytree nodes.
+  def convert(node):
+    if isinstance(node, dict) and set(node) == {"scale", "offset"}:
+      return {k: np.asarray(v, np.float32) for k, v in node.items()}
+    return {k: convert(v) for k, v in node.items()}
+  return convert(tree)
+
+
+def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec: policy_lib.PolicySpec,
+         config) -> None:
+  """Saves everything needed to resume training or to load the policy, at `state.step`."""
+  step = int(jax.device_get(state.step))
+  meta = {"step": step, "spec": spec.to_json(), "normalizer": normalizer_to_json(normalizer),
+          "config": config.to_json_best_effort()}
+  args = ocp.args.Composite(
+      params=ocp.args.StandardSave(state.params),
+      ema_params=ocp.args.StandardSave(state.ema_params),
+      opt_state=ocp.args.StandardSave(state.opt_state),
+      data_iterator=grain.checkpoint.CheckpointSave(data_iterator),
+      meta=ocp.args.JsonSave(meta),
+  )
+  manager.save(step, args=args, force=True)
+  manager.wait_until_finished()
+
+
+def restore_train_state(manager: ocp.CheckpointManager, target_state, data_iterator):
+  """Restores (state, data_iterator) from the latest checkpoint into the structure/shardings of `target_state`."""
+  step = manager.latest_step()
+  restored = manager.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(target_state.params),
+      ema_params=ocp.args.StandardRestore(target_state.ema_params),
+      opt_state=ocp.args.StandardRestore(target_state.opt_state),
+      data_iterator=grain.checkpoint.CheckpointRestore(data_iterator),
+  ))
+  state = target_state.replace(step=jax.numpy.asarray(step, jax.numpy.int32), params=restored["params"],
+                               ema_params=restored["ema_params"], opt_state=restored["opt_state"])
+  return state, restored["data_iterator"]
+
+
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> policy_lib.Policy:
+  """The policy saved in `run_dir` (a training run directory), on the default device."""
+  run_dir = pathlib.Path(run_dir)
+  if not (run_dir / CHECKPOINT_SUBDIR).is_dir():
+    raise CheckpointError(f"No checkpoints in {run_dir}: expected {run_dir / CHECKPOINT_SUBDIR}/<step>/ as written "
+                          "by `python -m dpjax.train --workdir=RUN_DIR`.")
+  manager = make_manager(run_dir, keep=1_000_000, read_only=True)
+  steps = manager.all_steps()
+  if not steps:
+    raise CheckpointError(f"{run_dir / CHECKPOINT_SUBDIR} holds no complete checkpoint.")
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    raise CheckpointError(f"No checkpoint for step {step} in {run_dir}; available: {sorted(steps)}.")
+  try:
+    meta = read_meta(manager, step)
+    spec = policy_lib.PolicySpec.from_json(meta["spec"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(f"Checkpoint {run_dir}/{CHECKPOINT_SUBDIR}/{step} has no readable policy spec "
+                          f"({e}); it was not written by this version of dpjax.train.") from e
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.eval_shape(lambda key: policy_lib.init_params(spec, key), jax.random.key(0))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+  item = "ema_params" if use_ema else "params"
+  try:
+    params = manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
+  except Exception as e:  # orbax raises several types for structure mismatches
+    raise CheckpointError(f"Checkpoint {run_dir}/{CHECKPOINT_SUBDIR}/{step} does not match its own spec "
+                          f"({type(e).__name__}: {e}).") from e
+  return policy_lib.Policy(params=params, normalizer=normalizer_from_json(meta["normalizer"]), spec=spec)

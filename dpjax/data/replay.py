@@ -1,0 +1,207 @@
+"""Zarr replay buffer (the original Diffusion Policy layout), read into memory once.
+
+Layout (zarr format 2):
+    data/<key>          [N, ...] one row per environment step, episodes concatenated
+    meta/episode_ends   int [E]  exclusive end step of each episode; strictly increasing, last == N
+
+Everything is validated where it enters: a malformed file fails here with a `DatasetError` that names
+the file, the problem and the fix, instead of as a shape error deep inside a jitted train step.
+"""
+import dataclasses
+import pathlib
+from typing import Mapping, Sequence
+
+import numcodecs
+import numpy as np
+import zarr
+
+# Per-step shapes of the Push-T keys; checked when present so a wrong file fails at load time.
+PUSHT_STEP_SHAPES = {
+    "action": (2,),
+    "state": (5,),
+    "keypoint": (9, 2),
+    "img": (96, 96, 3),
+    "n_contacts": (1,),
+}
+# Rows converted per slice when loading images, so the float32 copy never exists in full (2.8 GB for Push-T).
+_IMAGE_ROWS_PER_READ = 161 * 4
+
+
+class DatasetError(ValueError):
+  """The replay buffer on disk is malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayBuffer:
+  """In-memory replay buffer.
+
+  Attributes:
+    data: key -> [N, ...] arrays; float32 low-dim data, uint8 images.
+    episode_ends: int64 [E], exclusive end step of each episode.
+  """
+  data: dict[str, np.ndarray]
+  episode_ends: np.ndarray
+
+  @property
+  def num_episodes(self) -> int:
+    return int(self.episode_ends.shape[0])
+
+  @property
+  def num_steps(self) -> int:
+    return int(self.episode_ends[-1]) if self.num_episodes else 0
+
+  @property
+  def episode_starts(self) -> np.ndarray:
+    """int64 [E], first step of each episode."""
+    return np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
+
+  @property
+  def episode_lengths(self) -> np.ndarray:
+    """int64 [E]."""
+    return np.diff(self.episode_ends, prepend=0).astype(np.int64)
+
+  def episode_slice(self, i: int) -> slice:
+    """Steps of episode `i` as a slice into every `data` array."""
+    if not -self.num_episodes <= i < self.num_episodes:
+      raise IndexError(f"episode {i} out of range for {self.num_episodes} episodes")
+    i %= self.num_episodes
+    start = int(self.episode_ends[i - 1]) if i > 0 else 0
+    return slice(start, int(self.episode_ends[i]))
+
+
+def _fail(path, problem: str, fix: str) -> DatasetError:
+  return DatasetError(f"{path}: {problem}. {fix}")
+
+
+def _open_group(path: pathlib.Path) -> zarr.Group:
+  if not path.exists():
+    raise _fail(path, "does not exist", "Check config.data.path / $DPJAX_PUSHT_ZARR.")
+  try:
+    root = zarr.open_group(str(path), mode="r")
+  except (zarr.errors.GroupNotFoundError, FileNotFoundError, ValueError) as error:
+    raise _fail(path, f"is not a zarr group ({error})",
+                "Point at the folder that holds data/ and meta/ "
+                "(e.g. .../pusht/pusht_cchi_v7_replay.zarr).") from error
+  for name, kind in (("data", zarr.Group), ("meta", zarr.Group)):
+    if name not in root or not isinstance(root[name], kind):
+      raise _fail(path, f"has no '{name}' group (found {sorted(root.keys())})",
+                  "Expected the Diffusion Policy replay-buffer layout data/<key>, meta/episode_ends.")
+  if "episode_ends" not in root["meta"] or not isinstance(root["meta"]["episode_ends"], zarr.Array):
+    raise _fail(path, "has no 'meta/episode_ends' array",
+                "Expected the Diffusion Policy replay-buffer layout data/<key>, meta/episode_ends.")
+  return root
+
+
+def _read(path: pathlib.Path, name: str, array: zarr.Array, rows: slice = slice(None)) -> np.ndarray:
+  """Reads rows of one array; decode failures become a DatasetError naming the array."""
+  try:
+    return np.asarray(array[rows])
+  except (RuntimeError, ValueError, TypeError, OSError, zarr.errors.BaseZarrError) as error:
+    raise _fail(path, f"array '{name}' could not be decoded, a chunk is corrupt or truncated "
+                f"({type(error).__name__}: {error})",
+                "Re-download or re-copy the dataset (python -m dpjax.data.download).") from error
+
+
+def _check_episode_ends(path: pathlib.Path, episode_ends: np.ndarray) -> np.ndarray:
+  if episode_ends.ndim != 1 or episode_ends.size == 0 or not np.issubdtype(episode_ends.dtype, np.integer):
+    raise _fail(path, f"meta/episode_ends must be a non-empty 1-D integer array, got shape "
+                f"{episode_ends.shape} dtype {episode_ends.dtype}", "Rewrite it with write_zarr_replay.")
+  if episode_ends[0] <= 0 or np.any(np.diff(episode_ends) <= 0):
+    bad = int(np.argmax(np.diff(episode_ends, prepend=0) <= 0))
+    raise _fail(path, f"meta/episode_ends must be strictly increasing and positive; entry {bad} is "
+                f"{int(episode_ends[bad])} after {int(episode_ends[bad - 1]) if bad else 0}",
+                "Each entry is the exclusive end step of one episode; rewrite it with write_zarr_replay.")
+  return episode_ends.astype(np.int64)
+
+
+def _load_image(path: pathlib.Path, name: str, array: zarr.Array) -> np.ndarray:
+  """uint8 [N, H, W, C] from an array stored as uint8 or as integral floats in [0, 255]."""
+  if array.dtype == np.uint8:
+    return _read(path, name, array)
+  out = np.empty(array.shape, np.uint8)
+  for start in range(0, array.shape[0], _IMAGE_ROWS_PER_READ):
+    rows = slice(start, min(start + _IMAGE_ROWS_PER_READ, array.shape[0]))
+    block = _read(path, name, array, rows)
+    # Exact integers are required so the uint8 copy is lossless (NaN fails both tests too).
+    if not (np.all(block >= 0) and np.all(block <= 255) and np.all(block == np.round(block))):
+      raise _fail(path, f"array '{name}' rows {rows.start}:{rows.stop} are not integral values in "
+                  "[0, 255]", "Images must be stored as uint8 or as floats holding whole numbers 0..255.")
+    out[rows] = block
+  return out
+
+
+def load_zarr_replay(path, keys: Sequence[str],
+                     step_shapes: Mapping[str, tuple[int, ...]] = PUSHT_STEP_SHAPES) -> ReplayBuffer:
+  """Loads `keys` of a zarr replay buffer into memory.
+
+  Args:
+    path: the `.zarr` folder.
+    keys: names under `data/` to load; others are never read (Push-T low-dim skips the 2.8 GB images).
+    step_shapes: expected per-step shape for known keys; keys not listed are not shape-checked.
+
+  Returns:
+    ReplayBuffer with float32 low-dim arrays and uint8 images (keys with 3 per-step dims).
+
+  Raises:
+    DatasetError: malformed file (missing group/key, wrong shapes, bad episode_ends, NaN, corrupt chunk).
+  """
+  path = pathlib.Path(path)
+  root = _open_group(path)
+  group = root["data"]
+  available = sorted(group.array_keys())
+  missing = [k for k in keys if k not in available]
+  if missing:
+    raise _fail(path, f"missing key(s) {missing} under data/ (available: {available})",
+                "Use a Push-T replay buffer, or choose an obs_type whose keys this file has.")
+  episode_ends = _check_episode_ends(path, _read(path, "meta/episode_ends", root["meta"]["episode_ends"]))
+  num_steps = int(episode_ends[-1])
+  # Shapes come from metadata, so these checks cost nothing and run before any data is decoded.
+  for key in keys:
+    shape = tuple(group[key].shape)
+    if not shape or shape[0] != num_steps:
+      raise _fail(path, f"data/{key} has {shape[0] if shape else 'no'} rows but meta/episode_ends[-1] "
+                  f"is {num_steps}", "Every data array needs exactly one row per step; the file is "
+                  "inconsistent (truncated copy?).")
+    if key in step_shapes and shape[1:] != tuple(step_shapes[key]):
+      raise _fail(path, f"data/{key} has per-step shape {shape[1:]}, expected {tuple(step_shapes[key])}",
+                  "This does not look like the Push-T replay buffer (pusht_cchi_v7_replay.zarr).")
+  data = {}
+  for key in keys:
+    array = group[key]
+    if array.ndim == 4:
+      data[key] = _load_image(path, f"data/{key}", array)
+      continue
+    values = _read(path, f"data/{key}", array)
+    if np.issubdtype(values.dtype, np.floating):
+      values = values.astype(np.float32, copy=False)
+      if not np.all(np.isfinite(values)):
+        row = int(np.argwhere(~np.isfinite(values))[0, 0])
+        raise _fail(path, f"data/{key} contains NaN/inf (first at step {row})",
+                    "Clean or re-download the dataset; non-finite values would poison the normalizer.")
+    data[key] = values
+  return ReplayBuffer(data=data, episode_ends=episode_ends)
+
+
+def write_zarr_replay(path, data: Mapping[str, np.ndarray], episode_ends, chunk_steps: int = 161) -> None:
+  """Writes a replay buffer in the same layout (zarr format 2, blosc/zstd), overwriting `path`.
+
+  Args:
+    path: the `.zarr` folder to create.
+    data: key -> [N, ...] arrays.
+    episode_ends: int [E], exclusive end step of each episode (last == N).
+    chunk_steps: rows per chunk along the step axis (161 in the official file).
+  """
+  episode_ends = np.asarray(episode_ends, dtype=np.int64)
+  compressor = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
+  root = zarr.open_group(str(path), mode="w", zarr_format=2)
+  data_group = root.create_group("data")
+  for key, values in data.items():
+    values = np.asarray(values)
+    array = data_group.create_array(key, shape=values.shape, dtype=values.dtype,
+                                    chunks=(min(chunk_steps, max(values.shape[0], 1)),) + values.shape[1:],
+                                    compressors=compressor)
+    array[...] = values
+  meta = root.create_group("meta")
+  ends = meta.create_array("episode_ends", shape=episode_ends.shape, dtype=np.int64,
+                           chunks=(max(episode_ends.shape[0], 1),), compressors=compressor)
+  ends[...] = episode_ends

@@ -1,0 +1,126 @@
+"""Noise schedules: every per-step constant of the forward process, built once.
+
+The constants are computed in float64 NumPy and stored as float32 jnp arrays, so the
+sampler and the loss only ever gather from precomputed tables (no recomputation inside
+`lax.scan`). Formulas follow HF diffusers' `DDPMScheduler`, which the original Diffusion
+Policy uses.
+"""
+import flax
+import jax.numpy as jnp
+import numpy as np
+
+SCHEDULE_KINDS = ("squaredcos_cap_v2", "linear")
+
+# diffusers caps cosine betas below 1 so that alpha_t never reaches 0 (x_t would carry no signal).
+_COSINE_MAX_BETA = 0.999
+_COSINE_OFFSET = 0.008
+
+
+@flax.struct.dataclass
+class NoiseSchedule:
+  """Per-step constants of a K-step forward process; each array field has shape [K].
+
+  Index k in 0..K-1 is the diffusion step (k = 0 is the least noisy), as in diffusers.
+  `alphas_cumprod_prev[k]` is abar_{k-1} with abar_{-1} = 1.
+  """
+  betas: jnp.ndarray
+  alphas: jnp.ndarray
+  alphas_cumprod: jnp.ndarray
+  alphas_cumprod_prev: jnp.ndarray
+  sqrt_alphas_cumprod: jnp.ndarray
+  sqrt_one_minus_alphas_cumprod: jnp.ndarray
+  sqrt_recip_alphas_cumprod: jnp.ndarray
+  sqrt_recipm1_alphas_cumprod: jnp.ndarray
+  # "fixed_small" variance of q(x_{k-1} | x_k, x_0): (1 - abar_{k-1}) / (1 - abar_k) * beta_k.
+  posterior_variance: jnp.ndarray
+  # Posterior mean = coef1 * x_0 + coef2 * x_k.
+  posterior_mean_coef1: jnp.ndarray
+  posterior_mean_coef2: jnp.ndarray
+  # Static: the step count fixes array lengths and scan lengths, so it must be a Python int.
+  num_steps: int = flax.struct.field(pytree_node=False, default=0)
+  kind: str = flax.struct.field(pytree_node=False, default="")
+
+
+def cosine_alpha_bar(t):
+  """abar(t) = cos((t + 0.008) / 1.008 * pi / 2)^2 for t in [0, 1] (Nichol & Dhariwal 2021)."""
+  return np.cos((t + _COSINE_OFFSET) / (1 + _COSINE_OFFSET) * np.pi / 2) ** 2
+
+
+def _cosine_betas(num_steps):
+  """diffusers' `betas_for_alpha_bar`: beta_k = min(1 - abar((k+1)/K) / abar(k/K), 0.999)."""
+  t = np.arange(num_steps, dtype=np.float64)
+  ratios = cosine_alpha_bar((t + 1) / num_steps) / cosine_alpha_bar(t / num_steps)
+  return np.minimum(1.0 - ratios, _COSINE_MAX_BETA)
+
+
+def _linear_betas(num_steps, beta_start, beta_end):
+  return np.linspace(beta_start, beta_end, num_steps, dtype=np.float64)
+
+
+def make_schedule(kind: str, num_steps: int, beta_start: float = 1e-4,
+                  beta_end: float = 2e-2) -> NoiseSchedule:
+  """Builds the constants of a `num_steps`-step schedule.
+
+  Args:
+    kind: "squaredcos_cap_v2" (cosine, the paper's choice) or "linear".
+    num_steps: K, the number of training diffusion steps; a Python int >= 1.
+    beta_start: first beta of the linear schedule (ignored by the cosine one).
+    beta_end: last beta of the linear schedule (ignored by the cosine one).
+
+  Returns:
+    A `NoiseSchedule` with [K] float32 arrays and static `num_steps`.
+
+  Raises:
+    ValueError: on an unknown kind, a bad step count, or betas outside (0, 1).
+  """
+  if kind not in SCHEDULE_KINDS:
+    raise ValueError(f"Unknown beta schedule {kind!r}; choose from {SCHEDULE_KINDS}.")
+  if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+    raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}.")
+  num_steps = int(num_steps)
+  if kind == "linear":
+    betas = _linear_betas(num_steps, beta_start, beta_end)
+  else:
+    betas = _cosine_betas(num_steps)
+  if not np.all(np.isfinite(betas)) or np.any(betas <= 0) or np.any(betas >= 1):
+    raise ValueError(f"All betas must lie in (0, 1); the {kind!r} schedule with num_steps={num_steps}, "
+                     f"beta_start={beta_start}, beta_end={beta_end} gives [{betas.min()}, {betas.max()}].")
+
+  alphas = 1.0 - betas
+  alphas_cumprod = np.cumprod(alphas)
+  alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
+  posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+  arrays = dict(
+      betas=betas,
+      alphas=alphas,
+      alphas_cumprod=alphas_cumprod,
+      alphas_cumprod_prev=alphas_cumprod_prev,
+      sqrt_alphas_cumprod=np.sqrt(alphas_cumprod),
+      sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - alphas_cumprod),
+      sqrt_recip_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod),
+      sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod - 1.0),
+      posterior_variance=posterior_variance,
+      posterior_mean_coef1=betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+      posterior_mean_coef2=(1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
+  )
+  return NoiseSchedule(**{name: jnp.asarray(value, jnp.float32) for name, value in arrays.items()},
+                       num_steps=num_steps, kind=kind)
+
+
+def inference_timesteps(num_train_steps: int, num_inference_steps: int) -> np.ndarray:
+  """diffusers' "leading" spacing: (arange(n) * (K // n)).round()[::-1], as int32 [n].
+
+  A static NumPy array: the sampler's scan length and step indices are fixed at trace time.
+  """
+  validate_num_inference_steps(num_train_steps, num_inference_steps)
+  step_ratio = num_train_steps // num_inference_steps
+  return (np.arange(num_inference_steps) * step_ratio).round()[::-1].astype(np.int32)
+
+
+def validate_num_inference_steps(num_train_steps: int, num_inference_steps: int) -> None:
+  """Raises ValueError unless 1 <= num_inference_steps <= num_train_steps."""
+  if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
+      or not 1 <= num_inference_steps <= num_train_steps):
+    raise ValueError(f"num_inference_steps must be an int in [1, {num_train_steps}] (the number of "
+                     f"training diffusion steps), got {num_inference_steps!r}.")
+

@@ -1,0 +1,42 @@
+"""Rollout videos: mp4 through imageio-ffmpeg, gif where ffmpeg is unavailable."""
+import pathlib
+
+import imageio
+import numpy as np
+
+
+def _ffmpeg_available():
+  try:
+    import imageio_ffmpeg  # pylint: disable=import-outside-toplevel
+    imageio_ffmpeg.get_ffmpeg_exe()
+    return True
+  except (ImportError, RuntimeError):
+    return False
+
+
+def write_video(path, frames, fps=10):
+  """Writes frames to `path`.
+
+  Args:
+    path: output file; its suffix becomes ".gif" when ffmpeg is unavailable.
+    frames: uint8 [T, H, W, 3]. H and W even for mp4 (odd sides are resized up by one).
+    fps: frames per second (10 = the environment's control rate, i.e. real time).
+
+  Returns:
+    pathlib.Path of the file written.
+  """
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if path.suffix.lower() == ".mp4" and _ffmpeg_available():
+    # macro_block_size=2: yuv420p needs even sides; 96 and 256 pass unchanged.
+    with imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", macro_block_size=2,
+                            pixelformat="yuv420p") as writer:
+      for frame in frames:
+        writer.append_data(frame)
+    return path
+  path = path.with_suffix(".gif")
+  imageio.mimsave(path, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
+  return path

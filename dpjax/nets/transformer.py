@@ -1,0 +1,196 @@
+"""Transformer denoiser: Diffusion Policy's `TransformerForDiffusion` (minGPT-style decoder) in flax.
+
+Action tokens (Linear(Da -> width) + learned positions) are decoded against condition tokens
+[time embedding, Linear(obs_features)] + learned positions, which first pass a condition encoder (an MLP, or
+`n_cond_layers` transformer encoder layers). Layers are torch's `TransformerDecoderLayer(norm_first=True,
+activation="gelu", dim_feedforward=4 * width, dropout=attn_dropout)`: pre-norm, exact GELU, dropout on attention
+weights and on every residual branch. With `causal_attn`, action token t sees action tokens <= t and condition
+tokens s <= t + 1 (token 0 of the condition is the time step, so obs step o is visible from action t >= o).
+"""
+from typing import Optional
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dpjax.nets.embeddings import sinusoidal_embedding
+
+_init = nn.initializers.normal(stddev=0.02)  # the original's _init_weights for Linear, attention, pos embs
+_LAYER_NORM_EPS = 1e-5  # torch's default; flax's is 1e-6
+
+
+def causal_mask(num_tokens: int) -> jax.Array:
+  """bool [T, T]: query i may attend key j iff j <= i."""
+  return jnp.tril(jnp.ones((num_tokens, num_tokens), dtype=bool))
+
+
+def memory_mask(num_tokens: int, num_cond: int) -> jax.Array:
+  """bool [T, S]: action token t may attend condition token s iff t >= s - 1 (s = 0 is the time step)."""
+  t, s = jnp.meshgrid(jnp.arange(num_tokens), jnp.arange(num_cond), indexing="ij")
+  return t >= s - 1
+
+
+def mish(x: jax.Array) -> jax.Array:
+  return x * jnp.tanh(jax.nn.softplus(x))
+
+
+def weight_decay_mask(params) -> dict:
+  """Pytree of bools like `params`: True where the original's `get_optim_groups` applies weight decay.
+
+  Decayed: Dense / attention projection kernels (and conv kernels, if given encoder params). Not decayed:
+  biases, LayerNorm / GroupNorm scales and biases, embeddings, positional embeddings.
+  For `optax.adamw(..., mask=weight_decay_mask)`.
+  """
+  def decays(path, leaf):
+    return getattr(path[-1], "key", None) == "kernel" and leaf.ndim >= 2
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def _attention(num_heads: int, rate: float, name: str) -> nn.MultiHeadDotProductAttention:
+  # broadcast_dropout=False: torch drops attention weights independently per batch element and head.
+  return nn.MultiHeadDotProductAttention(num_heads=num_heads, dropout_rate=rate, broadcast_dropout=False,
+                                         kernel_init=_init, bias_init=nn.initializers.zeros, name=name)
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=_LAYER_NORM_EPS, name=name)
+
+
+def _mask4(mask: Optional[jax.Array]) -> Optional[jax.Array]:
+  return None if mask is None else mask[None, None]  # [1, 1, q, kv] broadcasts over batch and heads
+
+
+class FeedForward(nn.Module):
+  """Linear(4w), exact GELU, dropout, Linear(w): torch's `_ff_block` without its residual dropout."""
+  width: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = nn.Dense(4 * self.width, kernel_init=_init, name="linear1")(x)
+    x = nn.gelu(x, approximate=False)  # torch activation="gelu" is the erf form
+    x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    return nn.Dense(self.width, kernel_init=_init, name="linear2")(x)
+
+
+class EncoderLayer(nn.Module):
+  """Pre-norm self-attention + feed-forward (torch TransformerEncoderLayer, norm_first=True)."""
+  width: int
+  num_heads: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array], train: bool) -> jax.Array:
+    drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
+    h = _layer_norm("norm1")(x)
+    x = x + drop(_attention(self.num_heads, self.dropout, "self_attn")(h, h, mask=_mask4(mask),
+                                                                       deterministic=not train))
+    h = _layer_norm("norm2")(x)
+    return x + drop(FeedForward(self.width, self.dropout, name="ff")(h, train))
+
+
+class DecoderLayer(nn.Module):
+  """Pre-norm self-attention, cross-attention to memory, feed-forward (torch TransformerDecoderLayer)."""
+  width: int
+  num_heads: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, memory, self_mask, cross_mask, train: bool) -> jax.Array:
+    drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
+    h = _layer_norm("norm1")(x)
+    x = x + drop(_attention(self.num_heads, self.dropout, "self_attn")(h, h, mask=_mask4(self_mask),
+                                                                       deterministic=not train))
+    # As torch: the query is normalised, the memory is not.
+    h = _layer_norm("norm2")(x)
+    x = x + drop(_attention(self.num_heads, self.dropout, "cross_attn")(h, memory, mask=_mask4(cross_mask),
+                                                                        deterministic=not train))
+    h = _layer_norm("norm3")(x)
+    return x + drop(FeedForward(self.width, self.dropout, name="ff")(h, train))
+
+
+class TransformerDenoiser(nn.Module):
+  """Noisy action sequence, diffusion step and observation features -> denoiser output.
+
+  Attributes:
+    horizon: T, action tokens.
+    n_obs_steps: To, observation steps in obs_features.
+    num_layers: decoder layers (original n_layer).
+    num_heads: attention heads (n_head).
+    width: token width (n_emb).
+    embed_dropout: dropout on token + position embeddings (p_drop_emb).
+    attn_dropout: dropout on attention weights and residual branches (p_drop_attn).
+    causal_attn: causal self-attention and the memory mask above; False: full attention.
+    time_as_cond: the time step is a condition token (decoder); False: it is prepended to the action tokens
+      of an encoder-only (BERT) trunk, which needs obs_as_cond=False.
+    obs_as_cond: obs_features are condition tokens; False: the caller folds observations into x and passes
+      obs_features=None.
+    n_cond_layers: 0: the condition encoder is an MLP (Linear 4w, Mish, Linear w); else that many encoder layers.
+  """
+  horizon: int
+  n_obs_steps: int
+  num_layers: int = 8
+  num_heads: int = 4
+  width: int = 256
+  embed_dropout: float = 0.0
+  attn_dropout: float = 0.01
+  causal_attn: bool = True
+  time_as_cond: bool = True
+  obs_as_cond: bool = True
+  n_cond_layers: int = 0
+
+  def _embed(self, tokens: jax.Array, name: str, std_init: bool, train: bool) -> jax.Array:
+    init = _init if std_init else nn.initializers.zeros
+    positions = self.param(name, init, (1, tokens.shape[1], self.width))
+    return nn.Dropout(self.embed_dropout)(tokens + positions, deterministic=not train)
+
+  def _cond_encoder(self, cond: jax.Array, train: bool) -> jax.Array:
+    if self.n_cond_layers > 0:
+      for i in range(self.n_cond_layers):
+        cond = EncoderLayer(self.width, self.num_heads, self.attn_dropout, name=f"cond_layer{i}")(cond, None, train)
+      return cond
+    cond = nn.Dense(4 * self.width, kernel_init=_init, name="cond_mlp1")(cond)
+    return nn.Dense(self.width, kernel_init=_init, name="cond_mlp2")(mish(cond))
+
+  @nn.compact
+  def __call__(self, x: jax.Array, k: jax.Array, obs_features: Optional[jax.Array], train: bool) -> jax.Array:
+    """x: [B, T, Da]; k: int [B] diffusion steps; obs_features: [B, To, F] (or None) -> [B, T, Da]."""
+    batch, horizon, action_dim = x.shape
+    chex.assert_shape(x, (batch, self.horizon, action_dim),
+                      custom_message=f"x must be [B, horizon={self.horizon}, Da]")
+    chex.assert_shape(k, (batch,), custom_message="k must be [B]")
+    if self.obs_as_cond:
+      chex.assert_shape(obs_features, (batch, self.n_obs_steps, None),
+                        custom_message=f"obs_features must be [B={batch}, To={self.n_obs_steps}, F]")
+    elif obs_features is not None:
+      raise ValueError("obs_as_cond=False: fold observations into x and pass obs_features=None")
+    if not self.time_as_cond and self.obs_as_cond:
+      raise ValueError("obs_as_cond requires time_as_cond, as in the original")
+
+    time_emb = sinusoidal_embedding(k.astype(jnp.float32), self.width)[:, None, :]  # [B, 1, w]
+    tokens = nn.Dense(self.width, kernel_init=_init, name="input_emb")(x)  # [B, T, w]
+
+    if not self.time_as_cond:
+      # Encoder-only (BERT): [time, actions] with one causal self-attention over T + 1 tokens.
+      h = self._embed(jnp.concatenate([time_emb, tokens], axis=1), "pos_emb", True, train)
+      mask = causal_mask(horizon + 1) if self.causal_attn else None
+      for i in range(self.num_layers):
+        h = EncoderLayer(self.width, self.num_heads, self.attn_dropout, name=f"layer{i}")(h, mask, train)
+      h = h[:, 1:]
+    else:
+      cond = time_emb
+      if self.obs_as_cond:
+        obs_emb = nn.Dense(self.width, kernel_init=_init, name="cond_obs_emb")(obs_features)
+        cond = jnp.concatenate([cond, obs_emb], axis=1)  # [B, 1 + To, w]
+      # The original leaves cond_pos_emb at zero init without obs conditioning.
+      memory = self._cond_encoder(self._embed(cond, "cond_pos_emb", self.obs_as_cond, train), train)
+      h = self._embed(tokens, "pos_emb", True, train)
+      self_mask = causal_mask(horizon) if self.causal_attn else None
+      cross_mask = memory_mask(horizon, cond.shape[1]) if self.causal_attn and self.obs_as_cond else None
+      for i in range(self.num_layers):
+        h = DecoderLayer(self.width, self.num_heads, self.attn_dropout, name=f"layer{i}")(
+            h, memory, self_mask, cross_mask, train)
+
+    h = _layer_norm("ln_f")(h)
+    return nn.Dense(action_dim, kernel_init=_init, name="head")(h)

@@ -1,0 +1,54 @@
+"""AdamW with a warm-up + cosine learning-rate schedule and per-group weight decay.
+
+The original Diffusion Policy applies weight decay to every U-Net and encoder weight (1e-6), and for the
+transformer follows minGPT: decay on Dense/attention kernels only (0.1), none on biases, norms and embeddings, with
+a separate decay (1e-6) for the vision encoder. Both are expressed here as masks over one parameter tree
+{"encoder": ..., "denoiser": ...}.
+"""
+import jax
+import optax
+
+from dpjax.nets import transformer
+
+
+def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
+  """Linear warm-up from 0, then cosine decay to 0 at `num_steps` (diffusers' "cosine"), or constant."""
+  warmup = int(optim_config.warmup_steps)
+  if optim_config.schedule == "constant":
+    if warmup == 0:
+      return optax.constant_schedule(optim_config.learning_rate)
+    return optax.join_schedules([optax.linear_schedule(0.0, optim_config.learning_rate, max(warmup, 1)),
+                                 optax.constant_schedule(optim_config.learning_rate)], [max(warmup, 1)])
+  if optim_config.schedule != "cosine":
+    raise ValueError(f"config.optim.schedule={optim_config.schedule!r} is not one of ('cosine', 'constant').")
+  return optax.warmup_cosine_decay_schedule(0.0, optim_config.learning_rate, warmup_steps=warmup,
+                                            decay_steps=max(num_steps, warmup + 1), end_value=0.0)
+
+
+def weight_decay_masks(params, denoiser: str):
+  """(denoiser mask, encoder mask): pytrees of bools over `params` saying which leaves each decay applies to."""
+  false_like = lambda tree: jax.tree.map(lambda _: False, tree)
+  true_like = lambda tree: jax.tree.map(lambda _: True, tree)
+  denoiser_params = params["denoiser"]
+  denoiser_mask = (transformer.weight_decay_mask(denoiser_params) if denoiser == "transformer"
+                   else true_like(denoiser_params))
+  main = dict(false_like(params), denoiser=denoiser_mask)
+  enc = false_like(params)
+  if "encoder" in params:
+    enc["encoder"] = true_like(params["encoder"])
+  return main, enc
+
+
+def make_optimizer(optim_config, params, denoiser: str, num_steps: int) -> optax.GradientTransformation:
+  """AdamW = adam moments, then decoupled weight decay per group, then the scheduled learning rate."""
+  main_mask, encoder_mask = weight_decay_masks(params, denoiser)
+  transforms = []
+  if optim_config.grad_clip_norm:
+    transforms.append(optax.clip_by_global_norm(optim_config.grad_clip_norm))
+  transforms += [
+      optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps),
+      optax.add_decayed_weights(optim_config.weight_decay, mask=main_mask),
+      optax.add_decayed_weights(optim_config.encoder_weight_decay, mask=encoder_mask),
+      optax.scale_by_learning_rate(learning_rate_schedule(optim_config, num_steps)),
+  ]
+  return optax.chain(*transforms)

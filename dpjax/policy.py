@@ -1,0 +1,262 @@
+"""The diffusion policy: an observation encoder and a denoiser picked by name, plus the normaliser.
+
+A `Policy` is a pytree: its weights and normaliser are leaves, its `PolicySpec` (every architectural choice) is
+static. So `sample(policy, obs, key)` is a pure function that jit compiles once per (spec, observation shapes) and
+is reused for every later call with new observations.
+
+Shapes: B batch, To = n_obs_steps, T = horizon, Da = action dim, F = per-step feature width.
+"""
+import dataclasses
+import functools
+import json
+from typing import Any, Mapping
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dpjax.data import normalizer as normalizer_lib
+from dpjax.diffusion import objective, sampler, schedules
+from dpjax.nets import obs_encoder, transformer, unet1d
+
+ENCODERS = ("lowdim", "resnet18")
+DENOISERS = ("unet1d", "transformer")
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+  """Every static choice that defines a policy network (hashable, JSON-serialisable)."""
+  horizon: int
+  n_obs_steps: int
+  n_action_steps: int
+  action_dim: int
+  obs_shapes: tuple[tuple[str, tuple[int, ...]], ...]
+  encoder: str
+  encoder_kwargs: tuple[tuple[str, Any], ...]
+  denoiser: str
+  denoiser_kwargs: tuple[tuple[str, Any], ...]
+  num_train_steps: int
+  beta_schedule: str
+  beta_start: float
+  beta_end: float
+  prediction_type: str
+  clip_sample: bool
+  sampler: str
+  num_inference_steps: int
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2)
+
+  @classmethod
+  def from_json(cls, text: str) -> "PolicySpec":
+    raw = json.loads(text)
+    raw["obs_shapes"] = tuple((k, tuple(s)) for k, s in raw["obs_shapes"])
+    for field in ("encoder_kwargs", "denoiser_kwargs"):
+      raw[field] = tuple((k, _freeze(v)) for k, v in raw[field])
+    return cls(**raw)
+
+
+def _freeze(value):
+  return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_dim: int) -> PolicySpec:
+  """Builds the static spec from a config and the data's per-step observation shapes."""
+  p, d = config.policy, config.diffusion
+  _check_choice("config.policy.encoder", p.encoder, ENCODERS)
+  _check_choice("config.policy.denoiser", p.denoiser, DENOISERS)
+  _check_choice("config.diffusion.sampler", d.sampler, SAMPLERS)
+  has_images = any(len(s) == 3 for s in obs_shapes.values())
+  if has_images and p.encoder != "resnet18":
+    raise ValueError(f"Observations {dict(obs_shapes)} contain images but config.policy.encoder is {p.encoder!r}; "
+                     "use configs/pusht.py:image or --config.policy.encoder=resnet18.")
+  if not 1 <= config.n_obs_steps <= config.horizon:
+    raise ValueError(f"n_obs_steps={config.n_obs_steps} must be in [1, horizon={config.horizon}].")
+  if not 1 <= config.n_action_steps <= config.horizon - config.n_obs_steps + 1:
+    raise ValueError(f"n_action_steps={config.n_action_steps} must be in [1, horizon - n_obs_steps + 1 = "
+                     f"{config.horizon - config.n_obs_steps + 1}] so executed actions lie inside the chunk.")
+  if not 1 <= d.num_inference_steps <= d.num_train_steps:
+    raise ValueError(f"config.diffusion.num_inference_steps={d.num_inference_steps} must be in "
+                     f"[1, num_train_steps={d.num_train_steps}].")
+  encoder_kwargs = {}
+  if p.encoder == "resnet18":
+    r = p.resnet18
+    encoder_kwargs = dict(crop_shape=tuple(r.crop_shape) if r.crop_shape else None, width=r.width,
+                          num_keypoints=r.num_keypoints, feature_dim=r.feature_dim)
+  if p.denoiser == "unet1d":
+    u = p.unet1d
+    denoiser_kwargs = dict(down_dims=tuple(u.down_dims), kernel_size=u.kernel_size, n_groups=u.n_groups,
+                           step_embed_dim=u.step_embed_dim)
+  else:
+    t = p.transformer
+    denoiser_kwargs = dict(horizon=config.horizon, n_obs_steps=config.n_obs_steps, num_layers=t.num_layers,
+                           num_heads=t.num_heads, width=t.width, embed_dropout=t.embed_dropout,
+                           attn_dropout=t.attn_dropout, causal_attn=t.causal_attn, time_as_cond=t.time_as_cond)
+  return PolicySpec(
+      horizon=config.horizon, n_obs_steps=config.n_obs_steps, n_action_steps=config.n_action_steps,
+      action_dim=int(action_dim), obs_shapes=tuple(sorted((k, tuple(int(i) for i in s)) for k, s in obs_shapes.items())),
+      encoder=p.encoder, encoder_kwargs=tuple(sorted(encoder_kwargs.items())),
+      denoiser=p.denoiser, denoiser_kwargs=tuple(sorted(denoiser_kwargs.items())),
+      num_train_steps=d.num_train_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
+      beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
+      num_inference_steps=d.num_inference_steps)
+
+
+def _check_choice(name, value, choices):
+  if value not in choices:
+    raise ValueError(f"{name}={value!r} is not one of {choices}.")
+
+
+class PolicyNet(nn.Module):
+  """Observation encoder + denoiser. `encode` runs once per observation; `denoise` once per diffusion step."""
+  spec: PolicySpec
+
+  def setup(self):
+    self.encoder = obs_encoder.ObservationEncoder(obs_shapes=self.spec.obs_shapes, **dict(self.spec.encoder_kwargs))
+    denoiser_cls = {"unet1d": unet1d.ConditionalUnet1D, "transformer": transformer.TransformerDenoiser}
+    self.denoiser = denoiser_cls[self.spec.denoiser](**dict(self.spec.denoiser_kwargs))
+
+  def encode(self, obs, train: bool):
+    """obs: normalised {key: [B, To, ...]} -> features [B, To, F]."""
+    return self.encoder(obs, train=train)
+
+  def denoise(self, x, k, features, train: bool):
+    """x: [B, T, Da] noisy actions, k: int32 [B] steps, features: [B, To, F] -> [B, T, Da]."""
+    return self.denoiser(x, k, features, train=train)
+
+  def __call__(self, obs, x, k, train: bool = False):
+    return self.denoise(x, k, self.encode(obs, train), train)
+
+
+@struct.dataclass
+class Policy:
+  """Weights, normaliser and (static) spec: everything `sample` needs."""
+  params: Any
+  normalizer: Any
+  spec: PolicySpec = struct.field(pytree_node=False)
+
+
+def make_schedule(spec: PolicySpec) -> schedules.NoiseSchedule:
+  return schedules.make_schedule(spec.beta_schedule, spec.num_train_steps, beta_start=spec.beta_start,
+                                 beta_end=spec.beta_end)
+
+
+def example_obs(spec: PolicySpec, batch_size: int = 1) -> dict[str, np.ndarray]:
+  """Zeros with the spec's observation shapes ([B, To, ...]), images uint8."""
+  return {k: np.zeros((batch_size, spec.n_obs_steps) + s, np.uint8 if len(s) == 3 else np.float32)
+          for k, s in spec.obs_shapes}
+
+
+def init_params(spec: PolicySpec, key: jax.Array) -> Any:
+  """Fresh network parameters for `spec`."""
+  net = PolicyNet(spec)
+  obs = {k: jnp.zeros(v.shape, jnp.float32) for k, v in example_obs(spec).items()}
+  x = jnp.zeros((1, spec.horizon, spec.action_dim), jnp.float32)
+  k = jnp.zeros((1,), jnp.int32)
+  params_key, crop_key, dropout_key = jax.random.split(key, 3)
+  variables = net.init({"params": params_key, "crop": crop_key, "dropout": dropout_key}, obs, x, k, train=False)
+  return variables["params"]
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: bool = True):
+  """Diffusion training loss on one raw batch.
+
+  batch: {"obs": {key: [B, To, ...]}, "action": [B, T, Da]} unnormalised (images uint8). Observation steps past To
+  are ignored. Returns (scalar loss, aux metrics).
+  """
+  obs = {k: v[:, :spec.n_obs_steps] for k, v in batch["obs"].items()}
+  actions = normalizer_lib.normalize(normalizer["action"], batch["action"])
+  chex.assert_shape(actions, (None, spec.horizon, spec.action_dim))
+  obs = normalizer_lib.normalize_obs(normalizer, obs)
+  net = PolicyNet(spec)
+  diffusion_key, crop_key, dropout_key = jax.random.split(key, 3)
+  features = net.apply({"params": params}, obs, train, method=PolicyNet.encode, rngs={"crop": crop_key})
+
+  def denoise_fn(x, k):
+    return net.apply({"params": params}, x, k, features, train, method=PolicyNet.denoise,
+                     rngs={"dropout": dropout_key})
+
+  return objective.diffusion_loss(denoise_fn, make_schedule(spec), actions, diffusion_key,
+                                  prediction_type=spec.prediction_type)
+
+
+def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> bool:
+  """Validates raw observations against the spec; returns True when they carry a batch axis."""
+  expected = dict(spec.obs_shapes)
+  if set(obs) != set(expected):
+    raise ValueError(f"Observation keys {sorted(obs)} do not match the policy's {sorted(expected)}; expected "
+                     + ", ".join(f"{k}: [B, {spec.n_obs_steps}, {', '.join(map(str, s))}]" for k, s in expected.items()))
+  batched = None
+  for key, shape in expected.items():
+    got = tuple(np.shape(obs[key]))
+    unbatched_shape = (spec.n_obs_steps,) + shape
+    if got == unbatched_shape:
+      this_batched = False
+    elif len(got) == len(unbatched_shape) + 1 and got[1:] == unbatched_shape:
+      this_batched = True
+    else:
+      raise ValueError(f"Observation {key!r} has shape {got}; expected [B, {spec.n_obs_steps}, "
+                       f"{', '.join(map(str, shape))}] (batched) or [{spec.n_obs_steps}, "
+                       f"{', '.join(map(str, shape))}] (one observation history).")
+    if batched is not None and batched != this_batched:
+      raise ValueError("Observations mix batched and unbatched arrays; give every key a batch axis or none.")
+    batched = this_batched
+  return bool(batched)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "num_inference_steps"))
+def _sample_batched(policy: Policy, obs, key, method: str, num_inference_steps: int):
+  spec = policy.spec
+  net = PolicyNet(spec)
+  obs = normalizer_lib.normalize_obs(policy.normalizer, obs)
+  features = net.apply({"params": policy.params}, obs, False, method=PolicyNet.encode)
+  batch_size = features.shape[0]
+
+  def denoise_fn(x, k):
+    return net.apply({"params": policy.params}, x, k, features, False, method=PolicyNet.denoise)
+
+  actions = sampler.sample_chain(denoise_fn, make_schedule(spec), (batch_size, spec.horizon, spec.action_dim), key,
+                                 method=method, num_inference_steps=num_inference_steps,
+                                 clip_sample=spec.clip_sample, prediction_type=spec.prediction_type)
+  return normalizer_lib.unnormalize(policy.normalizer["action"], actions)
+
+
+def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: str | None = None,
+           num_inference_steps: int | None = None) -> jax.Array:
+  """Samples an action chunk from raw observations.
+
+  Args:
+    policy: a `Policy` (e.g. from `dpjax.load_policy(run_dir)`).
+    obs: raw (unnormalised) observation history, {key: [B, To, ...]} or {key: [To, ...]}; images uint8 or float
+      in [0, 255].
+    key: PRNG key.
+    method: "ddpm" or "ddim" (default: the spec's sampler).
+    num_inference_steps: reverse-chain length (default: the spec's).
+
+  Returns:
+    Unnormalised actions [B, T, Da] (or [T, Da] for unbatched input).
+  """
+  spec = policy.spec
+  method = method or spec.sampler
+  num_inference_steps = num_inference_steps or spec.num_inference_steps
+  _check_choice("method", method, SAMPLERS)
+  if not 1 <= num_inference_steps <= spec.num_train_steps:
+    raise ValueError(f"num_inference_steps={num_inference_steps} must be in [1, {spec.num_train_steps}].")
+  batched = check_obs(spec, obs)
+  obs = {k: (v if batched else v[None]) for k, v in obs.items()}
+  actions = _sample_batched(policy, dict(obs), key, method, num_inference_steps)
+  return actions if batched else actions[0]
+
+
+def action_steps_to_execute(spec: PolicySpec, actions: jax.Array) -> jax.Array:
+  """The receding-horizon slice: actions [..., T, Da] -> [..., n_action_steps, Da] starting at n_obs_steps - 1."""
+  start = spec.n_obs_steps - 1
+  return actions[..., start:start + spec.n_action_steps, :]

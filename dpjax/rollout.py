@@ -1,0 +1,144 @@
+r"""Evaluate a trained policy in the Push-T simulator with the paper's test protocol.
+
+    python -m dpjax.rollout --checkpoint=runs/pusht_lowdim            # 50 episodes, seeds 100000..100049
+    python -m dpjax.rollout --checkpoint=RUN --num_episodes=10 --sampler=ddim --num_inference_steps=10
+
+Protocol (Chi et al. 2023, Push-T): each episode runs at most 300 control steps; the policy sees the last
+n_obs_steps observations (the first repeated while the history is short), predicts a `horizon`-step chunk, and
+actions [n_obs_steps - 1, n_obs_steps - 1 + n_action_steps) are executed before re-planning. An episode's score is
+its maximum reward; `mean_score` over the episodes is the paper's number. All environments advance together and
+the policy is queried once per re-planning step for the whole batch.
+
+Results go to RUN_DIR/eval/ (or --out): eval.json and videos of the first episodes with the goal drawn.
+"""
+import json
+import os
+import pathlib
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from dpjax import policy as policy_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("checkpoint", None, "Training run directory (holding checkpoints/) to evaluate.")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+flags.DEFINE_integer("num_episodes", 50, "Number of test episodes.")
+flags.DEFINE_integer("seed_start", 100000, "Seed of the first episode; episode i uses seed_start + i.")
+flags.DEFINE_list("seeds", None, "Explicit comma-separated episode seeds (overrides num_episodes/seed_start).")
+flags.DEFINE_integer("max_steps", 300, "Maximum control steps per episode.")
+flags.DEFINE_enum("sampler", None, ["ddpm", "ddim"], "Reverse-chain sampler (default: the run's config).")
+flags.DEFINE_integer("num_inference_steps", None, "Reverse-chain steps (default: the run's config).")
+flags.DEFINE_bool("ema", True, "Use the EMA weights (default) or, with --noema, the raw weights.")
+flags.DEFINE_string("out", None, "Output folder (default: CHECKPOINT/eval).")
+flags.DEFINE_integer("num_videos", 4, "Save videos of this many first episodes.")
+flags.DEFINE_integer("video_size", 256, "Video frame size in pixels.")
+flags.DEFINE_integer("policy_seed", 0, "Seed of the policy's sampling noise.")
+
+
+class _History:
+  """The last `n` observations of every environment, stacked on axis 1: {key: [N, n, ...]}."""
+
+  def __init__(self, first_obs: dict, n: int):
+    self._frames = {k: np.repeat(np.asarray(v)[:, None], n, axis=1) for k, v in first_obs.items()}
+
+  def push(self, obs: dict) -> None:
+    for k, v in obs.items():
+      self._frames[k] = np.concatenate([self._frames[k][:, 1:], np.asarray(v)[:, None]], axis=1)
+
+  def stacked(self) -> dict:
+    return dict(self._frames)
+
+
+def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, seed_start: int = 100000,
+             max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
+             out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
+             show_progress: bool = True) -> dict:
+  """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores."""
+  from dpjax.envs import vector, video  # the simulator is an optional extra
+  spec = policy.spec
+  seeds = list(range(seed_start, seed_start + num_episodes)) if seeds is None else [int(s) for s in seeds]
+  if not seeds:
+    raise ValueError("No episodes to run: give --num_episodes >= 1 or --seeds.")
+  obs_type = "image" if any(len(s) == 3 for _, s in spec.obs_shapes) else "lowdim"
+  envs = vector.PushTVectorEnv(len(seeds), obs_type=obs_type)
+  history = _History(envs.reset(seeds), spec.n_obs_steps)
+  num_videos = min(num_videos, len(seeds)) if out_dir is not None else 0
+  frames = [[envs.render(i, video_size)] for i in range(num_videos)]
+  max_reward = np.zeros(len(seeds))
+  done = np.zeros(len(seeds), bool)
+  key = jax.random.key(policy_seed)
+  start = time.perf_counter()
+  progress = _progress(max_steps, show_progress)
+  step = 0
+  while step < max_steps and not done.all():
+    key, sample_key = jax.random.split(key)
+    chunk = policy_lib.sample(policy, history.stacked(), sample_key, method=method,
+                              num_inference_steps=num_inference_steps)
+    actions = np.asarray(policy_lib.action_steps_to_execute(spec, chunk))
+    for t in range(min(actions.shape[1], max_steps - step)):
+      obs, reward, step_done, _ = envs.step(actions[:, t])
+      max_reward = np.maximum(max_reward, np.where(done, max_reward, reward))
+      done = done | step_done
+      history.push(obs)
+      for i in range(num_videos):
+        frames[i].append(envs.render(i, video_size))
+      step += 1
+    progress.update(min(actions.shape[1], max_steps - progress.n))
+    progress.set_postfix(mean_score=f"{max_reward.mean():.3f}", refresh=False)
+  progress.close()
+  result = {
+      "mean_score": float(max_reward.mean()),
+      "success_rate": float(np.mean(max_reward >= 1.0)),
+      "num_episodes": len(seeds),
+      "scores": [float(r) for r in max_reward],
+      "seeds": seeds,
+      "max_steps": max_steps,
+      "sampler": method or spec.sampler,
+      "num_inference_steps": num_inference_steps or spec.num_inference_steps,
+      "wall_seconds": time.perf_counter() - start,
+  }
+  if out_dir is not None:
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result["videos"] = [str(video.write_video(out_dir / f"episode_{seeds[i]}.mp4", np.stack(frames[i]), fps=10))
+                        for i in range(num_videos)]
+    tmp = out_dir / "eval.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out_dir / "eval.json")
+  return result
+
+
+def _progress(total: int, show: bool):
+  from tqdm import tqdm
+  return tqdm(total=total, desc="rollout", unit="step", disable=not show, dynamic_ncols=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS.checkpoint:
+    raise app.UsageError("--checkpoint=RUN_DIR is required (a directory written by python -m dpjax.train).")
+  from dpjax import checkpoint
+  try:
+    pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=FLAGS.step)
+  except checkpoint.CheckpointError as e:
+    raise SystemExit(f"dpjax.rollout: {e}") from None
+  out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
+  result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
+                    max_steps=FLAGS.max_steps, method=FLAGS.sampler, num_inference_steps=FLAGS.num_inference_steps,
+                    out_dir=out, num_videos=FLAGS.num_videos, video_size=FLAGS.video_size,
+                    policy_seed=FLAGS.policy_seed)
+  summary = {k: result[k] for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
+  print(json.dumps(summary, indent=2))
+  print(f"dpjax.rollout: wrote {out / 'eval.json'}")
+
+
+def run_main():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

@@ -1,0 +1,49 @@
+"""Data-parallel sharding, expressed once: a 1-D mesh over all devices named "data".
+
+Batches are split along their leading axis over "data"; parameters and optimiser state are replicated.
+Model code never mentions the mesh.
+"""
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh over `devices` (default: every device of every process)."""
+  devices = list(jax.devices() if devices is None else devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the mesh."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+  """Raises ValueError unless the global batch splits evenly over devices and processes."""
+  num_devices = mesh.devices.size
+  if global_batch_size % num_devices:
+    raise ValueError(
+        f"Global batch size {global_batch_size} does not divide by the {num_devices} devices in the mesh; "
+        f"set --config.train.batch_size to a multiple of {num_devices} "
+        f"(e.g. {max(num_devices, global_batch_size // num_devices * num_devices)}).")
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"Global batch size {global_batch_size} does not divide by the {jax.process_count()} processes.")
+
+
+def put_global_batch(local_batch: Any, mesh: Mesh) -> Any:
+  """Assembles a global, batch-sharded jax.Array pytree from each process's local numpy batch."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+  return jax.device_put(tree, replicated(mesh))

@@ -1,0 +1,213 @@
+r"""Train a diffusion policy.
+
+    python -m dpjax.train --config=configs/pusht.py --workdir=runs/pusht_lowdim
+    python -m dpjax.train --config=configs/pusht.py:image --config.train.num_steps=1000
+
+Reads top to bottom: data, policy spec, parameters, optimiser, jitted step, resume, loop (log, validate, evaluate,
+checkpoint). Re-running the same command in a run directory that holds a checkpoint resumes from it, with the same
+data order and the same per-step randomness as an uninterrupted run.
+"""
+import json
+import os
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from dpjax import checkpoint, data, ema, metrics, optim, policy, sharding, train_step
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant].",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory (default: a new folder under runs/).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs).")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or gradients became NaN/inf; the run stopped with the last good checkpoint kept."""
+
+
+def validate_config(config) -> None:
+  """Checks values no later code would catch with a clear message."""
+  t = config.train
+  for name in ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+    if int(t[name]) < 1:
+      raise ValueError(f"config.train.{name}={t[name]} must be >= 1.")
+  for name in ("val_every", "eval_every", "val_batches"):
+    if int(t[name]) < 0:
+      raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
+  if not 0.0 <= config.data.val_ratio < 1.0:
+    raise ValueError(f"config.data.val_ratio={config.data.val_ratio} must be in [0, 1).")
+  if config.optim.learning_rate <= 0:
+    raise ValueError(f"config.optim.learning_rate={config.optim.learning_rate} must be > 0.")
+  if not 0.0 <= config.ema.min_decay <= config.ema.max_decay < 1.0:
+    raise ValueError("config.ema needs 0 <= min_decay <= max_decay < 1.")
+
+
+def _write_json_atomic(path: pathlib.Path, text: str) -> None:
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) -> list:
+  """Fixed validation batches, each trimmed to a multiple of the device count so it shards evenly."""
+  from dpjax.data import pipeline
+  per_process_multiple = max(mesh.devices.size // jax.process_count(), 1)
+  batches = []
+  for batch in pipeline.validation_batches(source, global_batch_size, max_batches):
+    size = len(batch["action"]) // per_process_multiple * per_process_multiple
+    if size:
+      batches.append(jax.tree.map(lambda x, n=size: x[:n], batch))
+  return batches
+
+
+def _validation_loss(eval_fn, params, batches, base_key, normalizer, mesh) -> float:
+  losses = [eval_fn(params, sharding.put_global_batch(b, mesh), jax.random.fold_in(base_key, i), normalizer)
+            for i, b in enumerate(batches)]
+  return float(np.mean(jax.device_get(losses))) if losses else float("nan")
+
+
+def train_and_evaluate(config, workdir, devices=None) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the last logged metrics."""
+  validate_config(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = sharding.make_mesh(devices)
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+
+  # Data.
+  bundle = data.build_data(config)
+  train_iterator = data.make_train_iterator(bundle, config, config.train.batch_size)
+  val_batches = []
+  if bundle.val_source is not None and config.train.val_every and config.train.val_batches:
+    val_batches = _validation_batches(bundle.val_source, config.train.batch_size, config.train.val_batches, mesh)
+
+  # Policy and optimiser.
+  spec = policy.spec_from_config(config, bundle.obs_shapes, bundle.action_dim)
+  if jax.process_index() == 0:
+    _write_json_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
+    _write_json_atomic(workdir / "policy_spec.json", spec.to_json())
+  base_key = jax.random.key(config.seed)
+  init_key, train_key, val_key = jax.random.split(base_key, 3)
+  params = policy.init_params(spec, init_key)
+  logging.info("Policy %s + %s: %d parameters", spec.encoder, spec.denoiser, policy.count_params(params))
+  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
+  state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
+  normalizer = sharding.put_replicated(bundle.normalizer, mesh)
+
+  # Resume.
+  manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints)
+  if manager.latest_step() is not None:
+    state, train_iterator = checkpoint.restore_train_state(manager, state, train_iterator)
+    logging.info("Resumed from %s at step %d", workdir, int(state.step))
+
+  step_fn = train_step.jit_train_step(spec, optimizer, config.ema, replicated, batch_sharding, replicated)
+  eval_fn = train_step.jit_eval_loss(spec, batch_sharding, replicated)
+  writer = metrics.MetricsWriter(workdir)
+  evaluator = _make_evaluator(config, workdir)
+
+  start_step = int(jax.device_get(state.step))
+  last = {}
+  finite = jnp.ones((), bool)
+  last_good_step = start_step
+  progress = _progress_bar(start_step, config.train.num_steps)
+  window_start, window_steps = time.perf_counter(), 0
+  try:
+    for step in range(start_step + 1, config.train.num_steps + 1):
+      batch = sharding.put_global_batch(next(train_iterator), mesh)
+      state, step_metrics = step_fn(state, batch, train_key, normalizer)
+      finite = finite & step_metrics["finite"]
+      window_steps += 1
+      is_log = step % config.train.log_every == 0 or step == config.train.num_steps
+      is_ckpt = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
+      if not (is_log or is_ckpt):
+        continue
+      if not bool(finite):
+        raise NonFiniteLossError(
+            f"Loss or gradients became NaN/inf between steps {last_good_step} and {step}; stopped. The last good "
+            f"checkpoint (step {manager.latest_step()}) in {workdir} is kept. Try a lower "
+            "--config.optim.learning_rate or --config.optim.grad_clip_norm=1.0.")
+      last_good_step = step
+      if is_log:
+        elapsed = time.perf_counter() - window_start
+        host = jax.device_get(step_metrics)
+        last = {"train/loss": host["loss"], "train/grad_norm": host["grad_norm"], "train/ema_decay": host["ema_decay"],
+                "train/learning_rate": optim.learning_rate_schedule(config.optim, config.train.num_steps)(step - 1),
+                "train/steps_per_second": window_steps / elapsed,
+                "train/samples_per_second": window_steps * config.train.batch_size / elapsed}
+        if val_batches and config.train.val_every and step % config.train.val_every == 0:
+          last["val/loss"] = _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer, mesh)
+          last["val/loss_ema"] = _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer, mesh)
+        writer.write(step, last)
+        progress.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
+        window_start, window_steps = time.perf_counter(), 0
+      if evaluator and config.train.eval_every and step % config.train.eval_every == 0:
+        scores = evaluator(state, normalizer, spec, step)
+        writer.write(step, scores)
+        last.update(scores)
+      if is_ckpt:
+        checkpoint.save(manager, state, train_iterator, bundle.normalizer, spec, config)
+      progress.n = step
+      progress.refresh()
+  finally:
+    progress.close()
+    writer.close()
+    manager.close()
+  return {k: float(v) for k, v in last.items()}
+
+
+def _progress_bar(start_step: int, num_steps: int):
+  from tqdm import tqdm
+  return tqdm(total=num_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+              disable=jax.process_index() != 0)
+
+
+def _make_evaluator(config, workdir):
+  """Environment rollouts during training, when config.train.eval_every > 0 and the simulator is installed."""
+  if not config.train.eval_every:
+    return None
+  from dpjax import rollout  # needs the `env` extra
+  def evaluate(state, normalizer, spec, step):
+    pol = policy.Policy(params=state.ema_params, normalizer=jax.device_get(normalizer), spec=spec)
+    result = rollout.evaluate(pol, num_episodes=config.train.eval_episodes, seed_start=config.eval.seed_start,
+                              max_steps=config.eval.max_steps, out_dir=workdir / "eval" / f"step_{step}",
+                              num_videos=0, show_progress=False)
+    return {"eval/mean_score": result["mean_score"], "eval/success_rate": result["success_rate"]}
+  return evaluate
+
+
+def default_workdir(config) -> pathlib.Path:
+  stamp = time.strftime("%Y%m%d_%H%M%S")
+  return pathlib.Path("runs") / f"{stamp}_{config.variant.replace(',', '_')}"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.config is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/pusht.py")
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  workdir = pathlib.Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(FLAGS.config)
+  logging.info("Run directory: %s", workdir)
+  print(f"dpjax.train: run directory {workdir} ({jax.device_count()} devices: {jax.devices()[0].platform})")
+  try:
+    final = train_and_evaluate(FLAGS.config, workdir)
+  except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
+    # Bad config values, missing or corrupt data, NaN losses: a message naming the problem and the fix.
+    raise SystemExit(f"dpjax.train: {e}") from None
+  print(json.dumps(final, indent=2))
+
+
+def run_main():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

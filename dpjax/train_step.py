@@ -1,0 +1,61 @@
+"""The training state and the pure, jit-able train and validation steps.
+
+`train_step(state, batch, base_key, normalizer) -> (state, metrics)`; the step's randomness is
+`fold_in(base_key, state.step)`, so a resumed run needs no saved RNG state and reproduces an uninterrupted one.
+"""
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dpjax import ema, policy
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array          # int32 scalar: optimiser steps taken
+  params: Any
+  ema_params: Any
+  opt_state: Any
+
+
+def create_train_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params))
+
+
+def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spec: policy.PolicySpec,
+               optimizer: optax.GradientTransformation, ema_config) -> tuple[TrainState, dict]:
+  """One optimiser step on a global batch; returns the new state and scalar metrics."""
+  key = jax.random.fold_in(base_key, state.step)
+  grad_fn = jax.value_and_grad(policy.loss_fn, has_aux=True)
+  (loss, _), grads = grad_fn(state.params, spec, normalizer, batch, key, True)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  step = state.step + 1
+  decay = ema.decay_from_config(step, ema_config)
+  new_state = TrainState(step=step, params=params, ema_params=ema.ema_update(state.ema_params, params, decay),
+                         opt_state=opt_state)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "ema_decay": decay,
+             "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))}
+  return new_state, metrics
+
+
+def eval_loss(params, batch, key: jax.Array, normalizer, *, spec: policy.PolicySpec) -> jax.Array:
+  """Loss with the network in evaluation mode (no dropout, centre crop); the key fixes the noise draw."""
+  loss, _ = policy.loss_fn(params, spec, normalizer, batch, key, False)
+  return loss
+
+
+def jit_train_step(spec, optimizer, ema_config, state_sharding, batch_sharding, replicated):
+  step_fn = functools.partial(train_step, spec=spec, optimizer=optimizer, ema_config=ema_config)
+  return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, replicated, replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+
+
+def jit_eval_loss(spec, batch_sharding, replicated):
+  fn = functools.partial(eval_loss, spec=spec)
+  return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated), out_shardings=replicated)

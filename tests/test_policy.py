@@ -1,0 +1,83 @@
+"""The policy API: spec from config, `dpjax.sample` shapes, errors, and compile-once behaviour."""
+import jax
+import numpy as np
+import pytest
+
+import dpjax
+from dpjax import policy as policy_lib
+from dpjax.data import normalizer as normalizer_lib
+from tests import synthetic
+
+
+def _policy(variant="smoke", obs_shapes=None):
+  config = synthetic.smoke_config("unused", variant)
+  obs_shapes = obs_shapes or {"low_dim": (20,)}
+  spec = policy_lib.spec_from_config(config, obs_shapes, action_dim=2)
+  rng = np.random.default_rng(0)
+  obs = {k: (rng.uniform(0, 255, (50, 2) + s) if len(s) == 3 else rng.uniform(0, 512, (50, 2) + s)) for k, s in
+         obs_shapes.items()}
+  action = rng.uniform(0, 512, (50, 2))
+  normalizer = normalizer_lib.fit_normalizer({k: v.reshape((-1,) + v.shape[2:]) for k, v in obs.items()}, action)
+  return policy_lib.Policy(params=policy_lib.init_params(spec, jax.random.key(0)), normalizer=normalizer, spec=spec)
+
+
+def test_sample_batched_and_unbatched_shapes_and_range():
+  policy = _policy()
+  obs = {"low_dim": np.random.default_rng(1).uniform(0, 512, (3, 2, 20)).astype(np.float32)}
+  actions = dpjax.sample(policy, obs, jax.random.key(0))
+  assert actions.shape == (3, 16, 2)
+  # Clipped x0 in [-1, 1] maps back inside the action range seen by the normaliser.
+  lo, hi = policy_lib.normalizer_lib.unnormalize(policy.normalizer["action"], np.array([-1.0, 1.0])[:, None])
+  assert np.all(np.asarray(actions) >= lo - 1e-3) and np.all(np.asarray(actions) <= hi + 1e-3)
+  single = dpjax.sample(policy, {"low_dim": obs["low_dim"][0]}, jax.random.key(0))
+  assert single.shape == (16, 2)
+
+
+def test_sample_is_deterministic_given_key_and_ddim_works():
+  policy = _policy()
+  obs = {"low_dim": np.zeros((2, 2, 20), np.float32)}
+  a = dpjax.sample(policy, obs, jax.random.key(3))
+  b = dpjax.sample(policy, obs, jax.random.key(3))
+  np.testing.assert_array_equal(a, b)
+  c = dpjax.sample(policy, obs, jax.random.key(3), method="ddim", num_inference_steps=5)
+  assert c.shape == (2, 16, 2)
+
+
+def test_sample_compiles_once_per_shape():
+  policy = _policy()
+  rng = np.random.default_rng(0)
+  before = policy_lib._sample_batched._cache_size()
+  dpjax.sample(policy, {"low_dim": rng.normal(size=(4, 2, 20))}, jax.random.key(0))
+  dpjax.sample(policy, {"low_dim": rng.normal(size=(4, 2, 20))}, jax.random.key(1))
+  # New observations and a new key reuse the compiled chain; a new batch shape compiles once more.
+  assert policy_lib._sample_batched._cache_size() == before + 1
+  dpjax.sample(policy, {"low_dim": rng.normal(size=(5, 2, 20))}, jax.random.key(1))
+  assert policy_lib._sample_batched._cache_size() == before + 2
+
+
+@pytest.mark.parametrize("obs, message", [
+    ({"low_dim": np.zeros((2, 2, 19))}, r"expected \[B, 2, 20\]"),
+    ({"state": np.zeros((2, 2, 20))}, "do not match"),
+    ({"low_dim": np.zeros((2, 3, 20))}, r"expected \[B, 2, 20\]"),
+])
+def test_wrong_observations_name_the_expected_shape(obs, message):
+  with pytest.raises(ValueError, match=message):
+    dpjax.sample(_policy(), obs, jax.random.key(0))
+
+
+def test_image_policy_samples():
+  policy = _policy("image,smoke", {"image": (96, 96, 3), "agent_pos": (2,)})
+  obs = {"image": np.zeros((2, 2, 96, 96, 3), np.uint8), "agent_pos": np.zeros((2, 2, 2), np.float32)}
+  assert dpjax.sample(policy, obs, jax.random.key(0)).shape == (2, 16, 2)
+
+
+def test_spec_round_trips_through_json_and_rejects_bad_choices():
+  spec = _policy("transformer,smoke").spec
+  assert policy_lib.PolicySpec.from_json(spec.to_json()) == spec
+  config = synthetic.smoke_config("unused")
+  config.n_action_steps = 16
+  with pytest.raises(ValueError, match="n_action_steps"):
+    policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
+  config = synthetic.smoke_config("unused")
+  with pytest.raises(ValueError, match="contain images"):
+    policy_lib.spec_from_config(config, {"image": (96, 96, 3)}, 2)

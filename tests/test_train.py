@@ -1,0 +1,130 @@
+"""End-to-end training: smoke run, 1-vs-8-device equality, kill-and-resume equality, NaN stop."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from dpjax import checkpoint, metrics, train
+from tests import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr")
+
+
+def _losses(run_dir):
+  return {s: m["train/loss"] for s, m in sorted(metrics.read_metrics(run_dir).items()) if "train/loss" in m}
+
+
+def test_smoke_trains_and_checkpoints(data_path, tmp_path):
+  config = synthetic.smoke_config(data_path)
+  final = train.train_and_evaluate(config, tmp_path)
+  assert np.isfinite(final["train/loss"])
+  assert (tmp_path / "config.json").exists() and (tmp_path / "policy_spec.json").exists()
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  logged = metrics.read_metrics(tmp_path)
+  assert sorted(_losses(tmp_path)) == [1, 2, 3, 4]
+  assert "val/loss" in logged[2] and "val/loss_ema" in logged[4]
+  policy = checkpoint.load_policy(tmp_path)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(policy.params))
+
+
+def test_loss_decreases_over_short_run(data_path, tmp_path):
+  config = synthetic.smoke_config(data_path)
+  config.train.num_steps = 60
+  config.train.log_every = 10
+  config.train.checkpoint_every = 60
+  config.optim.learning_rate = 1e-3
+  train.train_and_evaluate(config, tmp_path)
+  losses = _losses(tmp_path)
+  assert losses[60] < 0.7 * losses[10], losses
+
+
+def test_one_device_equals_eight_devices(data_path, tmp_path):
+  assert jax.device_count() == 8, "conftest sets 8 host devices"
+  config = synthetic.smoke_config(data_path)
+  config.train.num_steps = 3
+  train.train_and_evaluate(config, tmp_path / "one", devices=jax.devices()[:1])
+  train.train_and_evaluate(config, tmp_path / "eight", devices=jax.devices())
+  one, eight = _losses(tmp_path / "one"), _losses(tmp_path / "eight")
+  assert sorted(one) == sorted(eight) == [1, 2, 3]
+  np.testing.assert_allclose([one[s] for s in one], [eight[s] for s in one], rtol=1e-5, atol=1e-6)
+  p1 = checkpoint.load_policy(tmp_path / "one", use_ema=False).params
+  p8 = checkpoint.load_policy(tmp_path / "eight", use_ema=False).params
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
+
+
+def test_batch_size_not_divisible_by_devices_is_clear_error(data_path, tmp_path):
+  config = synthetic.smoke_config(data_path)
+  config.train.batch_size = 12
+  with pytest.raises(ValueError, match="does not divide by the 8 devices"):
+    train.train_and_evaluate(config, tmp_path)
+
+
+def test_bad_config_values_are_clear_errors(data_path, tmp_path):
+  config = synthetic.smoke_config(data_path)
+  config.train.num_steps = 0
+  with pytest.raises(ValueError, match="num_steps"):
+    train.train_and_evaluate(config, tmp_path)
+  config = synthetic.smoke_config(data_path)
+  config.policy.denoiser = "lstm"
+  with pytest.raises(ValueError, match="config.policy.denoiser"):
+    train.train_and_evaluate(config, tmp_path / "b")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_path, tmp_path):
+  config = synthetic.smoke_config(data_path)
+  config.optim.learning_rate = 1e30
+  config.optim.warmup_steps = 0
+  config.optim.schedule = "constant"
+  config.train.num_steps = 20
+  config.train.checkpoint_every = 1
+  config.train.log_every = 100
+  with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
+    train.train_and_evaluate(config, tmp_path)
+  policy = checkpoint.load_policy(tmp_path, use_ema=False)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(policy.params))
+
+
+def _train_command(data_path, workdir, num_steps):
+  return [sys.executable, "-m", "dpjax.train", "--config=configs/pusht.py:smoke", f"--workdir={workdir}",
+          f"--config.data.path={data_path}", "--config.data.val_ratio=0.2", f"--config.train.num_steps={num_steps}",
+          "--config.train.checkpoint_every=4", "--config.train.log_every=1", "--config.train.val_every=0",
+          "--config.optim.schedule=constant"]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
+  total = 40
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  subprocess.run(_train_command(data_path, tmp_path / "reference", total), cwd=REPO, env=env, check=True,
+                 capture_output=True)
+  workdir = tmp_path / "killed"
+  # A run that would go on for a long time; killed as soon as its first checkpoint is complete.
+  proc = subprocess.Popen(_train_command(data_path, workdir, 100_000), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  ckpt_dir = workdir / "checkpoints"
+  while time.time() < deadline and proc.poll() is None:
+    if ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+  assert killed_at < total, f"the run reached step {killed_at} before the kill; the test needs it mid-run"
+  resumed = subprocess.run(_train_command(data_path, workdir, total), cwd=REPO, env=env, check=True,
+                           capture_output=True, text=True)
+  reference, after = _losses(tmp_path / "reference"), _losses(workdir)
+  assert sorted(after) == list(range(1, total + 1)), resumed.stderr[-2000:]
+  np.testing.assert_allclose([after[s] for s in range(1, total + 1)], [reference[s] for s in range(1, total + 1)],
+                             rtol=1e-6)

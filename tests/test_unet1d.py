@@ -1,0 +1,130 @@
+"""Tests for dpjax.nets.unet1d: shapes, parameter count, conditioning, torch-exact resampling."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dpjax.nets import unet1d
+
+TINY = dict(down_dims=(8, 16), kernel_size=3, n_groups=4, step_embed_dim=8)
+B, T, DA, TO, F = 2, 8, 2, 2, 3
+
+
+def _torch_param_count(action_dim, down_dims, dsed, kernel_size, global_cond_dim, cond_predict_scale=True):
+  """Parameters of the original PyTorch ConditionalUnet1D, counted from its constructor."""
+  cond_dim = dsed + global_cond_dim
+  film = 2 if cond_predict_scale else 1
+
+  def conv(c_in, c_out, k):
+    return c_in * c_out * k + c_out
+
+  def res(c_in, c_out):
+    blocks = conv(c_in, c_out, kernel_size) + conv(c_out, c_out, kernel_size) + 2 * (2 * c_out)  # + GroupNorms
+    residual = conv(c_in, c_out, 1) if c_in != c_out else 0
+    return blocks + (cond_dim * film * c_out + film * c_out) + residual
+
+  count = (dsed * 4 * dsed + 4 * dsed) + (4 * dsed * dsed + dsed)
+  dims = [action_dim] + list(down_dims)
+  in_out = list(zip(dims[:-1], dims[1:]))
+  for i, (c_in, c_out) in enumerate(in_out):
+    count += res(c_in, c_out) + res(c_out, c_out) + (conv(c_out, c_out, 3) if i < len(in_out) - 1 else 0)
+  count += 2 * res(dims[-1], dims[-1])
+  for c_in, c_out in reversed(in_out[1:]):
+    count += res(2 * c_out, c_in) + res(c_in, c_in) + conv(c_in, c_in, 4)  # ConvTranspose1d: same count
+  start = down_dims[0]
+  return count + conv(start, start, kernel_size) + 2 * start + conv(start, action_dim, 1)
+
+
+def _count(tree):
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
+
+
+def _init(net, horizon=T):
+  x = jnp.zeros((B, horizon, DA))
+  return net.init(jax.random.key(0), x, jnp.zeros((B,), jnp.int32), jnp.zeros((B, TO, F)))
+
+
+def test_pusht_lowdim_parameter_count():
+  """Push-T low-dim: the original logs "number of parameters: 6.5e+07"; the count matches layer for layer."""
+  net = unet1d.ConditionalUnet1D(down_dims=(256, 512, 1024), kernel_size=5, n_groups=8, step_embed_dim=256)
+  shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 16, 2)), jnp.zeros((1,), jnp.int32),
+                          jnp.zeros((1, 2, 20)))
+  expected = _torch_param_count(2, (256, 512, 1024), 256, 5, global_cond_dim=2 * 20)
+  assert _count(shapes) == expected == 65_783_298
+
+
+def test_tiny_parameter_count_and_output():
+  net = unet1d.ConditionalUnet1D(**TINY)
+  params = _init(net)
+  assert _count(params) == _torch_param_count(DA, (8, 16), 8, 3, global_cond_dim=TO * F)
+  x = jax.random.normal(jax.random.key(1), (B, T, DA))
+  obs = jax.random.normal(jax.random.key(2), (B, TO, F))
+  apply = jax.jit(net.apply)
+  out = apply(params, x, jnp.array([3, 7]), obs)
+  assert out.shape == (B, T, DA) and bool(jnp.all(jnp.isfinite(out)))
+  # Conditioning matters: other observations or another step change the output.
+  assert not np.allclose(np.asarray(out), np.asarray(apply(params, x, jnp.array([3, 7]), obs + 1.0)))
+  assert not np.allclose(np.asarray(out), np.asarray(apply(params, x, jnp.array([4, 7]), obs)))
+  # A scalar step is broadcast over the batch.
+  np.testing.assert_allclose(np.asarray(apply(params, x, jnp.int32(5), obs)),
+                             np.asarray(apply(params, x, jnp.array([5, 5]), obs)), atol=1e-6)
+
+
+def test_bad_horizon_and_shapes():
+  net = unet1d.ConditionalUnet1D(down_dims=(8, 16, 32), kernel_size=3, n_groups=4, step_embed_dim=8)
+  with pytest.raises(ValueError, match="divisible by 2 \\*\\* \\(len\\(down_dims\\) - 1\\) = 4"):
+    _init(net, horizon=6)
+  with pytest.raises(AssertionError):
+    net.init(jax.random.key(0), jnp.zeros((B, 8)), jnp.zeros((B,), jnp.int32), jnp.zeros((B, TO, F)))
+
+
+def _torch_conv1d(x, w, b, stride, padding):
+  """torch.nn.functional.conv1d on channels-last x [B, L, C_in]; w [C_out, C_in, k]."""
+  x = np.pad(x, ((0, 0), (padding, padding), (0, 0)))
+  k = w.shape[-1]
+  length = (x.shape[1] - k) // stride + 1
+  return np.stack([np.einsum("bjc,ocj->bo", x[:, i * stride:i * stride + k], w) for i in range(length)], 1) + b
+
+
+def _torch_conv_transpose1d(x, w, b, stride, padding):
+  """torch.nn.functional.conv_transpose1d on channels-last x [B, L, C_in]; w [C_in, C_out, k]."""
+  batch, length, _ = x.shape
+  k = w.shape[-1]
+  full = np.zeros((batch, (length - 1) * stride + k, w.shape[1]))
+  for i in range(length):
+    full[:, i * stride:i * stride + k] += np.einsum("bc,coj->bjo", x[:, i], w)
+  return full[:, padding:full.shape[1] - padding] + b
+
+
+@pytest.mark.parametrize("length", [1, 4, 5])
+def test_resampling_matches_torch(length):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, length, 3)).astype(np.float32)
+  w_up, w_down = rng.normal(size=(3, 3, 4)), rng.normal(size=(3, 3, 3))
+  b = rng.normal(size=(3,))
+
+  up = unet1d.Upsample1d()
+  assert jax.eval_shape(up.init, jax.random.key(0), x)["params"]["conv"]["kernel"].shape == (4, 3, 3)
+  # torch ConvTranspose1d weight [C_in, C_out, k] -> kernel [k, C_out, C_in].
+  y = up.apply({"params": {"conv": {"kernel": w_up.transpose(2, 1, 0), "bias": b}}}, x)
+  assert y.shape == (2, 2 * length, 3)
+  np.testing.assert_allclose(np.asarray(y), _torch_conv_transpose1d(x, w_up, b, 2, 1), atol=1e-4)
+
+  down = unet1d.Downsample1d()
+  # torch Conv1d weight [C_out, C_in, k] -> kernel [k, C_in, C_out].
+  y = down.apply({"params": {"conv": {"kernel": w_down.transpose(2, 1, 0), "bias": b}}}, x)
+  assert y.shape == (2, (length + 1) // 2, 3)
+  np.testing.assert_allclose(np.asarray(y), _torch_conv1d(x, w_down, b, 2, 1), atol=1e-4)
+
+
+def test_film_scale_and_bias():
+  """cond_predict_scale: the condition's Dense output splits into [scale | bias] over channels."""
+  block = unet1d.ConditionalResidualBlock1D(features=8, kernel_size=3, n_groups=4, cond_predict_scale=True)
+  x, cond = jnp.ones((1, 4, 8)), jnp.ones((1, 5))
+  params = block.init(jax.random.key(0), x, cond)["params"]
+  assert params["cond_encoder"]["kernel"].shape == (5, 16)
+  assert "residual_conv" not in params
+  params_bias_only = unet1d.ConditionalResidualBlock1D(8, 3, 4, cond_predict_scale=False).init(
+      jax.random.key(0), jnp.ones((1, 4, 6)), cond)["params"]
+  assert params_bias_only["cond_encoder"]["kernel"].shape == (5, 8)
+  assert params_bias_only["residual_conv"]["kernel"].shape == (1, 6, 8)
