@@ -66,8 +66,9 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   envs = vector.PushTVectorEnv(len(seeds), obs_type=obs_type)
   history = _History(envs.reset(seeds), spec.n_obs_steps)
   num_videos = min(num_videos, len(seeds)) if out_dir is not None else 0
-  frames = [[envs.render(i, video_size)] for i in range(num_videos)]
+  frames = [[envs.envs[i].render(video_size)] for i in range(num_videos)]
   max_reward = np.zeros(len(seeds))
+  success = np.zeros(len(seeds), bool)
   done = np.zeros(len(seeds), bool)
   key = jax.random.key(policy_seed)
   start = time.perf_counter()
@@ -79,21 +80,23 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
                               num_inference_steps=num_inference_steps)
     actions = np.asarray(policy_lib.action_steps_to_execute(spec, chunk))
     for t in range(min(actions.shape[1], max_steps - step)):
-      obs, reward, step_done, _ = envs.step(actions[:, t])
+      obs, reward, step_done, infos = envs.step(actions[:, t])
       max_reward = np.maximum(max_reward, np.where(done, max_reward, reward))
+      success |= np.array([bool(info.get("success", False)) for info in infos]) & ~done
       done = done | step_done
       history.push(obs)
       for i in range(num_videos):
-        frames[i].append(envs.render(i, video_size))
+        frames[i].append(envs.envs[i].render(video_size))
       step += 1
     progress.update(min(actions.shape[1], max_steps - progress.n))
     progress.set_postfix(mean_score=f"{max_reward.mean():.3f}", refresh=False)
   progress.close()
   result = {
       "mean_score": float(max_reward.mean()),
-      "success_rate": float(np.mean(max_reward >= 1.0)),
+      "success_rate": float(success.mean()),
       "num_episodes": len(seeds),
       "scores": [float(r) for r in max_reward],
+      "successes": [bool(x) for x in success],
       "seeds": seeds,
       "max_steps": max_steps,
       "sampler": method or spec.sampler,

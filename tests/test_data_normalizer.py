@@ -9,7 +9,8 @@ from dpjax.data import normalizer as norm
 
 def _data(seed=0):
   rng = np.random.default_rng(seed)
-  x = rng.uniform(-50, 500, size=(200, 20)).astype(np.float32) * rng.uniform(0.01, 3, size=20).astype(np.float32)
+  x = rng.uniform(-50, 500, size=(200, 20)) * rng.uniform(0.01, 3, size=20)
+  x = x.astype(np.float32)
   x[:, 7] = 3.25  # one constant dim
   return x
 
@@ -41,7 +42,8 @@ def test_round_trip_numpy_and_per_last_dim_broadcast():
   stats = norm.fit_minmax(x)
   np.testing.assert_allclose(norm.unnormalize(stats, norm.normalize(stats, x)), x, rtol=1e-6, atol=1e-4)
   windows = x[:32].reshape(4, 8, 20)  # [B, T, D] uses the same (D,) stats
-  np.testing.assert_array_equal(norm.normalize(stats, windows), norm.normalize(stats, x[:32]).reshape(4, 8, 20))
+  np.testing.assert_array_equal(norm.normalize(stats, windows),
+                                norm.normalize(stats, x[:32]).reshape(4, 8, 20))
 
 
 def test_works_on_jax_arrays_and_under_jit():

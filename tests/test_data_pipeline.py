@@ -2,7 +2,9 @@
 import importlib.util
 import pathlib
 
+import grain
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import dpjax.data
@@ -51,7 +53,8 @@ def test_deterministic_per_seed(source):
 def test_epochs_are_permutations_and_reshuffled(source):
   # 8 windows per batch; the dataset cycles through every window once per epoch.
   num_windows = len(source)
-  ids = np.concatenate([b["obs"]["low_dim"][:, TO - 1, 18] for b in _take(_iterator(source), -(-2 * num_windows // 8))])
+  batches = _take(_iterator(source), -(-2 * num_windows // 8))
+  ids = np.concatenate([b["obs"]["low_dim"][:, TO - 1, 18] for b in batches])
   # Column 18 of the last obs step is the current global step: unique per window.
   epoch_1, epoch_2 = ids[:num_windows], ids[num_windows:2 * num_windows]
   assert len(np.unique(epoch_1)) == num_windows
@@ -71,7 +74,8 @@ def test_resume_is_exact(source):
 
 def test_process_shards_make_up_the_global_batch(source):
   global_batches = _take(_iterator(source, seed=2, batch_size=8), 4)
-  shards = [_take(_iterator(source, seed=2, batch_size=8, process_index=p, process_count=2), 4) for p in range(2)]
+  shards = [_take(_iterator(source, seed=2, batch_size=8, process_index=p, process_count=2), 4)
+            for p in range(2)]
   for b, global_batch in enumerate(global_batches):
     parts = [shards[p][b]["action"] for p in range(2)]
     assert parts[0].shape == (4, T, 2)
@@ -152,3 +156,17 @@ def test_build_data_missing_path_names_env_var_and_download(tmp_path):
     dpjax.data.build_data(config)
   assert "python -m dpjax.data.download" in str(info.value)
   assert pathlib.Path(config.data.path).name in str(info.value)
+
+
+def test_orbax_checkpoint_round_trip(source, tmp_path):
+  # How the trainer saves the iterator: one more item in its orbax Composite checkpoint.
+  iterator = _iterator(source, seed=3)
+  _take(iterator, 5)
+  manager = ocp.CheckpointManager(tmp_path / "ckpt")
+  manager.save(5, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointSave(iterator)))
+  manager.wait_until_finished()
+  expected = _take(iterator, 3)
+  restored = _iterator(source, seed=3)
+  manager.restore(5, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointRestore(restored)))
+  _assert_same(_take(restored, 3), expected)
+  manager.close()

@@ -109,7 +109,8 @@ def test_missing_key_lists_available(zarr_path):
 def test_wrong_step_shape(tmp_path):
   data, _ = synthetic.synthetic_pusht_arrays(LENGTHS, image=False)
   path = _write(tmp_path, keypoint=data["keypoint"][:, :8])
-  with pytest.raises(replay.DatasetError, match=r"data/keypoint has per-step shape \(8, 2\), expected \(9, 2\)"):
+  with pytest.raises(replay.DatasetError,
+                     match=r"data/keypoint has per-step shape \(8, 2\), expected \(9, 2\)"):
     replay.load_zarr_replay(path, ["keypoint"])
 
 
@@ -150,3 +151,9 @@ def test_corrupt_chunk(zarr_path):
   chunk.write_bytes(os.urandom(64))
   with pytest.raises(replay.DatasetError, match="array 'data/state' could not be decoded"):
     replay.load_zarr_replay(zarr_path, ["action", "state"])
+
+
+def test_missing_chunk_file(zarr_path):
+  (pathlib.Path(zarr_path) / "data" / "action" / "2.0").unlink()
+  with pytest.raises(replay.DatasetError, match="data/action has 1 of 5 chunk files missing"):
+    replay.load_zarr_replay(zarr_path, ["action"])

@@ -13,6 +13,11 @@ from dpjax.nets import obs_encoder
 TINY = dict(width=16, num_keypoints=4, feature_dim=8)
 
 
+def _key(seed):
+  # rbg keys: a ResNet's init compiles about 3x faster than with threefry on a shared CPU.
+  return jax.random.key(seed, impl="rbg")
+
+
 def _count(tree) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 
@@ -66,51 +71,55 @@ def test_lowdim_encoder_is_a_parameter_free_concat_in_sorted_key_order():
   assert obs_encoder.feature_dim_of(shapes, feature_dim=64) == 20
 
 
-def _image_setup(batch=2, steps=2):
-  shapes = (("cam_b", (20, 20, 3)), ("agent_pos", (2,)), ("cam_a", (20, 20, 3)))
-  encoder = obs_encoder.ObservationEncoder(obs_shapes=shapes, crop_shape=(16, 16), **TINY)
-  keys = jax.random.split(jax.random.key(0), 3)
-  obs = {"cam_a": jax.random.uniform(keys[0], (batch, steps, 20, 20, 3), minval=-1.0, maxval=1.0),
-         "cam_b": jax.random.uniform(keys[1], (batch, steps, 20, 20, 3), minval=-1.0, maxval=1.0),
+@pytest.fixture(scope="module")
+def image_setup(batch=2, steps=2):
+  """(encoder, obs, params, jitted apply), built once: compiling a ResNet dominates these tests."""
+  shapes = (("cam_b", (40, 40, 3)), ("agent_pos", (2,)), ("cam_a", (40, 40, 3)))
+  encoder = obs_encoder.ObservationEncoder(obs_shapes=shapes, crop_shape=(36, 36), **TINY)
+  keys = jax.random.split(_key(0), 3)
+  obs = {"cam_a": jax.random.uniform(keys[0], (batch, steps, 40, 40, 3), minval=-1.0, maxval=1.0),
+         "cam_b": jax.random.uniform(keys[1], (batch, steps, 40, 40, 3), minval=-1.0, maxval=1.0),
          "agent_pos": jax.random.normal(keys[2], (batch, steps, 2))}
-  params = encoder.init({"params": jax.random.key(1), "crop": jax.random.key(2)}, obs, train=True)
-  return encoder, obs, params
+  params = jax.jit(lambda: encoder.init({"params": _key(1), "crop": _key(2)}, obs, train=True))()
+  return encoder, obs, params, jax.jit(encoder.apply, static_argnames="train")
 
 
-def test_image_encoder_one_resnet_per_camera_and_feature_layout():
-  encoder, obs, params = _image_setup()
+def test_image_encoder_one_resnet_per_camera_and_feature_layout(image_setup):
+  encoder, obs, params, apply = image_setup
   assert set(params["params"]) == {"cam_a", "cam_b"}
-  features = encoder.apply(params, obs, train=False)
+  features = apply(params, obs, train=False)
   assert features.shape == (2, 2, 8 + 8 + 2) == (2, 2, obs_encoder.feature_dim_of(encoder.obs_shapes, 8))
   np.testing.assert_array_equal(features[..., 16:], obs["agent_pos"])
   # cam_a's features come first: changing cam_b leaves them alone.
-  changed = encoder.apply(params, {**obs, "cam_b": -obs["cam_b"]}, train=False)
+  changed = apply(params, {**obs, "cam_b": -obs["cam_b"]}, train=False)
   np.testing.assert_array_equal(changed[..., :8], features[..., :8])
   assert not np.allclose(changed[..., 8:16], features[..., 8:16])
 
 
-def test_image_encoder_crops_randomly_in_training_only():
-  encoder, obs, params = _image_setup()
-  eval_a = encoder.apply(params, obs, train=False)
-  np.testing.assert_array_equal(eval_a, encoder.apply(params, obs, train=False))
-  train_a = encoder.apply(params, obs, train=True, rngs={"crop": jax.random.key(3)})
-  train_b = encoder.apply(params, obs, train=True, rngs={"crop": jax.random.key(4)})
+def test_image_encoder_crops_randomly_in_training_only(image_setup):
+  encoder, obs, params, apply = image_setup
+  eval_a = apply(params, obs, train=False)
+  np.testing.assert_array_equal(eval_a, apply(params, obs, train=False))
+  train_a = apply(params, obs, train=True, rngs={"crop": _key(3)})
+  train_b = apply(params, obs, train=True, rngs={"crop": _key(4)})
   assert not np.allclose(train_a, train_b)
 
 
 def test_no_crop_when_crop_shape_is_none_or_the_image_size():
-  shapes = (("image", (16, 16, 3)),)
-  obs = {"image": jax.random.uniform(jax.random.key(0), (1, 2, 16, 16, 3))}
-  for crop_shape in (None, (16, 16)):
+  shapes = (("image", (36, 36, 3)),)
+  obs = {"image": jnp.zeros((1, 2, 36, 36, 3))}
+  for crop_shape in (None, (36, 36)):
     encoder = obs_encoder.ObservationEncoder(obs_shapes=shapes, crop_shape=crop_shape, **TINY)
-    params = encoder.init(jax.random.key(1), obs, train=True)  # no "crop" rng needed
-    np.testing.assert_array_equal(encoder.apply(params, obs, train=True), encoder.apply(params, obs, train=False))
+    # Without a "crop" rng these would raise if the encoder tried to crop.
+    params = jax.eval_shape(lambda: encoder.init(_key(1), obs, train=True))
+    out = jax.eval_shape(lambda p: encoder.apply(p, obs, train=True), params)
+    assert out.shape == (1, 2, 8)
 
 
-def test_bad_observations_name_the_key_and_shape():
-  encoder, obs, params = _image_setup()
-  with pytest.raises(AssertionError, match=r"obs\['cam_a'\].*\(20, 20, 3\)"):
-    encoder.apply(params, {**obs, "cam_a": obs["cam_a"][..., :18, :, :]}, train=False)
+def test_bad_observations_name_the_key_and_shape(image_setup):
+  encoder, obs, params, _ = image_setup
+  with pytest.raises(AssertionError, match=r"obs\['cam_a'\].*\(40, 40, 3\)"):
+    encoder.apply(params, {**obs, "cam_a": obs["cam_a"][..., :38, :, :]}, train=False)
   with pytest.raises(KeyError, match="cam_b"):
     encoder.apply(params, {k: v for k, v in obs.items() if k != "cam_b"}, train=False)
 

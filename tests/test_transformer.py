@@ -56,36 +56,47 @@ def _tiny_inputs(batch=2, horizon=6, steps=3):
 
 
 def _tiny_model(**kwargs):
-  return transformer.TransformerDenoiser(horizon=6, n_obs_steps=3, attn_dropout=0.0, **{**TINY, **kwargs})
+  return transformer.TransformerDenoiser(horizon=6, n_obs_steps=3, **{**TINY, "attn_dropout": 0.0, **kwargs})
 
 
-def test_causal_self_attention_hides_future_actions():
+def _sensitive(variables):
+  """Kernels x10: at the original's init (std 0.02) one input's effect is too close to float noise to test."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: p * 10.0 if getattr(path[-1], "key", None) == "kernel" else p, variables)
+
+
+@pytest.fixture(scope="module")
+def causal_setup():
+  """(inputs, sensitive params, jitted eval apply) of the tiny causal model, compiled once."""
   model = _tiny_model()
   x, k, obs = _tiny_inputs()
-  params = model.init(jax.random.key(0), x, k, obs, train=False)
-  base = model.apply(params, x, k, obs, train=False)
+  params = _sensitive(jax.jit(lambda: model.init(jax.random.key(0), x, k, obs, train=False))())
+  return (x, k, obs), params, jax.jit(lambda p, x, obs: model.apply(p, x, k, obs, train=False))
+
+
+def test_causal_self_attention_hides_future_actions(causal_setup):
+  (x, _, obs), params, apply = causal_setup
+  base = apply(params, x, obs)
   assert base.shape == x.shape
   j = 3
-  out = model.apply(params, x.at[:, j].add(1.0), k, obs, train=False)
+  out = apply(params, x.at[:, j].add(1.0), obs)
   np.testing.assert_allclose(out[:, :j], base[:, :j], atol=1e-6)
-  assert not np.allclose(out[:, j], base[:, j], atol=1e-4)
+  assert not np.allclose(out[:, j], base[:, j], atol=1e-3)
 
 
-def test_memory_mask_hides_later_observation_steps():
-  model = _tiny_model()
-  x, k, obs = _tiny_inputs()
-  params = model.init(jax.random.key(0), x, k, obs, train=False)
-  base = model.apply(params, x, k, obs, train=False)
+def test_memory_mask_hides_later_observation_steps(causal_setup):
+  (x, _, obs), params, apply = causal_setup
+  base = apply(params, x, obs)
   s = 2  # obs step 2 is condition token 3: visible from action token 2 on
-  out = model.apply(params, x, k, obs.at[:, s].add(1.0), train=False)
+  out = apply(params, x, obs.at[:, s].add(1.0))
   np.testing.assert_allclose(out[:, :s], base[:, :s], atol=1e-6)
-  assert not np.allclose(out[:, s], base[:, s], atol=1e-4)
+  assert not np.allclose(out[:, s], base[:, s], atol=1e-3)
 
 
 def test_non_causal_attention_sees_everything():
   model = _tiny_model(causal_attn=False)
   x, k, obs = _tiny_inputs()
-  params = model.init(jax.random.key(0), x, k, obs, train=False)
+  params = _sensitive(model.init(jax.random.key(0), x, k, obs, train=False))
   base = model.apply(params, x, k, obs, train=False)
   assert not np.allclose(model.apply(params, x.at[:, -1].add(1.0), k, obs, train=False)[:, 0], base[:, 0])
   assert not np.allclose(model.apply(params, x, k, obs.at[:, -1].add(1.0), train=False)[:, 0], base[:, 0])
@@ -129,20 +140,22 @@ def test_weight_decay_mask_follows_get_optim_groups():
 
 def test_image_encoder_and_transformer_train_together():
   """A few Adam steps on a random regression: gradients reach the stem through spatial softmax and the crop."""
-  shapes = (("agent_pos", (2,)), ("image", (20, 20, 3)))
-  encoder = obs_encoder.ObservationEncoder(obs_shapes=shapes, crop_shape=(16, 16), width=16, num_keypoints=4,
+  # 36x36 crops leave a 2x2 final feature map: the smallest on which the soft-argmax is not constant.
+  shapes = (("agent_pos", (2,)), ("image", (40, 40, 3)))
+  encoder = obs_encoder.ObservationEncoder(obs_shapes=shapes, crop_shape=(36, 36), width=16, num_keypoints=4,
                                            feature_dim=8)
-  denoiser = transformer.TransformerDenoiser(horizon=4, n_obs_steps=2, attn_dropout=0.01, **TINY)
-  keys = jax.random.split(jax.random.key(0), 6)
-  obs = {"image": jax.random.uniform(keys[0], (4, 2, 20, 20, 3), minval=-1.0, maxval=1.0),
-         "agent_pos": jax.random.normal(keys[1], (4, 2, 2))}
-  x = jax.random.normal(keys[2], (4, 4, 2))
-  k = jnp.arange(4)
-  target = jax.random.normal(keys[3], (4, 4, 2))
+  denoiser = transformer.TransformerDenoiser(horizon=4, n_obs_steps=2, attn_dropout=0.01, num_layers=1,
+                                             num_heads=2, width=32)
+  keys = jax.random.split(jax.random.key(0, impl="rbg"), 8)  # rbg: the ResNet init compiles ~3x faster
+  obs = {"image": jax.random.uniform(keys[0], (2, 2, 40, 40, 3), minval=-1.0, maxval=1.0),
+         "agent_pos": jax.random.normal(keys[1], (2, 2, 2))}
+  x = jax.random.normal(keys[2], (2, 4, 2))
+  k = jnp.arange(2)
+  target = jax.random.normal(keys[3], (2, 4, 2))
   rngs = {"params": keys[4], "crop": keys[5], "dropout": keys[5]}
-  features = jnp.zeros((4, 2, 10))
-  params = {"encoder": encoder.init(rngs, obs, train=True)["params"],
-            "denoiser": denoiser.init(rngs, x, k, features, train=False)["params"]}
+  features = jnp.zeros((2, 2, 10))
+  params = jax.jit(lambda: {"encoder": encoder.init(rngs, obs, train=True)["params"],
+                            "denoiser": denoiser.init(rngs, x, k, features, train=False)["params"]})()
 
   def loss_fn(params, key, train):
     crop_key, dropout_key = jax.random.split(key)
@@ -154,15 +167,15 @@ def test_image_encoder_and_transformer_train_together():
 
   @jax.jit
   def step(params, opt_state, key):
-    loss, grads = jax.value_and_grad(loss_fn)(params, key, True)
+    grads = jax.grad(loss_fn)(params, key, True)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, grads
 
+  eval_loss = jax.jit(lambda params: loss_fn(params, keys[6], False))
   opt_state = optimizer.init(params)
-  initial = loss_fn(params, jax.random.key(0), False)
-  for i in range(8):
-    params, opt_state, grads = step(params, opt_state, jax.random.key(i))
-    if i == 0:
-      for name in ("stem_conv", "spatial_softmax"):
-        assert jnp.any(jax.tree.leaves(grads["encoder"]["image"][name])[0] != 0), name
-  assert loss_fn(params, jax.random.key(0), False) < 0.7 * initial
+  initial = eval_loss(params)
+  for step_key in jax.random.split(keys[7], 8):
+    params, opt_state, grads = step(params, opt_state, step_key)
+    for name in ("stem_conv", "spatial_softmax"):
+      assert jnp.any(jax.tree.leaves(grads["encoder"]["image"][name])[0] != 0), name
+  assert eval_loss(params) < 0.7 * initial

@@ -39,9 +39,26 @@ def _count(tree):
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
 
 
-def _init(net, horizon=T):
-  x = jnp.zeros((B, horizon, DA))
-  return net.init(jax.random.key(0), x, jnp.zeros((B,), jnp.int32), jnp.zeros((B, TO, F)))
+def _inputs(horizon=T):
+  return jnp.zeros((B, horizon, DA)), jnp.zeros((B,), jnp.int32), jnp.zeros((B, TO, F))
+
+
+def _random_params(net, horizon=T):
+  """Shapes from `eval_shape`, values from NumPy.
+
+  `net.init` would compile a threefry kernel per parameter shape (tens of seconds on a loaded CPU);
+  these tests need parameters with sensible scale, not the initialiser.
+  """
+  shapes = jax.eval_shape(net.init, jax.random.key(0), *_inputs(horizon))
+  rng = np.random.default_rng(0)
+
+  def draw(path, leaf):
+    name = getattr(path[-1], "key", "")
+    if name == "scale":
+      return np.ones(leaf.shape, np.float32)
+    fan_in = np.prod(leaf.shape[:-1]) if name == "kernel" else leaf.shape[-1]
+    return rng.uniform(-1, 1, leaf.shape).astype(np.float32) / np.sqrt(fan_in)
+  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def test_pusht_lowdim_parameter_count():
@@ -55,7 +72,7 @@ def test_pusht_lowdim_parameter_count():
 
 def test_tiny_parameter_count_and_output():
   net = unet1d.ConditionalUnet1D(**TINY)
-  params = _init(net)
+  params = _random_params(net)
   assert _count(params) == _torch_param_count(DA, (8, 16), 8, 3, global_cond_dim=TO * F)
   x = jax.random.normal(jax.random.key(1), (B, T, DA))
   obs = jax.random.normal(jax.random.key(2), (B, TO, F))
@@ -73,9 +90,10 @@ def test_tiny_parameter_count_and_output():
 def test_bad_horizon_and_shapes():
   net = unet1d.ConditionalUnet1D(down_dims=(8, 16, 32), kernel_size=3, n_groups=4, step_embed_dim=8)
   with pytest.raises(ValueError, match="divisible by 2 \\*\\* \\(len\\(down_dims\\) - 1\\) = 4"):
-    _init(net, horizon=6)
+    jax.eval_shape(net.init, jax.random.key(0), *_inputs(horizon=6))
   with pytest.raises(AssertionError):
-    net.init(jax.random.key(0), jnp.zeros((B, 8)), jnp.zeros((B,), jnp.int32), jnp.zeros((B, TO, F)))
+    jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((B, 8)), jnp.zeros((B,), jnp.int32),
+                   jnp.zeros((B, TO, F)))
 
 
 def _torch_conv1d(x, w, b, stride, padding):
@@ -117,14 +135,25 @@ def test_resampling_matches_torch(length):
   np.testing.assert_allclose(np.asarray(y), _torch_conv1d(x, w_down, b, 2, 1), atol=1e-4)
 
 
-def test_film_scale_and_bias():
-  """cond_predict_scale: the condition's Dense output splits into [scale | bias] over channels."""
+@pytest.mark.parametrize("length", [3, 8])
+def test_conv1d_matches_torch_on_both_paths(length):
+  """Inputs shorter than the kernel take the shifted-matmul path; both equal torch's conv1d."""
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, length, 3)).astype(np.float32)
+  w, b = rng.normal(size=(4, 3, 5)), rng.normal(size=(4,))
+  conv = unet1d.Conv1d(features=4, kernel_size=5, padding=2)
+  y = conv.apply({"params": {"kernel": w.transpose(2, 1, 0), "bias": b}}, x)
+  np.testing.assert_allclose(np.asarray(y), _torch_conv1d(x, w, b, 1, 2), atol=1e-4)
+
+
+def test_film_width_and_residual_conv():
+  """FiLM predicts 2C values (scale and bias) with cond_predict_scale, else C; 1x1 residual only if C changes."""
   block = unet1d.ConditionalResidualBlock1D(features=8, kernel_size=3, n_groups=4, cond_predict_scale=True)
   x, cond = jnp.ones((1, 4, 8)), jnp.ones((1, 5))
-  params = block.init(jax.random.key(0), x, cond)["params"]
+  params = jax.eval_shape(block.init, jax.random.key(0), x, cond)["params"]
   assert params["cond_encoder"]["kernel"].shape == (5, 16)
   assert "residual_conv" not in params
-  params_bias_only = unet1d.ConditionalResidualBlock1D(8, 3, 4, cond_predict_scale=False).init(
-      jax.random.key(0), jnp.ones((1, 4, 6)), cond)["params"]
+  params_bias_only = jax.eval_shape(unet1d.ConditionalResidualBlock1D(8, 3, 4, cond_predict_scale=False).init,
+                                    jax.random.key(0), jnp.ones((1, 4, 6)), cond)["params"]
   assert params_bias_only["cond_encoder"]["kernel"].shape == (5, 8)
   assert params_bias_only["residual_conv"]["kernel"].shape == (1, 6, 8)

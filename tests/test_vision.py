@@ -43,8 +43,9 @@ def test_group_norm_uses_16_channels_per_group():
 def test_resnet18gn_output_shape_and_finite():
   model = vision.ResNet18GN(width=16, num_keypoints=4, feature_dim=8)
   images = jax.random.uniform(jax.random.key(1), (2, 36, 36, 3), minval=-1.0, maxval=1.0)
-  params = model.init(jax.random.key(0), images)
-  out = model.apply(params, images)
+  # rbg key and jit: a ResNet's init otherwise takes many seconds on a shared CPU.
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), images)
+  out = jax.jit(model.apply)(params, images)
   assert out.shape == (2, 8)
   assert np.all(np.isfinite(out))
 

@@ -36,19 +36,25 @@ def build_data(config) -> DataBundle:
   """Loads the replay buffer named by `config.data` and builds windows, split and normalizer.
 
   Reads config.data.{source, path, obs_type, val_ratio, max_train_episodes, split_seed, normalizer_fit}
-  and config.{horizon, n_obs_steps, n_action_steps}.
+  and config.{horizon, n_obs_steps, n_action_steps}; source "tfds" also the optional
+  config.data.{tfds_name, tfds_split, tfds_key_map} (see `tfds_source`).
   """
   # pylint: disable=g-import-not-at-top
   from dpjax.data import locate, normalizer as normalizer_lib, pusht, replay, split, windows
   data_config = config.data
-  if data_config.source != "zarr":
-    raise NotImplementedError(f"config.data.source={data_config.source!r}: only 'zarr' is implemented.")
+  if data_config.source not in ("zarr", "tfds"):
+    raise ValueError(f"config.data.source must be 'zarr' or 'tfds', got {data_config.source!r}")
   if data_config.normalizer_fit not in ("all", "train"):
-    raise ValueError(f"config.data.normalizer_fit must be 'all' or 'train', got {data_config.normalizer_fit!r}")
+    raise ValueError("config.data.normalizer_fit must be 'all' or 'train', "
+                     f"got {data_config.normalizer_fit!r}")
   pusht.check_obs_type(data_config.obs_type)
 
-  path = locate.resolve_dataset_path(data_config.path)
-  buffer = replay.load_zarr_replay(path, pusht.PUSHT_KEYS[data_config.obs_type])
+  if data_config.source == "tfds":
+    from dpjax.data import tfds_source  # Optional extra: tensorflow-datasets.
+    buffer = tfds_source.load_from_config(data_config, pusht.PUSHT_KEYS[data_config.obs_type])
+  else:
+    path = locate.resolve_dataset_path(data_config.path)
+    buffer = replay.load_zarr_replay(path, pusht.PUSHT_KEYS[data_config.obs_type])
   obs, action = pusht.pusht_arrays(buffer, data_config.obs_type)
   train_ids, val_ids = split.split_episodes(buffer.num_episodes, data_config.val_ratio,
                                             data_config.max_train_episodes, data_config.split_seed)

@@ -143,7 +143,8 @@ def load_zarr_replay(path, keys: Sequence[str],
     ReplayBuffer with float32 low-dim arrays and uint8 images (keys with 3 per-step dims).
 
   Raises:
-    DatasetError: malformed file (missing group/key, wrong shapes, bad episode_ends, NaN, corrupt chunk).
+    DatasetError: malformed file (missing group/key, wrong shapes, bad episode_ends, NaN, corrupt or
+      missing chunk).
   """
   path = pathlib.Path(path)
   root = _open_group(path)
@@ -165,6 +166,11 @@ def load_zarr_replay(path, keys: Sequence[str],
     if key in step_shapes and shape[1:] != tuple(step_shapes[key]):
       raise _fail(path, f"data/{key} has per-step shape {shape[1:]}, expected {tuple(step_shapes[key])}",
                   "This does not look like the Push-T replay buffer (pusht_cchi_v7_replay.zarr).")
+    # zarr silently returns the fill value for an absent chunk file; a partial copy must not load as zeros.
+    if group[key].nchunks_initialized != group[key].nchunks:
+      raise _fail(path, f"data/{key} has {group[key].nchunks - group[key].nchunks_initialized} of "
+                  f"{group[key].nchunks} chunk files missing", "The copy is incomplete; re-copy or "
+                  "re-download the dataset (python -m dpjax.data.download).")
   data = {}
   for key in keys:
     array = group[key]

@@ -23,6 +23,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import numpy as np  # noqa: E402
+import shapely.geometry  # noqa: E402
 from gym_pusht.envs import pusht as gym_pusht_env  # noqa: E402
 
 WINDOW_SIZE = 512
@@ -119,8 +120,8 @@ def coverage_from_state(state):
   def tee_geometry(x, y, angle):
     cos, sin = np.cos(angle), np.sin(angle)
     rotation = np.array([[cos, -sin], [sin, cos]])
-    polygons = [gym_pusht_env.sg.Polygon(v @ rotation.T + [x, y]) for v in _tee_vertices()]
-    return gym_pusht_env.sg.MultiPolygon(polygons)
+    polygons = [shapely.geometry.Polygon(v @ rotation.T + [x, y]) for v in _tee_vertices()]
+    return shapely.geometry.MultiPolygon(polygons)
 
   block = tee_geometry(*np.asarray(state, dtype=np.float64)[2:5])
   goal = tee_geometry(*GOAL_POSE)
@@ -206,6 +207,8 @@ class PushTEnv:
     """
     sim = self._sim
     screen = sim._draw()  # pylint: disable=protected-access
+    # gym-pusht's marker thickness is int(size / 96): below 96 px it would be 0, which OpenCV rejects.
+    draw_action = draw_action and size >= 96
     return sim._get_img(screen, width=size, height=size, render_action=draw_action)  # pylint: disable=protected-access
 
   def _obs(self):

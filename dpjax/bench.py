@@ -1,0 +1,312 @@
+r"""Benchmarks every Push-T policy variant: parameters, train throughput, compile times, sampling latency.
+
+    python -m dpjax.bench                                    # all four variants, full size
+    python -m dpjax.bench --variants=lowdim,transformer --steps=20 --out=bench.json
+    python -m dpjax.bench --variants=image --steps=3 --repeats=2 --samplers=ddim:10
+    python -m dpjax.bench --quick                             # `smoke` sizes: tiny nets, a few steps
+
+Random weights and synthetic batches: no dataset is read, and the numbers measure the model and the step alone
+(host data loading is `dpjax.data.bench_pipeline`'s job). Per variant it measures:
+
+- train: the jitted train step (`train_step.jit_train_step`, data-parallel over every device of
+  `sharding.make_mesh()`) on the variant's global batch. Compile time is `jit(...).lower(...).compile()` wall
+  time (tracing + XLA). Throughput is taken after 2 warm-up steps: `--steps` steps are dispatched back to back and
+  the clock stops at `block_until_ready` on the last state, so dispatch overlaps compute as in training. The
+  batches are synthetic, already on device, and cycled, so input transfer is not timed.
+- sampling: `dpjax.policy.sample` latency of one action chunk from raw observations (host numpy in, actions out)
+  for each batch size and sampler, with the policy's weights on one device. The first call compiles; compile time
+  is reported as (first call - median latency). Latency is the median of `--repeats` calls after that first call.
+
+Results go to `--out` as JSON (rewritten after each variant, so a stopped run keeps what it finished) and a
+markdown table is printed.
+"""
+import datetime
+import functools
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import platform
+import statistics
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from dpjax import optim, policy, sharding, train_step
+from dpjax.data import normalizer as normalizer_lib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "pusht.py"
+
+# Bench variant name -> configs/pusht.py variant string.
+VARIANTS = {"lowdim": "lowdim", "image": "image", "transformer": "transformer",
+            "image_transformer": "image,transformer"}
+# Per-step observation shapes of Push-T (BUILD_NOTES.md, "Batches").
+OBS_SHAPES = {"lowdim": {"low_dim": (20,)}, "image": {"image": (96, 96, 3), "agent_pos": (2,)}}
+ACTION_DIM = 2
+COORD_RANGE = (0.0, 512.0)   # Push-T positions and actions are pixels of a 512 x 512 workspace.
+WARMUP_STEPS = 2
+NUM_TRAIN_BATCHES = 2        # distinct synthetic batches cycled through the timed steps
+
+def load_config(variant: str, quick: bool = False, config_path=DEFAULT_CONFIG):
+  """configs/pusht.py:<variant>[,smoke] as a ConfigDict."""
+  module_spec = importlib.util.spec_from_file_location("pusht_config", config_path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(config_arg(variant, quick))
+
+
+def config_arg(variant: str, quick: bool) -> str:
+  if variant not in VARIANTS:
+    raise ValueError(f"Unknown bench variant {variant!r}; choose from {list(VARIANTS)}.")
+  return VARIANTS[variant] + (",smoke" if quick else "")
+
+
+def parse_samplers(items: Sequence[str]) -> list[tuple[str, int]]:
+  """["ddpm:100", "ddim:10"] -> [("ddpm", 100), ("ddim", 10)]."""
+  out = []
+  for item in items:
+    method, sep, steps = item.partition(":")
+    if not sep or method not in policy.SAMPLERS or not steps.isdigit():
+      raise ValueError(f"Sampler {item!r} is not method:num_inference_steps with method in {policy.SAMPLERS}.")
+    out.append((method, int(steps)))
+  return out
+
+
+def synthetic_obs(obs_shapes: Mapping[str, tuple[int, ...]], leading: tuple[int, ...],
+                  rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """Random raw observations [*leading, ...]: uint8 images, low-dim values in the Push-T coordinate range."""
+  obs = {}
+  for key, shape in obs_shapes.items():
+    if normalizer_lib.is_image(shape):
+      obs[key] = rng.integers(0, 256, leading + tuple(shape), dtype=np.uint8)
+    else:
+      obs[key] = rng.uniform(*COORD_RANGE, leading + tuple(shape)).astype(np.float32)
+  return obs
+
+
+def synthetic_actions(leading: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+  return rng.uniform(*COORD_RANGE, leading + (ACTION_DIM,)).astype(np.float32)
+
+
+def synthetic_normalizer(obs_shapes, rng: np.random.Generator, num: int = 64):
+  """`fit_normalizer` on `num` random per-step samples of the right shapes."""
+  return normalizer_lib.fit_normalizer(synthetic_obs(obs_shapes, (num,), rng), synthetic_actions((num,), rng))
+
+
+def synthetic_batch(spec: policy.PolicySpec, batch_size: int, rng: np.random.Generator) -> dict:
+  """Raw batch {"obs": {key: [B, To, ...]}, "action": [B, T, Da]}, as the data pipeline yields."""
+  return {"obs": synthetic_obs(dict(spec.obs_shapes), (batch_size, spec.n_obs_steps), rng),
+          "action": synthetic_actions((batch_size, spec.horizon), rng)}
+
+
+def random_params(spec: policy.PolicySpec, rng: np.random.Generator) -> Any:
+  """Host (numpy) parameters with `policy.init_params`'s tree and shapes and PyTorch-init scale.
+
+  Timing does not depend on the values; tracing `init_params` with `jax.eval_shape` costs no compile, while
+  running it would (tens of seconds on a small CPU even for the smoke networks).
+  """
+  shapes = jax.eval_shape(functools.partial(policy.init_params, spec), jax.random.key(0))
+
+  def draw(path, leaf):
+    name = getattr(path[-1], "key", "")
+    if name == "scale":
+      return np.ones(leaf.shape, leaf.dtype)
+    if name == "bias" or leaf.ndim < 2:
+      return np.zeros(leaf.shape, leaf.dtype)
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return (rng.uniform(-1.0, 1.0, leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def device_info() -> dict:
+  device = jax.devices()[0]
+  return {"device_kind": device.device_kind, "platform": device.platform, "device_count": jax.device_count(),
+          "local_device_count": jax.local_device_count(), "process_count": jax.process_count(),
+          "jax_version": jax.__version__, "jaxlib_version": jax.lib.__version__,
+          "host_cpu_count": os.cpu_count(), "python": platform.python_version(),
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _block(tree) -> None:
+  jax.tree.map(lambda x: x.block_until_ready(), tree)
+
+
+def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size: int, steps: int,
+                rng: np.random.Generator) -> dict:
+  """Compile time and throughput of the jitted, data-parallel train step."""
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(batch_size, mesh)
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
+  state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
+  normalizer = sharding.put_replicated(normalizer, mesh)
+  batches = [sharding.put_global_batch(synthetic_batch(spec, batch_size, rng), mesh)
+             for _ in range(NUM_TRAIN_BATCHES)]
+  key = jax.random.key(config.seed)
+  step_fn = train_step.jit_train_step(spec, optimizer, config.ema, replicated, batch_sharding, replicated)
+
+  start = time.perf_counter()
+  lowered = step_fn.lower(state, batches[0], key, normalizer)
+  lower_s = time.perf_counter() - start
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+
+  for i in range(WARMUP_STEPS):
+    state, metrics = compiled(state, batches[i % len(batches)], key, normalizer)
+  _block((state, metrics))
+  start = time.perf_counter()
+  for i in range(steps):
+    state, metrics = compiled(state, batches[i % len(batches)], key, normalizer)
+  _block((state, metrics))
+  elapsed = time.perf_counter() - start
+  loss = float(jax.device_get(metrics["loss"]))
+  return {"batch_size": batch_size, "steps": steps, "warmup_steps": WARMUP_STEPS, "compile_s": compile_s,
+          "lower_s": lower_s, "time_s": elapsed, "steps_per_s": steps / elapsed,
+          "samples_per_s": steps * batch_size / elapsed, "step_ms": 1e3 * elapsed / steps, "final_loss": loss}
+
+
+def bench_sampling(pol: policy.Policy, method: str, num_inference_steps: int, batch_size: int, repeats: int,
+                   rng: np.random.Generator) -> dict:
+  """Latency of `policy.sample` for one setting; the first call compiles and is reported apart."""
+  obs = synthetic_obs(dict(pol.spec.obs_shapes), (batch_size, pol.spec.n_obs_steps), rng)
+
+  def call(seed):
+    start = time.perf_counter()
+    policy.sample(pol, obs, jax.random.key(seed), method=method,
+                  num_inference_steps=num_inference_steps).block_until_ready()
+    return time.perf_counter() - start
+
+  first_call_s = call(0)
+  times = [call(i + 1) for i in range(repeats)]
+  median_s = statistics.median(times)
+  return {"method": method, "num_inference_steps": num_inference_steps, "batch_size": batch_size,
+          "repeats": repeats, "first_call_s": first_call_s, "compile_s": max(first_call_s - median_s, 0.0),
+          "median_ms": 1e3 * median_s, "min_ms": 1e3 * min(times), "max_ms": 1e3 * max(times),
+          "per_step_ms": 1e3 * median_s / num_inference_steps}
+
+
+def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None = None, steps: int | None = None,
+                  repeats: int | None = None, samplers: Sequence[tuple[str, int]] = (("ddpm", 100), ("ddim", 10)),
+                  sample_batch_sizes: Sequence[int] = (1, 50), config_path=DEFAULT_CONFIG,
+                  log=print) -> dict:
+  """All measurements for one variant as a JSON-ready dict."""
+  wall_start = time.perf_counter()
+  steps = steps or (3 if quick else 20)
+  repeats = repeats or (2 if quick else 5)
+  config = load_config(variant, quick, config_path)
+  overrides = {}
+  if batch_size:
+    overrides["train.batch_size"] = config.train.batch_size = int(batch_size)
+  rng = np.random.default_rng(config.seed)
+  obs_shapes = OBS_SHAPES[config.data.obs_type]
+  spec = policy.spec_from_config(config, obs_shapes, ACTION_DIM)
+  normalizer = synthetic_normalizer(obs_shapes, rng)
+
+  params = random_params(spec, rng)
+  num_params = policy.count_params(params)
+  log(f"[{variant}] {num_params:,} parameters; timing the train step...")
+
+  # The sampling policy lives on one device, in its own buffers (the train step donates its state).
+  device = jax.devices()[0]
+  pol = policy.Policy(params=jax.device_put(params, device), normalizer=jax.device_put(normalizer, device),
+                      spec=spec)
+  train = bench_train(config, spec, params, normalizer, config.train.batch_size, steps, rng)
+  log(f"[{variant}] train: compile {train['compile_s']:.1f} s, {train['steps_per_s']:.3f} steps/s, "
+      f"{train['samples_per_s']:.1f} samples/s")
+
+  sampling = {}
+  for method, requested_steps in samplers:
+    num_steps = min(requested_steps, spec.num_train_steps)   # the smoke schedule has only 10 steps
+    for sample_batch in sample_batch_sizes:
+      result = bench_sampling(pol, method, num_steps, int(sample_batch), repeats, rng)
+      result["requested_num_inference_steps"] = requested_steps
+      sampling[f"{method}{num_steps}_b{sample_batch}"] = result
+      log(f"[{variant}] sample {method}{num_steps} b{sample_batch}: {result['median_ms']:.1f} ms "
+          f"(compile {result['compile_s']:.1f} s)")
+
+  return {"variant": variant, "config": f"configs/pusht.py:{config_arg(variant, quick)}", "quick": quick,
+          "overrides": overrides, "num_params": num_params,
+          "num_params_encoder": policy.count_params(params.get("encoder", {})),
+          "num_params_denoiser": policy.count_params(params["denoiser"]),
+          "train": train, "sampling": sampling, "device": device_info(),
+          "policy_spec": json.loads(spec.to_json()), "wall_s": time.perf_counter() - wall_start}
+
+
+def run(variants: Sequence[str], out=None, log=print, **kwargs) -> list[dict]:
+  """Benchmarks `variants` in turn; rewrites `out` (if given) after each one. kwargs go to `bench_variant`."""
+  for variant in variants:
+    config_arg(variant, False)   # fail on a typo before spending minutes on earlier variants
+  records = []
+  for variant in variants:
+    records.append(bench_variant(variant, log=log, **kwargs))
+    if out:
+      _write_json_atomic(pathlib.Path(out), json.dumps({"device": device_info(), "records": records}, indent=2))
+  return records
+
+
+def _write_json_atomic(path: pathlib.Path, text: str) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def markdown_table(records: Sequence[Mapping[str, Any]]) -> str:
+  """One row per variant; one latency column per sampling setting (median ms, sampler compile s)."""
+  settings = list(dict.fromkeys(k for r in records for k in r["sampling"]))
+  header = (["variant", "devices", "params (M)", "batch", "train compile (s)", "steps/s", "samples/s"]
+            + [f"{s} ms (compile s)" for s in settings])
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for r in records:
+    t = r["train"]
+    row = [r["variant"] + (" (quick)" if r["quick"] else ""),
+           f"{r['device']['device_count']}x {r['device']['device_kind']}", f"{r['num_params'] / 1e6:.2f}",
+           str(t["batch_size"]), f"{t['compile_s']:.1f}", f"{t['steps_per_s']:.3g}", f"{t['samples_per_s']:.3g}"]
+    for s in settings:
+      m = r["sampling"].get(s)
+      row.append(f"{m['median_ms']:.4g} ({m['compile_s']:.1f})" if m else "-")
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines)
+
+
+def is_positive_finite(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def define_flags() -> None:
+  """CLI flags, defined only when run as a program: importing this module (tests) defines none, so its flag
+  names cannot collide with other CLIs' (`dpjax.train`'s --config, `bench_sampling`'s --samplers)."""
+  flags.DEFINE_list("variants", list(VARIANTS), f"Variants to run, from {list(VARIANTS)}.")
+  flags.DEFINE_integer("batch_size", None, "Global train batch size (default: the variant's config.train.batch_size).")
+  flags.DEFINE_integer("steps", None, "Timed train steps after the warm-up (default: 20, or 3 with --quick).")
+  flags.DEFINE_integer("repeats", None, "Timed sampling calls per setting (default: 5, or 2 with --quick).")
+  flags.DEFINE_list("samplers", ["ddpm:100", "ddim:10"], "method:num_inference_steps pairs to time.")
+  flags.DEFINE_list("sample_batch_sizes", ["1", "50"], "Batch sizes for sampling latency.")
+  flags.DEFINE_bool("quick", False, "Use the `smoke` variant sizes (tiny networks) and few steps.")
+  flags.DEFINE_string("out", "bench.json", "JSON output path.")
+  flags.DEFINE_string("config", str(DEFAULT_CONFIG), "Config file with get_config(variant).")
+
+
+def main(argv):
+  opts = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    samplers = parse_samplers(opts.samplers)
+    records = run(opts.variants, out=opts.out, quick=opts.quick, batch_size=opts.batch_size,
+                  steps=opts.steps, repeats=opts.repeats, samplers=samplers,
+                  sample_batch_sizes=[int(b) for b in opts.sample_batch_sizes], config_path=opts.config)
+  except ValueError as e:
+    raise SystemExit(f"dpjax.bench: {e}") from None
+  print(markdown_table(records))
+  print(f"wrote {opts.out}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
