@@ -8,7 +8,7 @@ ARGS ?=
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[env,test]"
+	$(PY) -m pip install --quiet -e ".[env,tfds,test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 .PHONY: setup train test

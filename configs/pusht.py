@@ -45,6 +45,10 @@ def get_config(arg=None):
   config.data.normalizer_fit = "all"       # "all" episodes (paper) or "train" episodes only
   config.data.prefetch = 2                  # batches prefetched by the grain pipeline
   config.data.worker_count = 0              # grain worker processes (0: in-process)
+  # TFDS/RLDS source only (source="tfds"; path = the dataset's version folder, e.g. .../pusht/1.0.0).
+  config.data.tfds_name = ""
+  config.data.tfds_split = "train"
+  config.data.tfds_key_map = ml_collections.ConfigDict()   # replay key -> step path, e.g. img=observation/rgb
 
   # --- sequence shape (paper's Push-T) ---------------------------------------------------------
   config.horizon = 16

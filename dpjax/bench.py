@@ -193,7 +193,7 @@ def bench_sampling(pol: policy.Policy, method: str, num_inference_steps: int, ba
 def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None = None, steps: int | None = None,
                   repeats: int | None = None, samplers: Sequence[tuple[str, int]] = (("ddpm", 100), ("ddim", 10)),
                   sample_batch_sizes: Sequence[int] = (1, 50), config_path=DEFAULT_CONFIG,
-                  log=print) -> dict:
+                  log=functools.partial(print, flush=True)) -> dict:
   """All measurements for one variant as a JSON-ready dict."""
   wall_start = time.perf_counter()
   steps = steps or (3 if quick else 20)
@@ -237,7 +237,7 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
           "policy_spec": json.loads(spec.to_json()), "wall_s": time.perf_counter() - wall_start}
 
 
-def run(variants: Sequence[str], out=None, log=print, **kwargs) -> list[dict]:
+def run(variants: Sequence[str], out=None, log=functools.partial(print, flush=True), **kwargs) -> list[dict]:
   """Benchmarks `variants` in turn; rewrites `out` (if given) after each one. kwargs go to `bench_variant`."""
   for variant in variants:
     config_arg(variant, False)   # fail on a typo before spending minutes on earlier variants

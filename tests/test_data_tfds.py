@@ -193,3 +193,11 @@ def test_converted_real_pusht_gives_the_zarr_batches(real_pusht_path, tmp_path):
                for b, c in zip(bundles, (zarr_config, tfds_config))]
   for _ in range(3):
     jax.tree.map(np.testing.assert_array_equal, next(iterators[1]), next(iterators[0]))
+
+
+def test_missing_extra_says_how_to_install(monkeypatch, tmp_path):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # what `import` sees when not installed
+  config = synthetic.smoke_config(tmp_path)
+  config.data.source = "tfds"
+  with pytest.raises(ImportError, match=r"pip install 'dpjax\[tfds\]'"):
+    dpjax.data.build_data(config)

@@ -52,7 +52,7 @@ def step_feature_spec(data: Mapping[str, np.ndarray], key_map: Mapping[str, str]
                                                encoding_format="png")
     else:
       flat[key_map[key]] = tfds.features.Tensor(shape=values.shape[1:], dtype=values.dtype)
-  return tfds_source._nested(flat)  # pylint: disable=protected-access
+  return tfds_source.nest_paths(flat)
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -75,7 +75,7 @@ def episode_examples(buffer: replay.ReplayBuffer,
       for key, values in buffer.data.items():
         value = values[rows.start + t]
         flat[key_map[key]] = _png(value) if value.ndim == 3 else value
-      steps.append(tfds_source._nested(flat))  # pylint: disable=protected-access
+      steps.append(tfds_source.nest_paths(flat))
     yield f"{episode:08d}", {"steps": steps, "episode_metadata": {tfds_source.EPISODE_INDEX: episode}}
 
 

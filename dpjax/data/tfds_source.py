@@ -142,7 +142,7 @@ def _get(tree: Mapping[str, Any], path: str) -> Any:
   return tree
 
 
-def _nested(flat: Mapping[str, Any]) -> dict:
+def nest_paths(flat: Mapping[str, Any]) -> dict:
   """{"a/b": x} -> {"a": {"b": x}}."""
   out = {}
   for path, value in flat.items():
@@ -234,7 +234,7 @@ def load_tfds_replay(path, keys: Sequence[str], *, name: str = "", split: str = 
   _check_features(version_dir, features, key_map, keys, step_shapes)
   wanted = sorted({key_map[k] for k in keys} | {f for f in _RLDS_FLAGS if f in features})
   # Unwanted images etc. are left as raw bytes: low-dim training never decodes the camera.
-  decoders = {"steps": _nested({p: tfds.decode.SkipDecoding() for p in features if p not in wanted})}
+  decoders = {"steps": nest_paths({p: tfds.decode.SkipDecoding() for p in features if p not in wanted})}
   try:
     source = builder.as_data_source(split=split, decoders=decoders)
   except Exception as error:  # pylint: disable=broad-except

@@ -80,8 +80,9 @@ def bench(method, num_inference_steps, batch_size, repeats):
 
 def main(argv):
   del argv
-  print(f"ConditionalUnet1D{NET.down_dims}, dsed {NET.step_embed_dim}: "
-        f"{sum(int(np.prod(x.shape)) for x in jax.tree.leaves(param_shapes())):,} parameters; device {jax.devices()[0]}")
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(param_shapes()))
+  print(f"ConditionalUnet1D{NET.down_dims}, dsed {NET.step_embed_dim}: {num_params:,} parameters; "
+        f"device {jax.devices()[0]}")
   print("| sampler | steps | batch | compile (s) | latency median (ms) | per step (ms) |")
   print("|---|---|---|---|---|---|")
   for batch_size in map(int, _BATCH_SIZES.value):

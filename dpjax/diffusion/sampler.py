@@ -9,7 +9,6 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dpjax.diffusion import steps
 from dpjax.diffusion.objective import DenoiseFn
