@@ -157,9 +157,14 @@ def init_params(spec: PolicySpec, key: jax.Array) -> Any:
   obs = {k: jnp.zeros(v.shape, jnp.float32) for k, v in example_obs(spec).items()}
   x = jnp.zeros((1, spec.horizon, spec.action_dim), jnp.float32)
   k = jnp.zeros((1,), jnp.int32)
-  params_key, crop_key, dropout_key = jax.random.split(key, 3)
-  variables = net.init({"params": params_key, "crop": crop_key, "dropout": dropout_key}, obs, x, k, train=False)
-  return variables["params"]
+
+  # One jitted program: eager init would compile a random-number kernel per parameter shape (slow on CPU).
+  @jax.jit
+  def init(key):
+    params_key, crop_key, dropout_key = jax.random.split(key, 3)
+    return net.init({"params": params_key, "crop": crop_key, "dropout": dropout_key}, obs, x, k, train=False)
+
+  return init(key)["params"]
 
 
 def count_params(params) -> int:
