@@ -17,7 +17,8 @@ def test_decay_matches_original_formula():
     np.testing.assert_allclose(_decay(step), 1 - (1 + step - 1) ** -0.75, rtol=1e-6)
   assert _decay(10**9) == np.float32(0.9999)
   assert _decay(5, update_after_step=10) == 0.0
-  assert _decay(3, min_decay=0.5) == np.float32(max(0.5, 1 - 3 ** -0.75))
+  np.testing.assert_allclose(_decay(3, min_decay=0.6), 0.6)
+  np.testing.assert_allclose(_decay(3, min_decay=0.5), 1 - 3 ** -0.75, rtol=1e-6)
 
 
 def test_update_interpolates_leaves():

@@ -1,4 +1,6 @@
 """The policy API: spec from config, `dpjax.sample` shapes, errors, and compile-once behaviour."""
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -9,9 +11,18 @@ from dpjax.data import normalizer as normalizer_lib
 from tests import synthetic
 
 
+@functools.lru_cache(maxsize=None)
+def _cached_policy(variant, obs_shapes):
+  return _build_policy(variant, dict(obs_shapes))
+
+
 def _policy(variant="smoke", obs_shapes=None):
+  """A random-weight policy, built once per (variant, shapes) for the whole module (init compiles are slow)."""
+  return _cached_policy(variant, tuple(sorted((obs_shapes or {"low_dim": (20,)}).items())))
+
+
+def _build_policy(variant, obs_shapes):
   config = synthetic.smoke_config("unused", variant)
-  obs_shapes = obs_shapes or {"low_dim": (20,)}
   spec = policy_lib.spec_from_config(config, obs_shapes, action_dim=2)
   rng = np.random.default_rng(0)
   obs = {k: (rng.uniform(0, 255, (50, 2) + s) if len(s) == 3 else rng.uniform(0, 512, (50, 2) + s)) for k, s in

@@ -132,3 +132,29 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
   assert sorted(after) == list(range(1, total + 1)), resumed.stderr[-2000:]
   np.testing.assert_allclose([after[s] for s in range(1, total + 1)], [reference[s] for s in range(1, total + 1)],
                              rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["transformer,smoke", "image,smoke", "image,transformer,smoke"])
+def test_every_variant_trains_end_to_end(tmp_path, variant):
+  data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", episode_lengths=(20, 18, 22, 19, 21),
+                                              with_images="image" in variant)
+  config = synthetic.smoke_config(data_path, variant)
+  config.train.num_steps = 2
+  config.train.val_every = 0
+  final = train.train_and_evaluate(config, tmp_path / "run")
+  assert np.isfinite(final["train/loss"])
+  policy = checkpoint.load_policy(tmp_path / "run")
+  assert policy.spec.denoiser == ("transformer" if "transformer" in variant else "unet1d")
+  assert policy.spec.encoder == ("resnet18" if "image" in variant else "lowdim")
+
+
+def test_evaluation_rollouts_during_training_are_logged(data_path, tmp_path):
+  config = synthetic.smoke_config(data_path)
+  config.train.num_steps = 2
+  config.train.eval_every = 2
+  config.train.eval_episodes = 2
+  config.eval.max_steps = 8
+  final = train.train_and_evaluate(config, tmp_path)
+  assert 0.0 <= final["eval/mean_score"] <= 1.0
+  assert "eval/success_rate" in metrics.read_metrics(tmp_path)[2]
+  assert (tmp_path / "eval" / "step_2" / "eval.json").exists()
