@@ -18,4 +18,4 @@ train: $(STAMP)
 	$(PY) -m dpjax.train --config=configs/pusht.py $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile tests $(ARGS)
+	$(PY) -m pytest -n 2 --dist load tests $(ARGS)

@@ -177,15 +177,20 @@ def load_zarr_replay(path, keys: Sequence[str],
     if array.ndim == 4:
       data[key] = _load_image(path, f"data/{key}", array)
       continue
-    values = _read(path, f"data/{key}", array)
-    if np.issubdtype(values.dtype, np.floating):
-      values = values.astype(np.float32, copy=False)
-      if not np.all(np.isfinite(values)):
-        row = int(np.argwhere(~np.isfinite(values))[0, 0])
-        raise _fail(path, f"data/{key} contains NaN/inf (first at step {row})",
-                    "Clean or re-download the dataset; non-finite values would poison the normalizer.")
-    data[key] = values
+    data[key] = finite_float32(path, f"data/{key}", _read(path, f"data/{key}", array),
+                               "Clean or re-download the dataset; non-finite values would poison the normalizer.")
   return ReplayBuffer(data=data, episode_ends=episode_ends)
+
+
+def finite_float32(path, name: str, values: np.ndarray, fix: str) -> np.ndarray:
+  """Floating arrays as float32, rejecting NaN/inf with a DatasetError naming the first bad step."""
+  if not np.issubdtype(values.dtype, np.floating):
+    return values
+  values = values.astype(np.float32, copy=False)
+  if not np.all(np.isfinite(values)):
+    row = int(np.argwhere(~np.isfinite(values))[0, 0])
+    raise _fail(path, f"{name} contains NaN/inf (first at step {row})", fix)
+  return values
 
 
 def write_zarr_replay(path, data: Mapping[str, np.ndarray], episode_ends, chunk_steps: int = 161) -> None:

@@ -192,13 +192,8 @@ def _as_replay_array(path, key: str, step_path: str, values: np.ndarray) -> np.n
       raise _fail(path, f"image {step_path!r} (key {key!r}) has dtype {values.dtype}",
                   "Images must be uint8 (tfds.features.Image).")
     return values
-  if np.issubdtype(values.dtype, np.floating):
-    values = values.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(values)):
-      row = int(np.argwhere(~np.isfinite(values))[0, 0])
-      raise _fail(path, f"{step_path!r} (key {key!r}) contains NaN/inf (first at step {row})",
-                  "Clean the dataset; non-finite values would poison the normalizer.")
-  return values
+  return replay.finite_float32(path, f"{step_path!r} (key {key!r})", values,
+                               "Clean the dataset; non-finite values would poison the normalizer.")
 
 
 def load_tfds_replay(path, keys: Sequence[str], *, name: str = "", split: str = "train",
