@@ -126,7 +126,9 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
       window_steps += 1
       is_log = step % config.train.log_every == 0 or step == config.train.num_steps
       is_ckpt = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
-      if not (is_log or is_ckpt):
+      is_val = bool(val_batches) and step % max(config.train.val_every, 1) == 0
+      is_eval = evaluator is not None and step % config.train.eval_every == 0
+      if not (is_log or is_ckpt or is_val or is_eval):
         continue
       if not bool(finite):
         raise NonFiniteLossError(
@@ -141,13 +143,15 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
                 "train/learning_rate": optim.learning_rate_schedule(config.optim, config.train.num_steps)(step - 1),
                 "train/steps_per_second": window_steps / elapsed,
                 "train/samples_per_second": window_steps * config.train.batch_size / elapsed}
-        if val_batches and config.train.val_every and step % config.train.val_every == 0:
-          last["val/loss"] = _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer, mesh)
-          last["val/loss_ema"] = _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer, mesh)
         writer.write(step, last)
         progress.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
         window_start, window_steps = time.perf_counter(), 0
-      if evaluator and config.train.eval_every and step % config.train.eval_every == 0:
+      if is_val:
+        val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer, mesh),
+               "val/loss_ema": _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer, mesh)}
+        writer.write(step, val)
+        last.update(val)
+      if is_eval:
         scores = evaluator(state, normalizer, spec, step)
         writer.write(step, scores)
         last.update(scores)
