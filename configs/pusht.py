@@ -48,7 +48,7 @@ def get_config(arg=None):
   # TFDS/RLDS source only (source="tfds"; path = the dataset's version folder, e.g. .../pusht/1.0.0).
   config.data.tfds_name = ""
   config.data.tfds_split = "train"
-  config.data.tfds_key_map = ml_collections.ConfigDict()   # replay key -> step path, e.g. img=observation/rgb
+  config.data.tfds_key_map = ""   # replay key -> step path, e.g. "img=observation/rgb,state=observation/state"
 
   # --- sequence shape (paper's Push-T) ---------------------------------------------------------
   config.horizon = 16
@@ -70,7 +70,7 @@ def get_config(arg=None):
   config.policy.transformer.num_layers = 8
   config.policy.transformer.num_heads = 4
   config.policy.transformer.width = 256
-  config.policy.transformer.embed_dropout = 0.0 if image else 0.0
+  config.policy.transformer.embed_dropout = 0.0
   config.policy.transformer.attn_dropout = 0.3 if image else 0.01
   config.policy.transformer.causal_attn = True
   config.policy.transformer.time_as_cond = True

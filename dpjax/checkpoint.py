@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dpjax import policy as policy_lib
+from dpjax.data import normalizer as normalizer_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -29,24 +30,11 @@ def make_manager(run_dir, keep: int, *, read_only: bool = False) -> ocp.Checkpoi
   return ocp.CheckpointManager(directory, options=options)
 
 
-def normalizer_to_json(normalizer) -> Any:
-  return jax.tree.map(lambda x: np.asarray(x, np.float32).tolist(), normalizer)
-
-
-def normalizer_from_json(tree) -> Any:
-  # Leaves are lists of floats; map over the {"scale", "offset"} dicts so lists are not taken as pytree nodes.
-  def convert(node):
-    if isinstance(node, dict) and set(node) == {"scale", "offset"}:
-      return {k: np.asarray(v, np.float32) for k, v in node.items()}
-    return {k: convert(v) for k, v in node.items()}
-  return convert(tree)
-
-
 def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec: policy_lib.PolicySpec,
          config) -> None:
   """Saves everything needed to resume training or to load the policy, at `state.step`."""
   step = int(jax.device_get(state.step))
-  meta = {"step": step, "spec": spec.to_json(), "normalizer": normalizer_to_json(normalizer),
+  meta = {"step": step, "spec": spec.to_json(), "normalizer": normalizer_lib.to_json_tree(normalizer),
           "config": config.to_json_best_effort()}
   args = ocp.args.Composite(
       params=ocp.args.StandardSave(state.params),
@@ -106,4 +94,4 @@ def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> po
   except Exception as e:  # orbax raises several types for structure mismatches
     raise CheckpointError(f"Checkpoint {run_dir}/{CHECKPOINT_SUBDIR}/{step} does not match its own spec "
                           f"({type(e).__name__}: {e}).") from e
-  return policy_lib.Policy(params=params, normalizer=normalizer_from_json(meta["normalizer"]), spec=spec)
+  return policy_lib.Policy(params=params, normalizer=normalizer_lib.from_json_tree(meta["normalizer"]), spec=spec)

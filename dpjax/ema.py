@@ -1,7 +1,8 @@
 """Exponential moving average of the weights, with the warm-up schedule of the original Diffusion Policy.
 
 decay(step) = clip(1 - (1 + step / inv_gamma) ** -power, min_decay, max_decay), and 0 (copy the weights) while
-step <= 0, where step counts optimiser steps after `update_after_step`. With power 0.75 the decay reaches 0.999
+step <= 0, where step = optimiser step - update_after_step - 2: the original `EMAModel.step` evaluates its decay
+with its counter before incrementing it (0 at the first update), then subtracts 1, so the first two updates copy. With power 0.75 the decay reaches 0.999
 after ~10k steps and 0.9999 after ~215k steps.
 """
 import jax
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 def ema_decay(optimizer_step, *, power: float, inv_gamma: float, min_decay: float, max_decay: float,
               update_after_step: int) -> jax.Array:
   """Decay used for the EMA update made after optimiser step `optimizer_step` (1-based, int array ok)."""
-  step = jnp.asarray(optimizer_step, jnp.float32) - update_after_step - 1
+  step = jnp.asarray(optimizer_step, jnp.float32) - update_after_step - 2
   decay = 1.0 - (1.0 + step / inv_gamma) ** -power
   decay = jnp.clip(decay, min_decay, max_decay)
   return jnp.where(step <= 0, 0.0, decay)

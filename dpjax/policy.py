@@ -70,7 +70,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   _check_choice("config.policy.encoder", p.encoder, ENCODERS)
   _check_choice("config.policy.denoiser", p.denoiser, DENOISERS)
   _check_choice("config.diffusion.sampler", d.sampler, SAMPLERS)
-  has_images = any(len(s) == 3 for s in obs_shapes.values())
+  has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
   if has_images and p.encoder != "resnet18":
     raise ValueError(f"Observations {dict(obs_shapes)} contain images but config.policy.encoder is {p.encoder!r}; "
                      "use configs/pusht.py:image or --config.policy.encoder=resnet18.")
@@ -147,7 +147,7 @@ def make_schedule(spec: PolicySpec) -> schedules.NoiseSchedule:
 
 def example_obs(spec: PolicySpec, batch_size: int = 1) -> dict[str, np.ndarray]:
   """Zeros with the spec's observation shapes ([B, To, ...]), images uint8."""
-  return {k: np.zeros((batch_size, spec.n_obs_steps) + s, np.uint8 if len(s) == 3 else np.float32)
+  return {k: np.zeros((batch_size, spec.n_obs_steps) + s, np.uint8 if normalizer_lib.is_image(s) else np.float32)
           for k, s in spec.obs_shapes}
 
 
@@ -214,6 +214,10 @@ def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> bool:
     if batched is not None and batched != this_batched:
       raise ValueError("Observations mix batched and unbatched arrays; give every key a batch axis or none.")
     batched = this_batched
+  if batched:
+    sizes = {key: np.shape(obs[key])[0] for key in expected}
+    if len(set(sizes.values())) > 1:
+      raise ValueError(f"Observation batch sizes differ across keys: {sizes}; every key needs the same B.")
   return bool(batched)
 
 
@@ -250,8 +254,8 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
     Unnormalised actions [B, T, Da] (or [T, Da] for unbatched input).
   """
   spec = policy.spec
-  method = method or spec.sampler
-  num_inference_steps = num_inference_steps or spec.num_inference_steps
+  method = spec.sampler if method is None else method
+  num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   _check_choice("method", method, SAMPLERS)
   if not 1 <= num_inference_steps <= spec.num_train_steps:
     raise ValueError(f"num_inference_steps={num_inference_steps} must be in [1, {spec.num_train_steps}].")

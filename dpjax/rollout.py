@@ -21,6 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from dpjax import policy as policy_lib
+from dpjax.data import normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Training run directory (holding checkpoints/) to evaluate.")
@@ -62,7 +63,11 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   seeds = list(range(seed_start, seed_start + num_episodes)) if seeds is None else [int(s) for s in seeds]
   if not seeds:
     raise ValueError("No episodes to run: give --num_episodes >= 1 or --seeds.")
-  obs_type = "image" if any(len(s) == 3 for _, s in spec.obs_shapes) else "lowdim"
+  obs_type = "image" if any(normalizer_lib.is_image(s) for _, s in spec.obs_shapes) else "lowdim"
+  expected = {"image": {"image": (96, 96, 3), "agent_pos": (2,)}, "lowdim": {"low_dim": (20,)}}[obs_type]
+  if dict(spec.obs_shapes) != expected or spec.action_dim != 2:
+    raise ValueError(f"This policy observes {dict(spec.obs_shapes)} and acts in {spec.action_dim} dims; the Push-T "
+                     f"environment gives {expected} and takes 2-D actions.")
   envs = vector.PushTVectorEnv(len(seeds), obs_type=obs_type)
   history = _History(envs.reset(seeds), spec.n_obs_steps)
   num_videos = min(num_videos, len(seeds)) if out_dir is not None else 0
@@ -99,8 +104,8 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "successes": [bool(x) for x in success],
       "seeds": seeds,
       "max_steps": max_steps,
-      "sampler": method or spec.sampler,
-      "num_inference_steps": num_inference_steps or spec.num_inference_steps,
+      "sampler": spec.sampler if method is None else method,
+      "num_inference_steps": spec.num_inference_steps if num_inference_steps is None else num_inference_steps,
       "wall_seconds": time.perf_counter() - start,
   }
   if out_dir is not None:
@@ -130,10 +135,15 @@ def main(argv):
   except checkpoint.CheckpointError as e:
     raise SystemExit(f"dpjax.rollout: {e}") from None
   out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
-  result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
-                    max_steps=FLAGS.max_steps, method=FLAGS.sampler, num_inference_steps=FLAGS.num_inference_steps,
-                    out_dir=out, num_videos=FLAGS.num_videos, video_size=FLAGS.video_size,
-                    policy_seed=FLAGS.policy_seed)
+  try:
+    result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
+                      max_steps=FLAGS.max_steps, method=FLAGS.sampler, num_inference_steps=FLAGS.num_inference_steps,
+                      out_dir=out, num_videos=FLAGS.num_videos, video_size=FLAGS.video_size,
+                      policy_seed=FLAGS.policy_seed)
+  except ImportError as e:
+    raise SystemExit(f"dpjax.rollout: the Push-T simulator is not installed ({e}); pip install -e '.[env]'.") from None
+  except ValueError as e:
+    raise SystemExit(f"dpjax.rollout: {e}") from None
   summary = {k: result[k] for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
   print(json.dumps(summary, indent=2))
   print(f"dpjax.rollout: wrote {out / 'eval.json'}")

@@ -18,7 +18,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dpjax import checkpoint, data, ema, metrics, optim, policy, sharding, train_step
+from dpjax import checkpoint, data, metrics, optim, policy, sharding, train_step
+from dpjax.data import normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant].",
@@ -54,16 +55,19 @@ def _write_json_atomic(path: pathlib.Path, text: str) -> None:
   os.replace(tmp, path)
 
 
+def _check_same_spec(saved: policy.PolicySpec, current: policy.PolicySpec, workdir) -> None:
+  if saved == current:
+    return
+  fields = [f for f in saved.__dataclass_fields__ if getattr(saved, f) != getattr(current, f)]
+  diff = "; ".join(f"{f}: checkpoint {getattr(saved, f)!r} vs config {getattr(current, f)!r}" for f in fields)
+  raise ValueError(f"{workdir} holds checkpoints of a different policy ({diff}). Resume with the run's own config "
+                   f"({workdir / 'config.json'}) or train in a new --workdir.")
+
+
 def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) -> list:
-  """Fixed validation batches, each trimmed to a multiple of the device count so it shards evenly."""
+  """Fixed validation batches covering the held-out windows, each a multiple of the device count."""
   from dpjax.data import pipeline
-  per_process_multiple = max(mesh.devices.size // jax.process_count(), 1)
-  batches = []
-  for batch in pipeline.validation_batches(source, global_batch_size, max_batches):
-    size = len(batch["action"]) // per_process_multiple * per_process_multiple
-    if size:
-      batches.append(jax.tree.map(lambda x, n=size: x[:n], batch))
-  return batches
+  return list(pipeline.validation_batches(source, global_batch_size, max_batches, multiple_of=mesh.devices.size))
 
 
 def _validation_loss(eval_fn, params, batches, base_key, normalizer, mesh) -> float:
@@ -90,7 +94,14 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
 
   # Policy and optimiser.
   spec = policy.spec_from_config(config, bundle.obs_shapes, bundle.action_dim)
-  if jax.process_index() == 0:
+  manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints)
+  normalizer_host = bundle.normalizer
+  if manager.latest_step() is not None:
+    # Resuming: the run's own spec and normaliser win; a different policy in the same folder is an error.
+    meta = checkpoint.read_meta(manager, manager.latest_step())
+    _check_same_spec(policy.PolicySpec.from_json(meta["spec"]), spec, workdir)
+    normalizer_host = normalizer_lib.from_json_tree(meta["normalizer"])
+  elif jax.process_index() == 0:
     _write_json_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
     _write_json_atomic(workdir / "policy_spec.json", spec.to_json())
   base_key = jax.random.key(config.seed)
@@ -99,10 +110,9 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   logging.info("Policy %s + %s: %d parameters", spec.encoder, spec.denoiser, policy.count_params(params))
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
   state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
-  normalizer = sharding.put_replicated(bundle.normalizer, mesh)
+  normalizer = sharding.put_replicated(normalizer_host, mesh)
 
   # Resume.
-  manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints)
   if manager.latest_step() is not None:
     state, train_iterator = checkpoint.restore_train_state(manager, state, train_iterator)
     logging.info("Resumed from %s at step %d", workdir, int(state.step))
@@ -131,10 +141,11 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
       if not (is_log or is_ckpt or is_val or is_eval):
         continue
       if not bool(finite):
+        kept = (f"The last good checkpoint (step {manager.latest_step()}) in {workdir} is kept."
+                if manager.latest_step() is not None else "No checkpoint had been written yet.")
         raise NonFiniteLossError(
-            f"Loss or gradients became NaN/inf between steps {last_good_step} and {step}; stopped. The last good "
-            f"checkpoint (step {manager.latest_step()}) in {workdir} is kept. Try a lower "
-            "--config.optim.learning_rate or --config.optim.grad_clip_norm=1.0.")
+            f"Loss or gradients became NaN/inf between steps {last_good_step} and {step}; stopped. {kept} Try a "
+            "lower --config.optim.learning_rate or --config.optim.grad_clip_norm=1.0.")
       last_good_step = step
       if is_log:
         elapsed = time.perf_counter() - window_start
@@ -156,7 +167,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         writer.write(step, scores)
         last.update(scores)
       if is_ckpt:
-        checkpoint.save(manager, state, train_iterator, bundle.normalizer, spec, config)
+        checkpoint.save(manager, state, train_iterator, normalizer_host, spec, config)
       progress.n = step
       progress.refresh()
   finally:
@@ -174,11 +185,11 @@ def _progress_bar(start_step: int, num_steps: int):
 
 def _make_evaluator(config, workdir):
   """Environment rollouts during training, when config.train.eval_every > 0 and the simulator is installed."""
-  if not config.train.eval_every:
+  if not config.train.eval_every or jax.process_index() != 0:
     return None
   from dpjax import rollout  # needs the `env` extra
   def evaluate(state, normalizer, spec, step):
-    pol = policy.Policy(params=state.ema_params, normalizer=jax.device_get(normalizer), spec=spec)
+    pol = policy.Policy(params=jax.device_get(state.ema_params), normalizer=jax.device_get(normalizer), spec=spec)
     result = rollout.evaluate(pol, num_episodes=config.train.eval_episodes, seed_start=config.eval.seed_start,
                               max_steps=config.eval.max_steps, out_dir=workdir / "eval" / f"step_{step}",
                               num_videos=0, show_progress=False)

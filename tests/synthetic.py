@@ -6,7 +6,7 @@ import numpy as np
 from dpjax.data import replay
 
 
-def write_synthetic_pusht(path, episode_lengths=(30, 25, 40, 35, 28, 33), with_images: bool = False,
+def write_random_walk_pusht(path, episode_lengths=(30, 25, 40, 35, 28, 33), with_images: bool = False,
                           seed: int = 0) -> pathlib.Path:
   """Writes a Push-T-shaped zarr (action, state, keypoint[, img]) with smooth random trajectories."""
   rng = np.random.default_rng(seed)

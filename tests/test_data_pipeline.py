@@ -79,9 +79,9 @@ def test_process_shards_make_up_the_global_batch(source):
   for b, global_batch in enumerate(global_batches):
     parts = [shards[p][b]["action"] for p in range(2)]
     assert parts[0].shape == (4, T, 2)
-    # Process p holds rows p, p+2, ... of the global batch: together exactly the same windows.
-    np.testing.assert_array_equal(global_batch["action"][0::2], parts[0])
-    np.testing.assert_array_equal(global_batch["action"][1::2], parts[1])
+    # Process p holds the contiguous block p of the global batch, where make_array_from_process_local_data
+    # puts it: concatenated in process order they are the single-process batch, row for row.
+    np.testing.assert_array_equal(np.concatenate(parts), global_batch["action"])
 
 
 def test_batch_size_must_divide_process_count(source):
@@ -89,14 +89,23 @@ def test_batch_size_must_divide_process_count(source):
     _iterator(source, batch_size=8, process_index=0, process_count=3)
 
 
-def test_validation_batches_fixed_and_remainder_dropped(source):
+def test_validation_batches_fixed_and_cover_every_window(source):
   batches = list(pipeline.validation_batches(source, 16, process_index=0, process_count=1))
-  assert len(batches) == len(source) // 16
+  assert sum(len(b["action"]) for b in batches) == len(source)
+  assert all(len(b["action"]) == 16 for b in batches[:-1])
   again = list(pipeline.validation_batches(source, 16, max_batches=2, process_index=0, process_count=1))
   _assert_same(again, batches[:2])
   np.testing.assert_array_equal(batches[0]["action"], source.gather_batch(np.arange(16))["action"])
   small = list(pipeline.validation_batches(source, 10_000, process_index=0, process_count=1))
   assert len(small) == 1 and small[0]["action"].shape[0] == len(source)
+  # With 8 devices the last batch is trimmed to a multiple of 8: fewer than 8 windows left out.
+  by_eight = list(pipeline.validation_batches(source, 16, multiple_of=8, process_index=0, process_count=1))
+  assert all(len(b["action"]) % 8 == 0 for b in by_eight)
+  assert 0 <= len(source) - sum(len(b["action"]) for b in by_eight) < 8
+  # Two processes: each holds the contiguous half of every global batch.
+  halves = [list(pipeline.validation_batches(source, 16, process_index=p, process_count=2)) for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate([halves[0][0]["action"], halves[1][0]["action"]]),
+                                batches[0]["action"])
 
 
 def _load_config(arg=None):

@@ -24,7 +24,7 @@ LENGTHS = (30, 25, 40, 35, 28, 33)
 
 @pytest.fixture(scope="module")
 def zarr_path(tmp_path_factory):
-  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("zarr") / "pusht.zarr", LENGTHS,
+  return synthetic.write_random_walk_pusht(tmp_path_factory.mktemp("zarr") / "pusht.zarr", LENGTHS,
                                          with_images=True)
 
 
@@ -125,7 +125,7 @@ def test_clear_errors_for_bad_path_and_wrong_dataset(zarr_path, tfds_path, tmp_p
     tfds_source.load_tfds_replay(zarr_path, keys)  # a zarr where a TFDS folder is expected
   with pytest.raises(replay.DatasetError, match="split 'test'.*splits: \\['train'\\]"):
     tfds_source.load_tfds_replay(tfds_path, keys, split="test")
-  with pytest.raises(replay.DatasetError, match="observation/nope.*tfds_key_map.state"):
+  with pytest.raises(replay.DatasetError, match="observation/nope.*tfds_key_map=state="):
     tfds_source.load_tfds_replay(tfds_path, keys, key_map={**tfds_source.DEFAULT_KEY_MAP,
                                                            "state": "observation/nope"})
   with pytest.raises(replay.DatasetError, match="per-step shape \\(9, 2\\).*expected \\(5,\\)"):
@@ -201,3 +201,11 @@ def test_missing_extra_says_how_to_install(monkeypatch, tmp_path):
   config.data.source = "tfds"
   with pytest.raises(ImportError, match=r"pip install 'dpjax\[tfds\]'"):
     dpjax.data.build_data(config)
+
+
+def test_key_map_from_the_command_line_string():
+  assert tfds_source.parse_key_map("") is None
+  assert tfds_source.parse_key_map("img=observation/rgb, state=observation/state") == {
+      "img": "observation/rgb", "state": "observation/state"}
+  with pytest.raises(ValueError, match="KEY=STEP_PATH"):
+    tfds_source.parse_key_map("img")

@@ -11,14 +11,16 @@ def _decay(step, **kw):
 
 
 def test_decay_matches_original_formula():
-  # First update copies the weights; then 1 - (1 + s)^-0.75 with s = optimiser step - 1.
-  assert _decay(1) == 0.0
-  for step in (2, 10, 1000):
-    np.testing.assert_allclose(_decay(step), 1 - (1 + step - 1) ** -0.75, rtol=1e-6)
+  # As the original EMAModel: the first two updates copy the weights; update k then uses
+  # 1 - (1 + s)^-0.75 with s = k - 2 (its counter is read before it is incremented, then 1 is subtracted).
+  assert _decay(1) == 0.0 and _decay(2) == 0.0
+  np.testing.assert_allclose(_decay(3), 1 - 2 ** -0.75, rtol=1e-6)  # 0.405
+  for step in (10, 1000):
+    np.testing.assert_allclose(_decay(step), 1 - (1 + step - 2) ** -0.75, rtol=1e-6)
   assert _decay(10**9) == np.float32(0.9999)
-  assert _decay(5, update_after_step=10) == 0.0
-  np.testing.assert_allclose(_decay(3, min_decay=0.6), 0.6)
-  np.testing.assert_allclose(_decay(3, min_decay=0.5), 1 - 3 ** -0.75, rtol=1e-6)
+  assert _decay(12, update_after_step=10) == 0.0 and _decay(13, update_after_step=10) > 0.0
+  np.testing.assert_allclose(_decay(4, min_decay=0.6), 0.6)
+  np.testing.assert_allclose(_decay(4, min_decay=0.5), 1 - 3 ** -0.75, rtol=1e-6)
 
 
 def test_update_interpolates_leaves():

@@ -76,6 +76,13 @@ def test_wrong_observations_name_the_expected_shape(obs, message):
     dpjax.sample(_policy(), obs, jax.random.key(0))
 
 
+def test_batch_sizes_must_agree_across_keys():
+  policy = _policy("image,smoke", {"image": (96, 96, 3), "agent_pos": (2,)})
+  obs = {"image": np.zeros((2, 2, 96, 96, 3), np.uint8), "agent_pos": np.zeros((3, 2, 2), np.float32)}
+  with pytest.raises(ValueError, match="batch sizes differ"):
+    dpjax.sample(policy, obs, jax.random.key(0))
+
+
 def test_image_policy_samples():
   policy = _policy("image,smoke", {"image": (96, 96, 3), "agent_pos": (2,)})
   obs = {"image": np.zeros((2, 2, 96, 96, 3), np.uint8), "agent_pos": np.zeros((2, 2, 2), np.float32)}

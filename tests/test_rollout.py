@@ -48,7 +48,7 @@ def test_history_repeats_first_frame_then_slides():
 
 
 def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
-  data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr")
+  data_path = synthetic.write_random_walk_pusht(tmp_path / "pusht.zarr")
   config = synthetic.smoke_config(data_path)
   config.train.num_steps = 2
   train.train_and_evaluate(config, tmp_path / "run")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dpjax import checkpoint, metrics, train
+from dpjax import policy as policy_lib
 from tests import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -18,7 +19,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def data_path(tmp_path_factory):
-  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr")
+  return synthetic.write_random_walk_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr")
 
 
 def _losses(run_dir):
@@ -86,6 +87,18 @@ def test_bad_config_values_are_clear_errors(data_path, tmp_path):
     train.train_and_evaluate(config, tmp_path / "b")
 
 
+def test_resuming_with_a_different_policy_is_a_clear_error(data_path, tmp_path):
+  config = synthetic.smoke_config(data_path)
+  config.train.num_steps = 2
+  train.train_and_evaluate(config, tmp_path)
+  config.policy.unet1d.down_dims = (16, 16)
+  with pytest.raises(ValueError, match="different policy.*denoiser_kwargs"):
+    train.train_and_evaluate(config, tmp_path)
+  # The run's files still describe the run, not the rejected config.
+  saved = policy_lib.PolicySpec.from_json((tmp_path / "policy_spec.json").read_text())
+  assert dict(saved.denoiser_kwargs)["down_dims"] == (16, 32)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_path, tmp_path):
   config = synthetic.smoke_config(data_path)
   config.optim.learning_rate = 1e30
@@ -136,7 +149,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
 
 @pytest.mark.parametrize("variant", ["transformer,smoke", "image,smoke", "image,transformer,smoke"])
 def test_every_variant_trains_end_to_end(tmp_path, variant):
-  data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", episode_lengths=(20, 18, 22, 19, 21),
+  data_path = synthetic.write_random_walk_pusht(tmp_path / "pusht.zarr", episode_lengths=(20, 18, 22, 19, 21),
                                               with_images="image" in variant)
   config = synthetic.smoke_config(data_path, variant)
   config.train.num_steps = 2

@@ -98,16 +98,18 @@ def fit_normalizer(obs: Mapping[str, np.ndarray], action: np.ndarray) -> Normali
   return {"obs": stats, "action": fit_minmax(action)}
 
 
-def _to_lists(tree):
+def to_json_tree(tree):
+  """Normaliser -> nested dicts of float lists (JSON-ready; float32 round trip is bit-exact)."""
   if isinstance(tree, Mapping):
-    return {key: _to_lists(value) for key, value in tree.items()}
+    return {key: to_json_tree(value) for key, value in tree.items()}
   # float(np.float32) is exact in float64, and json writes float64 with round-trip (repr) precision.
   return [float(v) for v in np.asarray(tree, dtype=np.float32).reshape(-1)]
 
 
-def _from_lists(tree):
+def from_json_tree(tree):
+  """Inverse of `to_json_tree`: float32 numpy leaves."""
   if isinstance(tree, Mapping):
-    return {key: _from_lists(value) for key, value in tree.items()}
+    return {key: from_json_tree(value) for key, value in tree.items()}
   return np.asarray(tree, dtype=np.float32)
 
 
@@ -115,12 +117,12 @@ def save_normalizer(path, normalizer: Normalizer) -> None:
   """Writes the normalizer as JSON lists (bit-exact float32 round trip); atomic replace."""
   path = pathlib.Path(path)
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(_to_lists(normalizer), indent=1))
+  tmp.write_text(json.dumps(to_json_tree(normalizer), indent=1))
   os.replace(tmp, path)
 
 
 def load_normalizer(path) -> Normalizer:
-  tree = _from_lists(json.loads(pathlib.Path(path).read_text()))
+  tree = from_json_tree(json.loads(pathlib.Path(path).read_text()))
   if set(tree) != {"obs", "action"}:
     raise ValueError(f"{path} is not a dpjax normalizer (top-level keys {sorted(tree)}, "
                      "expected ['action', 'obs'])")

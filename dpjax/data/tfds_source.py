@@ -160,13 +160,13 @@ def _check_features(path, features: Mapping[str, Any], key_map: Mapping[str, str
   unmapped = [k for k in keys if k not in key_map]
   if unmapped:
     raise _fail(path, f"no RLDS step path is mapped to key(s) {unmapped} (key map: {dict(key_map)})",
-                "Set config.data.tfds_key_map.<key> to one of the step paths " + str(sorted(features)))
+                "Map it with config.data.tfds_key_map=<key>=<step path>; step paths: " + str(sorted(features)))
   for key in keys:
     step_path = key_map[key]
     if step_path not in features:
       raise _fail(path, f"key {key!r} maps to step path {step_path!r}, which the dataset lacks "
                   f"(step paths: {sorted(features)})",
-                  f"Set config.data.tfds_key_map.{key} to the step path that holds it.")
+                  f"Map it with config.data.tfds_key_map={key}=<step path that holds it>.")
     shape = tuple(features[step_path].shape)
     if key in step_shapes and shape != tuple(step_shapes[key]):
       raise _fail(path, f"step path {step_path!r} (key {key!r}) has per-step shape {shape}, expected "
@@ -261,10 +261,21 @@ def load_tfds_replay(path, keys: Sequence[str], *, name: str = "", split: str = 
   return replay.ReplayBuffer(data=data, episode_ends=np.cumsum(lengths, dtype=np.int64))
 
 
+def parse_key_map(text: str) -> dict[str, str] | None:
+  """"img=observation/rgb,state=observation/state" -> {"img": "observation/rgb", ...}; "" -> None."""
+  pairs = [item.strip() for item in (text or "").split(",") if item.strip()]
+  key_map = {}
+  for pair in pairs:
+    key, sep, step_path = pair.partition("=")
+    if not sep or not key.strip() or not step_path.strip():
+      raise ValueError(f"config.data.tfds_key_map entry {pair!r} is not KEY=STEP_PATH; write e.g. "
+                       "--config.data.tfds_key_map=img=observation/rgb,state=observation/state")
+    key_map[key.strip()] = step_path.strip()
+  return key_map or None
+
+
 def load_from_config(data_config, keys: Sequence[str]) -> replay.ReplayBuffer:
   """`load_tfds_replay` with config.data.{path, tfds_name, tfds_split, tfds_key_map}."""
-  key_map = data_config.get("tfds_key_map", None)
-  if key_map is not None and hasattr(key_map, "to_dict"):
-    key_map = key_map.to_dict()
   return load_tfds_replay(data_config.path, keys, name=data_config.get("tfds_name", ""),
-                          split=data_config.get("tfds_split", "train"), key_map=key_map or None)
+                          split=data_config.get("tfds_split", "train"),
+                          key_map=parse_key_map(data_config.get("tfds_key_map", "")))
