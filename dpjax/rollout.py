@@ -85,13 +85,15 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
                               num_inference_steps=num_inference_steps)
     actions = np.asarray(policy_lib.action_steps_to_execute(spec, chunk))
     for t in range(min(actions.shape[1], max_steps - step)):
+      was_done = done.copy()
       obs, reward, step_done, infos = envs.step(actions[:, t])
       max_reward = np.maximum(max_reward, np.where(done, max_reward, reward))
       success |= np.array([bool(info.get("success", False)) for info in infos]) & ~done
       done = done | step_done
       history.push(obs)
       for i in range(num_videos):
-        frames[i].append(envs.envs[i].render(video_size))
+        if not was_done[i]:  # a finished episode's video ends on its last frame
+          frames[i].append(envs.envs[i].render(video_size))
       step += 1
     progress.update(min(actions.shape[1], max_steps - progress.n))
     progress.set_postfix(mean_score=f"{max_reward.mean():.3f}", refresh=False)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Evaluate every checkpoint kept in a run directory with the paper's protocol (50 episodes, seeds 100000..100049,
+# DDPM with the run's step count, EMA weights), one eval folder per checkpoint.
+#   experiments/evaluate_last_checkpoints.sh RUN_DIR OUT_DIR
+set -euo pipefail
+run_dir=$1
+out_dir=$2
+python=${PYTHON:-.venv/bin/python}
+for step in $(ls "$run_dir/checkpoints" | grep -E '^[0-9]+$' | sort -n); do
+  "$python" -m dpjax.rollout --checkpoint="$run_dir" --step="$step" --num_episodes=50 \
+      --out="$out_dir/eval_step_$step" --num_videos=2
+done
