@@ -18,7 +18,7 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from dpjax import policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
@@ -131,6 +131,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.checkpoint:
     raise app.UsageError("--checkpoint=RUN_DIR is required (a directory written by python -m dpjax.train).")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   from dpjax import checkpoint
   try:
     pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=FLAGS.step)

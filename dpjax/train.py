@@ -49,6 +49,13 @@ def validate_config(config) -> None:
     raise ValueError("config.ema needs 0 <= min_decay <= max_decay < 1.")
 
 
+def _say(message: str) -> None:
+  """A line for the person watching (process 0 only), also in the absl log."""
+  logging.info(message)
+  if jax.process_index() == 0:
+    print(f"dpjax.train: {message}", flush=True)
+
+
 def _write_json_atomic(path: pathlib.Path, text: str) -> None:
   tmp = path.with_suffix(path.suffix + ".tmp")
   tmp.write_text(text)
@@ -107,7 +114,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   base_key = jax.random.key(config.seed)
   init_key, train_key, val_key = jax.random.split(base_key, 3)
   params = policy.init_params(spec, init_key)
-  logging.info("Policy %s + %s: %d parameters", spec.encoder, spec.denoiser, policy.count_params(params))
+  _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(params):,} parameters")
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
   state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
   normalizer = sharding.put_replicated(normalizer_host, mesh)
@@ -115,7 +122,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   # Resume.
   if manager.latest_step() is not None:
     state, train_iterator = checkpoint.restore_train_state(manager, state, train_iterator)
-    logging.info("Resumed from %s at step %d", workdir, int(state.step))
+    _say(f"resumed from {workdir} at step {int(state.step)}")
 
   step_fn = train_step.jit_train_step(spec, optimizer, config.ema, replicated, batch_sharding, replicated)
   eval_fn = train_step.jit_eval_loss(spec, batch_sharding, replicated)
@@ -207,6 +214,9 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if FLAGS.config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/pusht.py")
+  if not FLAGS["verbosity"].present:
+    # Orbax and grain log every save at INFO, drowning the progress bar; --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   if FLAGS.distributed:
     jax.distributed.initialize()
   workdir = pathlib.Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(FLAGS.config)
