@@ -36,7 +36,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from dpjax import optim, policy, sharding, train_step
+from dpjax import files, optim, policy, sharding, train_step
 from dpjax.data import normalizer as normalizer_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -245,15 +245,8 @@ def run(variants: Sequence[str], out=None, log=functools.partial(print, flush=Tr
   for variant in variants:
     records.append(bench_variant(variant, log=log, **kwargs))
     if out:
-      _write_json_atomic(pathlib.Path(out), json.dumps({"device": device_info(), "records": records}, indent=2))
+      files.write_text_atomic(out, json.dumps({"device": device_info(), "records": records}, indent=2))
   return records
-
-
-def _write_json_atomic(path: pathlib.Path, text: str) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def markdown_table(records: Sequence[Mapping[str, Any]]) -> str:

@@ -12,7 +12,6 @@ the policy is queried once per re-planning step for the whole batch.
 Results go to RUN_DIR/eval/ (or --out): eval.json and videos of the first episodes with the goal drawn.
 """
 import json
-import os
 import pathlib
 import time
 
@@ -20,7 +19,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from dpjax import policy as policy_lib
+from dpjax import files, policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
@@ -115,9 +114,7 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
     out_dir.mkdir(parents=True, exist_ok=True)
     result["videos"] = [str(video.write_video(out_dir / f"episode_{seeds[i]}.mp4", np.stack(frames[i]), fps=10))
                         for i in range(num_videos)]
-    tmp = out_dir / "eval.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out_dir / "eval.json")
+    files.write_text_atomic(out_dir / "eval.json", json.dumps(result, indent=2))
   return result
 
 

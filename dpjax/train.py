@@ -8,7 +8,6 @@ checkpoint). Re-running the same command in a run directory that holds a checkpo
 data order and the same per-step randomness as an uninterrupted run.
 """
 import json
-import os
 import pathlib
 import time
 
@@ -18,7 +17,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dpjax import checkpoint, data, metrics, optim, policy, sharding, train_step
+from dpjax import checkpoint, data, files, metrics, optim, policy, sharding, train_step
 from dpjax.data import normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
@@ -54,12 +53,6 @@ def _say(message: str) -> None:
   logging.info(message)
   if jax.process_index() == 0:
     print(f"dpjax.train: {message}", flush=True)
-
-
-def _write_json_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def _check_same_spec(saved: policy.PolicySpec, current: policy.PolicySpec, workdir) -> None:
@@ -109,8 +102,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     _check_same_spec(policy.PolicySpec.from_json(meta["spec"]), spec, workdir)
     normalizer_host = normalizer_lib.from_json_tree(meta["normalizer"])
   elif jax.process_index() == 0:
-    _write_json_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
-    _write_json_atomic(workdir / "policy_spec.json", spec.to_json())
+    files.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
+    files.write_text_atomic(workdir / "policy_spec.json", spec.to_json())
   base_key = jax.random.key(config.seed)
   init_key, train_key, val_key = jax.random.split(base_key, 3)
   params = policy.init_params(spec, init_key)

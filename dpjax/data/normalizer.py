@@ -9,11 +9,12 @@ Stats act on the last axis, so one (D,) pair serves [N, D], [B, T, D] and [B, T,
 jitted JAX code (stats may be numpy or jax arrays).
 """
 import json
-import os
 import pathlib
 from typing import Any, Mapping
 
 import numpy as np
+
+from dpjax import files
 
 # Dims whose range is below this are shifted, not scaled (the original's range_eps).
 RANGE_EPS = 1e-4
@@ -115,10 +116,7 @@ def from_json_tree(tree):
 
 def save_normalizer(path, normalizer: Normalizer) -> None:
   """Writes the normalizer as JSON lists (bit-exact float32 round trip); atomic replace."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(to_json_tree(normalizer), indent=1))
-  os.replace(tmp, path)
+  files.write_text_atomic(path, json.dumps(to_json_tree(normalizer), indent=1))
 
 
 def load_normalizer(path) -> Normalizer:
