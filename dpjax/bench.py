@@ -273,7 +273,7 @@ def is_positive_finite(x) -> bool:
 
 def define_flags() -> None:
   """CLI flags, defined only when run as a program: importing this module (tests) defines none, so its flag
-  names cannot collide with other CLIs' (`dpjax.train`'s --config, `bench_sampling`'s --samplers)."""
+  names cannot collide with other CLIs' (`dpjax.train`'s --config, `dpjax.rollout`'s --sampler)."""
   flags.DEFINE_list("variants", list(VARIANTS), f"Variants to run, from {list(VARIANTS)}.")
   flags.DEFINE_integer("batch_size", None, "Global train batch size (default: the variant's config.train.batch_size).")
   flags.DEFINE_integer("steps", None, "Timed train steps after the warm-up (default: 20, or 3 with --quick).")

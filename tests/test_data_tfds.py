@@ -16,16 +16,16 @@ except ImportError:
   pytest.skip("needs the tfds extra: pip install 'dpjax[tfds]'", allow_module_level=True)
 
 import dpjax.data  # noqa: E402
-from dpjax.data import convert_tfds, pusht, replay, tfds_source  # noqa: E402
-from tests import synthetic  # noqa: E402
+from dpjax.data import convert_tfds, pusht, replay, synthetic, tfds_source  # noqa: E402
+from tests import smoke  # noqa: E402
 
 LENGTHS = (30, 25, 40, 35, 28, 33)
 
 
 @pytest.fixture(scope="module")
 def zarr_path(tmp_path_factory):
-  return synthetic.write_random_walk_pusht(tmp_path_factory.mktemp("zarr") / "pusht.zarr", LENGTHS,
-                                         with_images=True)
+  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("zarr") / "pusht.zarr", LENGTHS, image=True,
+                                         values="random_walk")
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def tfds_path(zarr_path, tmp_path_factory):
 
 
 def _configs(zarr_path, tfds_path, variant):
-  zarr_config = synthetic.smoke_config(zarr_path, variant)
-  tfds_config = synthetic.smoke_config(tfds_path, variant)
+  zarr_config = smoke.smoke_config(zarr_path, variant)
+  tfds_config = smoke.smoke_config(tfds_path, variant)
   tfds_config.data.source = "tfds"
   return zarr_config, tfds_config
 
@@ -135,7 +135,7 @@ def test_clear_errors_for_bad_path_and_wrong_dataset(zarr_path, tfds_path, tmp_p
     convert_tfds.convert_zarr_to_tfds(zarr_path, tfds_path.parents[1])
   with pytest.raises(replay.DatasetError, match="not a zarr replay buffer"):
     convert_tfds.convert_zarr_to_tfds(tfds_path, tmp_path / "out")
-  config = synthetic.smoke_config(tmp_path / "missing")
+  config = smoke.smoke_config(tmp_path / "missing")
   config.data.source = "tfds"
   with pytest.raises(replay.DatasetError, match="does not exist"):
     dpjax.data.build_data(config)
@@ -197,7 +197,7 @@ def test_converted_real_pusht_gives_the_zarr_batches(real_pusht_path, tmp_path):
 
 def test_missing_extra_says_how_to_install(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # what `import` sees when not installed
-  config = synthetic.smoke_config(tmp_path)
+  config = smoke.smoke_config(tmp_path)
   config.data.source = "tfds"
   with pytest.raises(ImportError, match=r"pip install 'dpjax\[tfds\]'"):
     dpjax.data.build_data(config)

@@ -8,7 +8,7 @@ import pytest
 import dpjax
 from dpjax import policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
-from tests import synthetic
+from tests import smoke
 
 
 @functools.lru_cache(maxsize=None)
@@ -22,7 +22,7 @@ def _policy(variant="smoke", obs_shapes=None):
 
 
 def _build_policy(variant, obs_shapes):
-  config = synthetic.smoke_config("unused", variant)
+  config = smoke.smoke_config("unused", variant)
   spec = policy_lib.spec_from_config(config, obs_shapes, action_dim=2)
   rng = np.random.default_rng(0)
   obs = {k: (rng.uniform(0, 255, (50, 2) + s) if len(s) == 3 else rng.uniform(0, 512, (50, 2) + s)) for k, s in
@@ -92,10 +92,10 @@ def test_image_policy_samples():
 def test_spec_round_trips_through_json_and_rejects_bad_choices():
   spec = _policy("transformer,smoke").spec
   assert policy_lib.PolicySpec.from_json(spec.to_json()) == spec
-  config = synthetic.smoke_config("unused")
+  config = smoke.smoke_config("unused")
   config.n_action_steps = 16
   with pytest.raises(ValueError, match="n_action_steps"):
     policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
-  config = synthetic.smoke_config("unused")
+  config = smoke.smoke_config("unused")
   with pytest.raises(ValueError, match="contain images"):
     policy_lib.spec_from_config(config, {"image": (96, 96, 3)}, 2)

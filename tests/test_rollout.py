@@ -10,13 +10,14 @@ import pytest
 
 from dpjax import checkpoint, policy as policy_lib, rollout, train
 from dpjax.data import normalizer as normalizer_lib
-from tests import synthetic
+from dpjax.data import synthetic
+from tests import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _tiny_policy(variant="smoke"):
-  config = synthetic.smoke_config("unused", variant)
+  config = smoke.smoke_config("unused", variant)
   image = "image" in variant
   obs_shapes = {"image": (96, 96, 3), "agent_pos": (2,)} if image else {"low_dim": (20,)}
   spec = policy_lib.spec_from_config(config, obs_shapes, 2)
@@ -48,8 +49,9 @@ def test_history_repeats_first_frame_then_slides():
 
 
 def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
-  data_path = synthetic.write_random_walk_pusht(tmp_path / "pusht.zarr")
-  config = synthetic.smoke_config(data_path)
+  data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS, image=False,
+                                              values="random_walk")
+  config = smoke.smoke_config(data_path)
   config.train.num_steps = 2
   train.train_and_evaluate(config, tmp_path / "run")
   assert checkpoint.load_policy(tmp_path / "run").spec.horizon == 16

@@ -12,14 +12,16 @@ import pytest
 
 from dpjax import checkpoint, metrics, train
 from dpjax import policy as policy_lib
-from tests import synthetic
+from dpjax.data import synthetic
+from tests import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data_path(tmp_path_factory):
-  return synthetic.write_random_walk_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr")
+  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
+                                         image=False, values="random_walk")
 
 
 def _losses(run_dir):
@@ -27,7 +29,7 @@ def _losses(run_dir):
 
 
 def test_smoke_trains_and_checkpoints(data_path, tmp_path):
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   final = train.train_and_evaluate(config, tmp_path)
   assert np.isfinite(final["train/loss"])
   assert (tmp_path / "config.json").exists() and (tmp_path / "policy_spec.json").exists()
@@ -41,7 +43,7 @@ def test_smoke_trains_and_checkpoints(data_path, tmp_path):
 
 
 def test_validation_loss_decreases_over_short_run(data_path, tmp_path):
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   config.train.batch_size = 32
   config.train.num_steps = 150
   config.train.log_every = 10
@@ -57,7 +59,7 @@ def test_validation_loss_decreases_over_short_run(data_path, tmp_path):
 
 def test_one_device_equals_eight_devices(data_path, tmp_path):
   assert jax.device_count() == 8, "conftest sets 8 host devices"
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   config.train.num_steps = 3
   train.train_and_evaluate(config, tmp_path / "one", devices=jax.devices()[:1])
   train.train_and_evaluate(config, tmp_path / "eight", devices=jax.devices())
@@ -70,25 +72,25 @@ def test_one_device_equals_eight_devices(data_path, tmp_path):
 
 
 def test_batch_size_not_divisible_by_devices_is_clear_error(data_path, tmp_path):
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   config.train.batch_size = 12
   with pytest.raises(ValueError, match="does not divide by the 8 devices"):
     train.train_and_evaluate(config, tmp_path)
 
 
 def test_bad_config_values_are_clear_errors(data_path, tmp_path):
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   config.train.num_steps = 0
   with pytest.raises(ValueError, match="num_steps"):
     train.train_and_evaluate(config, tmp_path)
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   config.policy.denoiser = "lstm"
   with pytest.raises(ValueError, match="config.policy.denoiser"):
     train.train_and_evaluate(config, tmp_path / "b")
 
 
 def test_resuming_with_a_different_policy_is_a_clear_error(data_path, tmp_path):
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   config.train.num_steps = 2
   train.train_and_evaluate(config, tmp_path)
   config.policy.unet1d.down_dims = (16, 16)
@@ -100,7 +102,7 @@ def test_resuming_with_a_different_policy_is_a_clear_error(data_path, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_path, tmp_path):
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   config.optim.learning_rate = 1e30
   config.optim.warmup_steps = 0
   config.optim.schedule = "constant"
@@ -149,9 +151,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
 
 @pytest.mark.parametrize("variant", ["transformer,smoke", "image,smoke", "image,transformer,smoke"])
 def test_every_variant_trains_end_to_end(tmp_path, variant):
-  data_path = synthetic.write_random_walk_pusht(tmp_path / "pusht.zarr", episode_lengths=(20, 18, 22, 19, 21),
-                                              with_images="image" in variant)
-  config = synthetic.smoke_config(data_path, variant)
+  data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", (20, 18, 22, 19, 21), image="image" in variant,
+                                              values="random_walk")
+  config = smoke.smoke_config(data_path, variant)
   config.train.num_steps = 2
   config.train.val_every = 0
   final = train.train_and_evaluate(config, tmp_path / "run")
@@ -162,7 +164,7 @@ def test_every_variant_trains_end_to_end(tmp_path, variant):
 
 
 def test_evaluation_rollouts_during_training_are_logged(data_path, tmp_path):
-  config = synthetic.smoke_config(data_path)
+  config = smoke.smoke_config(data_path)
   config.train.num_steps = 2
   config.train.eval_every = 2
   config.train.eval_episodes = 2
