@@ -51,7 +51,8 @@ def get_config(arg=None):
   config.data.tfds_key_map = ""   # replay key -> step path, e.g. "img=observation/rgb,state=observation/state"
 
   # --- sequence shape (paper's Push-T) ---------------------------------------------------------
-  config.horizon = 16
+  # The released image transformer config predicts 10 steps; every other Push-T variant 16.
+  config.horizon = 10 if (image and transformer) else 16
   config.n_obs_steps = 2
   config.n_action_steps = 8
 
@@ -98,7 +99,9 @@ def get_config(arg=None):
   config.optim.b1 = 0.9 if transformer else 0.95
   config.optim.b2 = 0.95 if transformer else 0.999
   config.optim.eps = 1e-8
-  config.optim.weight_decay = 1e-1 if transformer else 1e-6
+  # Transformer kernels: 1e-1 low-dim (lowdim pusht workspace), 1e-3 image (hybrid workspace's
+  # transformer_weight_decay); U-Net and encoder weights: 1e-6.
+  config.optim.weight_decay = (1e-3 if image else 1e-1) if transformer else 1e-6
   config.optim.encoder_weight_decay = 1e-6                # vision encoder under the transformer
   config.optim.warmup_steps = 1000 if transformer else 500
   config.optim.schedule = "cosine"                        # or "constant"

@@ -1,0 +1,47 @@
+"""configs/pusht.py: the paper's per-variant hyper-parameters (from the original's released Push-T configs)."""
+import pytest
+
+from tests import smoke
+
+# variant -> (horizon, down_dims or None, lr, (b1, b2), weight_decay, warmup, batch, attn_dropout or None)
+# Sources (real-stanford/diffusion_policy): train_diffusion_unet_lowdim_workspace / pusht_lowdim,
+# train_diffusion_unet_hybrid_workspace, train_diffusion_transformer_lowdim_pusht_workspace,
+# train_diffusion_transformer_hybrid_workspace (image transformer: horizon 10, transformer_weight_decay 1e-3).
+PAPER = {
+    "lowdim": (16, (256, 512, 1024), 1e-4, (0.95, 0.999), 1e-6, 500, 256, None),
+    "image": (16, (512, 1024, 2048), 1e-4, (0.95, 0.999), 1e-6, 500, 64, None),
+    "transformer": (16, None, 1e-4, (0.9, 0.95), 1e-1, 1000, 256, 0.01),
+    "image,transformer": (10, None, 1e-4, (0.9, 0.95), 1e-3, 1000, 64, 0.3),
+}
+
+
+def _config(variant):
+  return smoke.smoke_config("unused", variant)
+
+
+@pytest.mark.parametrize("variant", list(PAPER))
+def test_variant_defaults_match_the_paper(variant):
+  horizon, down_dims, lr, betas, weight_decay, warmup, batch, attn_dropout = PAPER[variant]
+  config = _config(variant)
+  assert (config.horizon, config.n_obs_steps, config.n_action_steps) == (horizon, 2, 8)
+  assert config.n_obs_steps - 1 + config.n_action_steps <= config.horizon
+  assert config.policy.denoiser == ("transformer" if "transformer" in variant else "unet1d")
+  assert config.policy.encoder == ("resnet18" if "image" in variant else "lowdim")
+  if down_dims:
+    assert tuple(config.policy.unet1d.down_dims) == down_dims
+  else:
+    t = config.policy.transformer
+    assert (t.num_layers, t.num_heads, t.width, t.attn_dropout) == (8, 4, 256, attn_dropout)
+  assert config.optim.learning_rate == lr
+  assert (config.optim.b1, config.optim.b2) == betas
+  assert config.optim.weight_decay == weight_decay
+  assert config.optim.warmup_steps == warmup
+  assert config.train.batch_size == batch
+  assert (config.diffusion.num_train_steps, config.diffusion.num_inference_steps) == (100, 100)
+  assert config.data.max_train_episodes == 90
+
+
+def test_image_transformer_synonym_and_unknown_words():
+  assert _config("image_transformer").to_dict() == _config("image,transformer").to_dict()
+  with pytest.raises(ValueError, match="Unknown config variant"):
+    _config("imgae")
