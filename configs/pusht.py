@@ -117,7 +117,12 @@ def get_config(arg=None):
   # --- training loop -----------------------------------------------------------------------------
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64 if image else 256        # global batch, split over all devices
-  config.train.num_steps = 200_000
+  # The original's epochs: 5000 (low-dim U-Net), 8000 (low-dim transformer), 3050 (image U-Net; assumed the
+  # same for the image transformer). An epoch is every window of the 90 training episodes once: 10,726 at
+  # horizon 16, one more per episode for each step the horizon is shorter.
+  windows_per_epoch = 10_726 + 90 * (16 - config.horizon)
+  steps_per_epoch = -(-windows_per_epoch // config.train.batch_size)
+  config.train.num_steps = steps_per_epoch * (3050 if image else 8000 if transformer else 5000)
   config.train.log_every = 50
   config.train.val_every = 1000
   config.train.val_batches = 8

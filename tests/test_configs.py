@@ -41,6 +41,16 @@ def test_variant_defaults_match_the_paper(variant):
   assert config.data.max_train_episodes == 90
 
 
+@pytest.mark.parametrize("variant,epochs", [("lowdim", 5000), ("transformer", 8000), ("image", 3050),
+                                            ("image,transformer", 3050)])
+def test_default_training_length_is_the_original_number_of_epochs(variant, epochs):
+  config = _config(variant)
+  # Windows of the 90 training episodes at horizon 16 (tests/test_data_real.py checks the count); 90 more per
+  # step of shorter horizon.
+  windows_per_epoch = {16: 10_726, 10: 10_726 + 6 * 90}[config.horizon]
+  assert config.train.num_steps == -(-windows_per_epoch // config.train.batch_size) * epochs
+
+
 def test_image_transformer_synonym_and_unknown_words():
   assert _config("image_transformer").to_dict() == _config("image,transformer").to_dict()
   with pytest.raises(ValueError, match="Unknown config variant"):

@@ -28,6 +28,7 @@ def test_paper_split_and_window_count(lowdim):
   source = windows.SequenceSource.from_episodes(obs, action, buffer.episode_ends, train, T, TO, TA)
   lengths = buffer.episode_lengths[train]
   assert len(source) == int(np.sum(np.maximum(lengths + (TO - 1) + (TA - 1) - T + 1, 0)))
+  assert len(source) == 10_726   # configs/pusht.py derives the paper's epochs from this count
   batch = source.gather_batch(np.arange(0, len(source), 97))
   assert batch["obs"]["low_dim"].shape[1:] == (TO, 20) and batch["action"].shape[1:] == (T, 2)
 
