@@ -24,7 +24,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant].",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (default: a new folder under runs/).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs). On a cluster it\n"
+                  "detects (SLURM, Open MPI, Kubernetes, Cloud TPU) the three flags below can be left out.")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 "
+                    "(or $JAX_COORDINATOR_ADDRESS).")
+flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process' index in [0, num_processes).")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -211,16 +216,22 @@ def main(argv):
     # Orbax and grain log every save at INFO, drowning the progress bar; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
   if FLAGS.distributed:
-    jax.distributed.initialize()
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+  elif any(FLAGS[name].present for name in ("coordinator_address", "num_processes", "process_id")):
+    raise app.UsageError("--coordinator_address/--num_processes/--process_id need --distributed.")
   workdir = pathlib.Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(FLAGS.config)
   logging.info("Run directory: %s", workdir)
-  print(f"dpjax.train: run directory {workdir} ({jax.device_count()} devices: {jax.devices()[0].platform})")
+  if jax.process_index() == 0:
+    print(f"dpjax.train: run directory {workdir} ({jax.device_count()} {jax.devices()[0].platform} devices, "
+          f"{jax.process_count()} process{'es' if jax.process_count() > 1 else ''})")
   try:
     final = train_and_evaluate(FLAGS.config, workdir)
   except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
     # Bad config values, missing or corrupt data, NaN losses: a message naming the problem and the fix.
     raise SystemExit(f"dpjax.train: {e}") from None
-  print(json.dumps(final, indent=2))
+  if jax.process_index() == 0:
+    print(json.dumps(final, indent=2))
 
 
 def run_main():
