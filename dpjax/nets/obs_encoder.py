@@ -2,7 +2,8 @@
 
 Each camera (a key whose per-step shape has 3 dims, H x W x C) gets its own ResNet18GN, named by its key, as
 Diffusion Policy (`share_rgb_model=False`); training uses a random crop per image (rng stream "crop"), evaluation
-the centre crop. Low-dim keys pass through unchanged. Per-step output: image features in sorted key order, then
+the centre crop; each camera's feature goes through a ReLU (robomimic's ObservationEncoder). Low-dim keys pass
+through unchanged. Per-step output: image features in sorted key order, then
 low-dim values in sorted key order. With no camera the encoder is a parameter-free concat.
 """
 import math
@@ -79,7 +80,9 @@ class ObservationEncoder(nn.Module):
         # One crop per image of the flattened B*To batch, as the original CropRandomizer.
         images = (crop.random_crop(self.make_rng("crop"), images, self.crop_shape) if train
                   else crop.center_crop(images, self.crop_shape))
-      encoded = ResNet18GN(self.width, self.num_keypoints, self.feature_dim, name=key)(images)
+      # robomimic's ObservationEncoder applies its feature activation (ReLU, kept by Diffusion Policy's hybrid
+      # policies) to each camera's feature; low-dim keys have no net and pass unchanged.
+      encoded = nn.relu(ResNet18GN(self.width, self.num_keypoints, self.feature_dim, name=key)(images))
       features.append(encoded.reshape(batch, steps, self.feature_dim))
     for key in low_dim_keys:
       features.append(obs[key].reshape(batch, steps, -1))

@@ -15,7 +15,6 @@ The skip of the first down level is never used (as in the original: there is one
 than down levels). Weights are initialised like PyTorch's defaults (uniform +-1/sqrt(fan_in) for
 kernels and biases): the paper's optimiser settings were used with that init.
 """
-import math
 from typing import Optional, Sequence
 
 import chex
@@ -23,22 +22,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpjax.nets import torch_init
 from dpjax.nets.embeddings import sinusoidal_embedding
 
 _GROUP_NORM_EPS = 1e-5  # torch's default; flax's is 1e-6
-# torch's kaiming_uniform_(a=sqrt(5)) default is uniform(+-1/sqrt(fan_in)) = variance_scaling(1/3).
-_torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 # The original's final Conv1dBlock is built without n_groups, so it uses Conv1dBlock's default.
 _FINAL_BLOCK_GROUPS = 8
-
-
-def _torch_bias_init(fan_in: int):
-  """torch's default bias init: uniform(+-1/sqrt(fan_in)); flax's bias inits never see fan_in."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
 
 
 class Conv1d(nn.Module):
@@ -54,8 +43,8 @@ class Conv1d(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, in_features = self.kernel_size, x.shape[-1]
-    kernel = self.param("kernel", _torch_kernel_init, (k, in_features, self.features))
-    bias = self.param("bias", _torch_bias_init(in_features * k), (self.features,))
+    kernel = self.param("kernel", torch_init.kernel_init, (k, in_features, self.features))
+    bias = self.param("bias", torch_init.bias_init(in_features * k), (self.features,))
     if x.shape[1] >= k:
       y = jax.lax.conv_general_dilated(x, kernel, (self.stride,), [(self.padding, self.padding)],
                                        dimension_numbers=("NWC", "WIO", "NWC"))
@@ -76,8 +65,8 @@ def _conv(x, features, kernel_size, stride=1, padding=None, name=None):
 
 
 def _dense(x, features, name=None):
-  return nn.Dense(features, kernel_init=_torch_kernel_init,
-                  bias_init=_torch_bias_init(x.shape[-1]), name=name)(x)
+  return nn.Dense(features, kernel_init=torch_init.kernel_init,
+                  bias_init=torch_init.bias_init(x.shape[-1]), name=name)(x)
 
 
 class Conv1dBlock(nn.Module):
@@ -117,8 +106,8 @@ class Upsample1d(nn.Module):
     channels = x.shape[-1]
     pad = self.kernel_size - 1 - self.torch_padding
     return nn.ConvTranspose(channels, (self.kernel_size,), strides=(2,), padding=[(pad, pad)],
-                            transpose_kernel=True, kernel_init=_torch_kernel_init,
-                            bias_init=_torch_bias_init(channels * self.kernel_size), name="conv")(x)
+                            transpose_kernel=True, kernel_init=torch_init.kernel_init,
+                            bias_init=torch_init.bias_init(channels * self.kernel_size), name="conv")(x)
 
 
 class ConditionalResidualBlock1D(nn.Module):

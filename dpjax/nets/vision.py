@@ -10,10 +10,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpjax.nets import torch_init
+
 # torchvision initialises convolutions with kaiming_normal(mode="fan_out", nonlinearity="relu").
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# torch's default Linear / Conv2d init (kaiming_uniform with a=sqrt(5)) is uniform(+-1/sqrt(fan_in)).
-_torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 # torch's BatchNorm and GroupNorm use eps 1e-5; flax defaults to 1e-6.
 _NORM_EPS = 1e-5
 
@@ -60,7 +60,8 @@ class SpatialSoftmax(nn.Module):
   def __call__(self, features: jax.Array) -> jax.Array:
     """features: [B, H, W, C] -> keypoints flattened [B, 2K] as (x0, y0, x1, y1, ...)."""
     chex.assert_rank(features, 4)
-    logits = nn.Conv(self.num_keypoints, (1, 1), kernel_init=_torch_default_init, name="keypoint_conv")(features)
+    logits = nn.Conv(self.num_keypoints, (1, 1), kernel_init=torch_init.kernel_init,
+                     bias_init=torch_init.bias_init(features.shape[-1]), name="keypoint_conv")(features)
     temperature = self.temperature
     if self.learnable_temperature:
       temperature = self.param("temperature", nn.initializers.constant(self.temperature), (1,))
@@ -118,4 +119,5 @@ class ResNet18GN(nn.Module):
       for block in range(2):
         x = BasicBlock(channels, stride if block == 0 else 1, name=f"stage{stage + 1}_block{block + 1}")(x)
     keypoints = SpatialSoftmax(self.num_keypoints, name="spatial_softmax")(x)
-    return nn.Dense(self.feature_dim, kernel_init=_torch_default_init, name="head")(keypoints)
+    return nn.Dense(self.feature_dim, kernel_init=torch_init.kernel_init,
+                    bias_init=torch_init.bias_init(keypoints.shape[-1]), name="head")(keypoints)
