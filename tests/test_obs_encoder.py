@@ -90,6 +90,9 @@ def test_image_encoder_one_resnet_per_camera_and_feature_layout(image_setup):
   features = apply(params, obs, train=False)
   assert features.shape == (2, 2, 8 + 8 + 2) == (2, 2, obs_encoder.feature_dim_of(encoder.obs_shapes, 8))
   np.testing.assert_array_equal(features[..., 16:], obs["agent_pos"])
+  # Camera features are ReLU(Linear(keypoints)) as robomimic's ObservationEncoder: non-negative, some zero.
+  camera = np.asarray(features[..., :16])
+  assert camera.min() == 0.0 and (camera > 0).any()
   # cam_a's features come first: changing cam_b leaves them alone.
   changed = apply(params, {**obs, "cam_b": -obs["cam_b"]}, train=False)
   np.testing.assert_array_equal(changed[..., :8], features[..., :8])
