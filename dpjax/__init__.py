@@ -2,7 +2,9 @@
 
     policy = dpjax.load_policy("runs/my_run")          # EMA weights by default
     actions = dpjax.sample(policy, obs, jax.random.key(0))  # [B, T, Da], unnormalised
+    controller = dpjax.RecedingHorizonController(policy, jax.random.key(0))   # act(obs) -> next action
 """
+from dpjax.control import RecedingHorizonController  # noqa: F401
 from dpjax.policy import Policy, PolicySpec, sample  # noqa: F401
 
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from dpjax import files, policy as policy_lib
+from dpjax import control, files, policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
@@ -38,20 +38,6 @@ flags.DEFINE_integer("video_size", 256, "Video frame size in pixels.")
 flags.DEFINE_integer("policy_seed", 0, "Seed of the policy's sampling noise.")
 
 
-class _History:
-  """The last `n` observations of every environment, stacked on axis 1: {key: [N, n, ...]}."""
-
-  def __init__(self, first_obs: dict, n: int):
-    self._frames = {k: np.repeat(np.asarray(v)[:, None], n, axis=1) for k, v in first_obs.items()}
-
-  def push(self, obs: dict) -> None:
-    for k, v in obs.items():
-      self._frames[k] = np.concatenate([self._frames[k][:, 1:], np.asarray(v)[:, None]], axis=1)
-
-  def stacked(self) -> dict:
-    return dict(self._frames)
-
-
 def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, seed_start: int = 100000,
              max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
              out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
@@ -68,33 +54,28 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
     raise ValueError(f"This policy observes {dict(spec.obs_shapes)} and acts in {spec.action_dim} dims; the Push-T "
                      f"environment gives {expected} and takes 2-D actions.")
   envs = vector.PushTVectorEnv(len(seeds), obs_type=obs_type)
-  history = _History(envs.reset(seeds), spec.n_obs_steps)
+  obs = envs.reset(seeds)
+  controller = control.RecedingHorizonController(policy, jax.random.key(policy_seed), method=method,
+                                                 num_inference_steps=num_inference_steps)
   num_videos = min(num_videos, len(seeds)) if out_dir is not None else 0
   frames = [[envs.envs[i].render(video_size)] for i in range(num_videos)]
   max_reward = np.zeros(len(seeds))
   success = np.zeros(len(seeds), bool)
   done = np.zeros(len(seeds), bool)
-  key = jax.random.key(policy_seed)
   start = time.perf_counter()
   progress = _progress(max_steps, show_progress)
-  step = 0
-  while step < max_steps and not done.all():
-    key, sample_key = jax.random.split(key)
-    chunk = policy_lib.sample(policy, history.stacked(), sample_key, method=method,
-                              num_inference_steps=num_inference_steps)
-    actions = np.asarray(policy_lib.action_steps_to_execute(spec, chunk))
-    for t in range(min(actions.shape[1], max_steps - step)):
-      was_done = done.copy()
-      obs, reward, step_done, infos = envs.step(actions[:, t])
-      max_reward = np.maximum(max_reward, np.where(done, max_reward, reward))
-      success |= np.array([bool(info.get("success", False)) for info in infos]) & ~done
-      done = done | step_done
-      history.push(obs)
-      for i in range(num_videos):
-        if not was_done[i]:  # a finished episode's video ends on its last frame
-          frames[i].append(envs.envs[i].render(video_size))
-      step += 1
-    progress.update(min(actions.shape[1], max_steps - progress.n))
+  for _ in range(max_steps):
+    if done.all():
+      break
+    was_done = done.copy()
+    obs, reward, step_done, infos = envs.step(controller.act(obs))
+    max_reward = np.maximum(max_reward, np.where(done, max_reward, reward))
+    success |= np.array([bool(info.get("success", False)) for info in infos]) & ~done
+    done = done | step_done
+    for i in range(num_videos):
+      if not was_done[i]:  # a finished episode's video ends on its last frame
+        frames[i].append(envs.envs[i].render(video_size))
+    progress.update(1)
     progress.set_postfix(mean_score=f"{max_reward.mean():.3f}", refresh=False)
   progress.close()
   result = {

@@ -1,6 +1,13 @@
-"""The tiny `smoke` config used by tests that train, sample or roll out end to end."""
+"""The tiny `smoke` config used by tests that train, sample or roll out end to end, and random-weight policies."""
+import functools
 import importlib.util
 import pathlib
+
+import jax
+import numpy as np
+
+from dpjax import policy as policy_lib
+from dpjax.data import normalizer as normalizer_lib
 
 # Episode lengths of the random-walk replay buffers the end-to-end tests train on.
 SMOKE_EPISODE_LENGTHS = (30, 25, 40, 35, 28, 33)
@@ -16,3 +23,18 @@ def smoke_config(data_path, variant: str = "smoke"):
   config.data.path = str(data_path)
   config.data.val_ratio = 0.2
   return config
+
+
+@functools.lru_cache(maxsize=None)
+def random_policy(variant: str = "smoke", obs_shapes: tuple = (("low_dim", (20,)),)) -> policy_lib.Policy:
+  """A random-weight policy of `variant` for sorted (key, shape) pairs, with a normaliser fit on uniform data in
+  the Push-T ranges (images 0..255, positions 0..512); cached because init compiles are slow."""
+  config = smoke_config("unused", variant)
+  obs_shapes = dict(obs_shapes)
+  spec = policy_lib.spec_from_config(config, obs_shapes, action_dim=2)
+  rng = np.random.default_rng(0)
+  obs = {k: (rng.uniform(0, 255, (50, 2) + s) if len(s) == 3 else rng.uniform(0, 512, (50, 2) + s)) for k, s in
+         obs_shapes.items()}
+  action = rng.uniform(0, 512, (50, 2))
+  normalizer = normalizer_lib.fit_normalizer({k: v.reshape((-1,) + v.shape[2:]) for k, v in obs.items()}, action)
+  return policy_lib.Policy(params=policy_lib.init_params(spec, jax.random.key(0)), normalizer=normalizer, spec=spec)

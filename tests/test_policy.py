@@ -1,35 +1,16 @@
 """The policy API: spec from config, `dpjax.sample` shapes, errors, and compile-once behaviour."""
-import functools
-
 import jax
 import numpy as np
 import pytest
 
 import dpjax
 from dpjax import policy as policy_lib
-from dpjax.data import normalizer as normalizer_lib
 from tests import smoke
 
 
-@functools.lru_cache(maxsize=None)
-def _cached_policy(variant, obs_shapes):
-  return _build_policy(variant, dict(obs_shapes))
-
-
 def _policy(variant="smoke", obs_shapes=None):
-  """A random-weight policy, built once per (variant, shapes) for the whole module (init compiles are slow)."""
-  return _cached_policy(variant, tuple(sorted((obs_shapes or {"low_dim": (20,)}).items())))
-
-
-def _build_policy(variant, obs_shapes):
-  config = smoke.smoke_config("unused", variant)
-  spec = policy_lib.spec_from_config(config, obs_shapes, action_dim=2)
-  rng = np.random.default_rng(0)
-  obs = {k: (rng.uniform(0, 255, (50, 2) + s) if len(s) == 3 else rng.uniform(0, 512, (50, 2) + s)) for k, s in
-         obs_shapes.items()}
-  action = rng.uniform(0, 512, (50, 2))
-  normalizer = normalizer_lib.fit_normalizer({k: v.reshape((-1,) + v.shape[2:]) for k, v in obs.items()}, action)
-  return policy_lib.Policy(params=policy_lib.init_params(spec, jax.random.key(0)), normalizer=normalizer, spec=spec)
+  """A random-weight policy, built once per (variant, shapes) for the whole session (init compiles are slow)."""
+  return smoke.random_policy(variant, tuple(sorted((obs_shapes or {"low_dim": (20,)}).items())))
 
 
 def test_sample_batched_and_unbatched_shapes_and_range():

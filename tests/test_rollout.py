@@ -41,13 +41,6 @@ def test_evaluate_writes_json_and_video(tmp_path, variant):
   assert result["mean_score"] == saved["mean_score"]
 
 
-def test_history_repeats_first_frame_then_slides():
-  history = rollout._History({"low_dim": np.array([[1.0], [2.0]])}, 3)
-  np.testing.assert_array_equal(history.stacked()["low_dim"][:, :, 0], [[1, 1, 1], [2, 2, 2]])
-  history.push({"low_dim": np.array([[5.0], [6.0]])})
-  np.testing.assert_array_equal(history.stacked()["low_dim"][:, :, 0], [[1, 1, 5], [2, 2, 6]])
-
-
 def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
   data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS, image=False,
                                               values="random_walk")

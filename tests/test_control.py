@@ -1,0 +1,48 @@
+"""Receding-horizon control: observation history, re-planning every n_action_steps, executed slice, errors."""
+import jax
+import numpy as np
+import pytest
+
+import dpjax
+from dpjax import control
+from dpjax import policy as policy_lib
+from tests import smoke
+
+
+def test_history_repeats_first_frame_then_slides():
+  history = control.ObservationHistory({"low_dim": np.array([[1.0], [2.0]])}, 3)
+  np.testing.assert_array_equal(history.stacked()["low_dim"][:, :, 0], [[1, 1, 1], [2, 2, 2]])
+  history.push({"low_dim": np.array([[5.0], [6.0]])})
+  np.testing.assert_array_equal(history.stacked()["low_dim"][:, :, 0], [[1, 1, 5], [2, 2, 6]])
+
+
+def test_history_rejects_other_keys_and_shapes():
+  history = control.ObservationHistory({"low_dim": np.zeros((2, 20))}, 2)
+  with pytest.raises(ValueError, match="keys"):
+    history.push({"state": np.zeros((2, 20))})
+  with pytest.raises(ValueError, match=r"expected \(2, 20\)"):
+    history.push({"low_dim": np.zeros((3, 20))})
+
+
+def test_controller_replans_every_n_action_steps_with_the_executed_slice():
+  policy = smoke.random_policy()
+  spec = policy.spec   # smoke: horizon 16, n_obs_steps 2, n_action_steps 8
+  rng = np.random.default_rng(0)
+  observations = [{"low_dim": rng.uniform(0, 512, (3, 20)).astype(np.float32)} for _ in range(spec.n_action_steps + 1)]
+  controller = control.RecedingHorizonController(policy, jax.random.key(7), method="ddim", num_inference_steps=3)
+  actions = [controller.act(obs) for obs in observations]
+  assert controller.num_plans == 2 and all(a.shape == (3, 2) for a in actions)
+
+  # The same two plans by hand: the history repeats the first frame, then holds the last two observations.
+  key, first_key = jax.random.split(jax.random.key(7))
+  _, second_key = jax.random.split(key)
+  first_obs = {"low_dim": np.stack([observations[0]["low_dim"]] * 2, axis=1)}
+  second_obs = {"low_dim": np.stack([observations[-2]["low_dim"], observations[-1]["low_dim"]], axis=1)}
+  for obs, sample_key, executed in ((first_obs, first_key, actions[:-1]), (second_obs, second_key, actions[-1:])):
+    chunk = dpjax.sample(policy, obs, sample_key, method="ddim", num_inference_steps=3)
+    want = np.asarray(policy_lib.action_steps_to_execute(spec, chunk))
+    np.testing.assert_allclose(np.stack(executed, axis=1), want[:, :len(executed)], rtol=1e-6, atol=1e-5)
+
+  controller.reset()
+  controller.act(observations[0])
+  assert controller.num_plans == 3   # a reset empties the queue: the next act plans again
