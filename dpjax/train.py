@@ -69,6 +69,18 @@ def _check_same_spec(saved: policy.PolicySpec, current: policy.PolicySpec, workd
                    f"({workdir / 'config.json'}) or train in a new --workdir.")
 
 
+def _record_resumed_config(config, workdir: pathlib.Path, step: int) -> None:
+  """Keeps config.json as the run started; a resume with other values (say a longer num_steps) is recorded
+  beside it as config_resumed_step_<step>.json."""
+  current = config.to_json_best_effort(indent=2)
+  started = workdir / "config.json"
+  if jax.process_index() != 0 or (started.exists() and started.read_text() == current):
+    return
+  path = workdir / f"config_resumed_step_{step}.json"
+  files.write_text_atomic(path, current)
+  _say(f"the config differs from {started.name}; the resumed run's config is in {path.name}")
+
+
 def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) -> list:
   """Fixed validation batches covering the held-out windows, each a multiple of the device count."""
   from dpjax.data import pipeline
@@ -121,6 +133,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   if manager.latest_step() is not None:
     state, train_iterator = checkpoint.restore_train_state(manager, state, train_iterator)
     _say(f"resumed from {workdir} at step {int(state.step)}")
+    _record_resumed_config(config, workdir, int(state.step))
 
   step_fn = train_step.jit_train_step(spec, optimizer, config.ema, replicated, batch_sharding, replicated)
   eval_fn = train_step.jit_eval_loss(spec, batch_sharding, replicated)

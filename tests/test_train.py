@@ -1,4 +1,5 @@
 """End-to-end training: smoke run, 1-vs-8-device equality, kill-and-resume equality, NaN stop."""
+import json
 import os
 import pathlib
 import signal
@@ -99,6 +100,17 @@ def test_resuming_with_a_different_policy_is_a_clear_error(data_path, tmp_path):
   # The run's files still describe the run, not the rejected config.
   saved = policy_lib.PolicySpec.from_json((tmp_path / "policy_spec.json").read_text())
   assert dict(saved.denoiser_kwargs)["down_dims"] == (16, 32)
+
+
+def test_resuming_with_a_longer_run_records_its_config_beside_the_first(data_path, tmp_path):
+  config = smoke.smoke_config(data_path)
+  config.train.num_steps = 2
+  train.train_and_evaluate(config, tmp_path)
+  config.train.num_steps = 4
+  train.train_and_evaluate(config, tmp_path)
+  assert sorted(_losses(tmp_path)) == [1, 2, 3, 4]
+  assert json.loads((tmp_path / "config.json").read_text())["train"]["num_steps"] == 2
+  assert json.loads((tmp_path / "config_resumed_step_2.json").read_text())["train"]["num_steps"] == 4
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_path, tmp_path):
