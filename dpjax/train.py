@@ -24,8 +24,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant].",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (default: a new folder under runs/).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs). On a cluster it\n"
-                  "detects (SLURM, Open MPI, Kubernetes, Cloud TPU) the three flags below can be left out.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs). On clusters JAX "
+                  "detects (SLURM, Open MPI, Kubernetes, Cloud TPU) the three flags below may be left out.")
 flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 "
                     "(or $JAX_COORDINATOR_ADDRESS).")
 flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
