@@ -31,12 +31,14 @@ class ObservationHistory:
 
   def push(self, obs: Mapping[str, np.ndarray]) -> None:
     if set(obs) != set(self._frames):
-      raise ValueError(f"Observation keys {sorted(obs)} differ from the history's {sorted(self._frames)}.")
+      raise ValueError(f"Observation keys {sorted(obs)} differ from the history's {sorted(self._frames)}; give the "
+                       "same keys every step (call reset() before an episode with other observations).")
     for k, v in obs.items():
       v = np.asarray(v)
-      if v.shape != self._frames[k].shape[:1] + self._frames[k].shape[2:]:
-        raise ValueError(f"Observation {k!r} has shape {v.shape}; expected "
-                         f"{self._frames[k].shape[:1] + self._frames[k].shape[2:]} ([N, ...] as at reset).")
+      expected = self._frames[k].shape[:1] + self._frames[k].shape[2:]
+      if v.shape != expected:
+        raise ValueError(f"Observation {k!r} has shape {v.shape}; expected {expected} ([N, ...] as at the episode's "
+                         "first step; call reset() before an episode with another number of environments).")
       self._frames[k] = np.concatenate([self._frames[k][:, 1:], v[:, None]], axis=1)
 
   def stacked(self) -> dict[str, np.ndarray]:

@@ -1,9 +1,9 @@
 """Exponential moving average of the weights, with the warm-up schedule of the original Diffusion Policy.
 
-decay(step) = clip(1 - (1 + step / inv_gamma) ** -power, min_decay, max_decay), and 0 (copy the weights) while
-step <= 0, where step = optimiser step - update_after_step - 2: the original `EMAModel.step` evaluates its decay
-with its counter before incrementing it (0 at the first update), then subtracts 1, so the first two updates copy. With power 0.75 the decay reaches 0.999
-after ~10k steps and 0.9999 after ~215k steps.
+decay(step) = clip(1 - (1 + step / inv_gamma) ** -power, min_decay, max_decay), and 0 (copy the weights)
+while step <= 0, where step = optimiser step - update_after_step - 2: the original `EMAModel.step` evaluates its
+decay with its counter before incrementing it (0 at the first update), then subtracts 1, so the first two updates
+copy. With power 0.75 the decay reaches 0.999 after ~10k steps and 0.9999 after ~215k steps.
 """
 import jax
 import jax.numpy as jnp

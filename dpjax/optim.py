@@ -1,9 +1,9 @@
 """AdamW with a warm-up + cosine learning-rate schedule and per-group weight decay.
 
-The original Diffusion Policy applies weight decay to every U-Net and encoder weight (1e-6), and for the
-transformer follows minGPT: decay on Dense/attention kernels only (0.1 low-dim, 1e-3 image), none on biases,
-norms and embeddings, with a separate decay (1e-6) for the vision encoder. Both are expressed here as masks over one parameter tree
-{"encoder": ..., "denoiser": ...}.
+The original Diffusion Policy applies weight decay to every U-Net and encoder weight (1e-6), and for the transformer
+follows minGPT: decay on Dense/attention kernels only (0.1 low-dim, 1e-3 image), none on biases, norms and
+embeddings, with a separate decay (1e-6) for the vision encoder. Both are expressed here as masks over one parameter
+tree {"encoder": ..., "denoiser": ...}.
 """
 import jax
 import optax

@@ -28,20 +28,20 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _fields(data_path, num_steps) -> dict:
+  """Config fields set on top of the smoke config, for the processes (as flags) and this process alike."""
+  return {"data.path": str(data_path), "data.val_ratio": 0.2, "train.num_steps": num_steps,
+          "optim.schedule": "constant",   # so a 4-step run resumed to 6 steps equals a 6-step run
+          "train.eval_every": 4, "train.eval_episodes": 2, "eval.max_steps": 8}
+
+
 def _overrides(data_path, num_steps):
-  """The config below as command-line flags (must match `_config`)."""
-  return [f"--config.data.path={data_path}", "--config.data.val_ratio=0.2", f"--config.train.num_steps={num_steps}",
-          "--config.optim.schedule=constant", "--config.train.eval_every=4", "--config.train.eval_episodes=2",
-          "--config.eval.max_steps=8"]
+  return [f"--config.{name}={value}" for name, value in _fields(data_path, num_steps).items()]
 
 
 def _config(data_path, num_steps):
   config = smoke.smoke_config(data_path)
-  config.train.num_steps = num_steps
-  config.optim.schedule = "constant"   # so a 4-step run resumed to 6 steps equals a 6-step run
-  config.train.eval_every = 4
-  config.train.eval_episodes = 2
-  config.eval.max_steps = 8
+  config.update_from_flattened_dict(_fields(data_path, num_steps))
   return config
 
 

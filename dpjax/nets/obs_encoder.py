@@ -3,8 +3,8 @@
 Each camera (a key whose per-step shape has 3 dims, H x W x C) gets its own ResNet18GN, named by its key, as
 Diffusion Policy (`share_rgb_model=False`); training uses a random crop per image (rng stream "crop"), evaluation
 the centre crop; each camera's feature goes through a ReLU (robomimic's ObservationEncoder). Low-dim keys pass
-through unchanged. Per-step output: image features in sorted key order, then
-low-dim values in sorted key order. With no camera the encoder is a parameter-free concat.
+through unchanged. Per-step output: image features in sorted key order, then low-dim values in sorted key order.
+With no camera the encoder is a parameter-free concat.
 """
 import math
 from typing import Optional, Sequence, Tuple
