@@ -10,7 +10,7 @@ WORKDIR ?= runs/pusht_lowdim_cnn
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[env,tfds,test]"
+	$(PY) -m pip install --quiet -e ".[env,tfds,torch,test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 .PHONY: setup train test
