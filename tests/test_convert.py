@@ -117,6 +117,7 @@ def test_ddim10_chain_reproduces_the_original(run_dirs, name):
   assert sampled.shape == (4, 16, 2) and np.isfinite(np.asarray(sampled)).all()
 
 
+@pytest.mark.slow
 def test_run_dir_fine_tunes_with_dpjax_train(run_dirs, tmp_path):
   """`python -m dpjax.train --config=RUN_DIR/config.py --workdir=RUN_DIR` resumes the converted step-0 checkpoint."""
   run_dir = tmp_path / "run"
@@ -130,7 +131,7 @@ def test_run_dir_fine_tunes_with_dpjax_train(run_dirs, tmp_path):
   config.data.val_ratio = 0.2
   config.train.batch_size, config.train.num_steps, config.train.checkpoint_every = 8, 2, 2
   config.train.log_every, config.train.val_every = 1, 0
-  final = train.train_and_evaluate(config, run_dir)
+  final = train.train_and_evaluate(config, run_dir, devices=jax.devices()[:1])
   assert np.isfinite(final["train/loss"])
   before = dpjax.load_policy(run_dir, use_ema=False, step=0)
   after = dpjax.load_policy(run_dir, use_ema=False, step=2)
@@ -168,10 +169,11 @@ def test_unsupported_checkpoints_are_clear_errors(unet_payload, updates, message
 def test_state_dict_that_does_not_map_one_to_one_names_the_keys(unet_payload):
   state = dict(unet_payload.ema_model)
   state["model.extra_layer.weight"] = np.zeros((2, 2), np.float32)
+  state["obs_encoder.conv.weight"] = np.zeros((2, 2), np.float32)
   del state["model.final_conv.1.bias"]
   broken = dataclasses.replace(unet_payload, ema_model=state)
   with pytest.raises(convert.UnsupportedCheckpointError,
-                     match=r"model\.extra_layer\.weight.*denoiser/final_conv/bias"):
+                     match=r"model\.extra_layer\.weight', 'obs_encoder\.conv\.weight'.*denoiser/final_conv/bias"):
     convert.convert_payload(broken)
 
 

@@ -58,8 +58,8 @@ def convert_payload(payload: payload_lib.TorchPayload) -> Converted:
   raw_normalizer = params_lib.normalizer_from_state_dict(payload.model)
   if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(normalizer), jax.tree.leaves(raw_normalizer))):
     notes.append("The raw and EMA policies carry different normalisers; the EMA policy's is used.")
-  return Converted(variant=variant, overrides=overrides, config=config, spec=spec, params=trees["model"], ema_params=trees["ema_model"],
-                   normalizer=normalizer, notes=tuple(notes))
+  return Converted(variant=variant, overrides=overrides, config=config, spec=spec, params=trees["model"],
+                   ema_params=trees["ema_model"], normalizer=normalizer, notes=tuple(notes))
 
 
 def _sha256(path: pathlib.Path) -> str:

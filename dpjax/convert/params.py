@@ -69,8 +69,9 @@ _RES = r"(?P<block>(?:down|up)_modules\.\d+\.[01]|mid_modules\.\d+)"  # a Condit
 
 def _res_name(match: re.Match) -> str:
   """down_modules.1.0 -> down_1_res_0; mid_modules.1 -> mid_1 (dpjax's names, nets/unet1d.py)."""
-  parts = match["block"].split(".")
-  return f"mid_{parts[1]}" if parts[0] == "mid_modules" else f"{parts[0].removesuffix('_modules')}_{parts[1]}_res_{parts[2]}"
+  level, index, *block = match["block"].split(".")
+  level = level.removesuffix("_modules")
+  return f"mid_{index}" if level == "mid" else f"{level}_{index}_res_{block[0]}"
 
 
 # Denoiser -> [(torch module regex below "model.", dpjax module path (str or fn of the match), kind)].
@@ -106,6 +107,8 @@ MODULES = {
 NETWORK_PREFIX = "model."
 # Buffers the original recomputes from the architecture; checked against dpjax's (`check_buffers`), not copied.
 BUFFERS = ("model.mask", "model.memory_mask")
+# Read by `normalizer_from_state_dict`.
+NORMALIZER = re.compile(r"normalizer\.params_dict\.\w+\.(scale|offset)")
 # Placeholders and statistics with no role at inference.
 IGNORED = re.compile(r"(.*\.)?_dummy_variable|normalizer\.params_dict\.\w+\.input_stats\.\w+")
 
@@ -133,9 +136,9 @@ def fill_params(state_dict: dict[str, np.ndarray], denoiser: str, num_heads: int
   wanted = traverse_util.flatten_dict(abstract_params, sep="/")
   filled, unused, shape_errors = {}, [], []
   for key, value in state_dict.items():
-    if not key.startswith(NETWORK_PREFIX) or key in BUFFERS or IGNORED.fullmatch(key):
+    if key in BUFFERS or IGNORED.fullmatch(key) or NORMALIZER.fullmatch(key):
       continue
-    found = _match(denoiser, key[len(NETWORK_PREFIX):])
+    found = _match(denoiser, key[len(NETWORK_PREFIX):]) if key.startswith(NETWORK_PREFIX) else None
     if found is None:
       unused.append(key)
       continue

@@ -47,7 +47,8 @@ PREDICTION_TYPES = ("epsilon", "sample")
 ARCHITECTURE = {
     "common": {"horizon": "horizon", "n_obs_steps": "n_obs_steps", "n_action_steps": "policy.n_action_steps",
                "diffusion.num_inference_steps": "policy.num_inference_steps"},
-    "unet1d": {"policy.unet1d.down_dims": "policy.model.down_dims", "policy.unet1d.kernel_size": "policy.model.kernel_size",
+    "unet1d": {"policy.unet1d.down_dims": "policy.model.down_dims",
+               "policy.unet1d.kernel_size": "policy.model.kernel_size",
                "policy.unet1d.n_groups": "policy.model.n_groups",
                "policy.unet1d.step_embed_dim": "policy.model.diffusion_step_embed_dim"},
     "transformer": {"policy.transformer.num_layers": "policy.model.n_layer",
