@@ -148,7 +148,7 @@ def test_converting_into_an_existing_run_is_refused(run_dirs):
 def _with(payload, **cfg_updates):
   cfg = copy.deepcopy(payload.cfg)
   for key, value in cfg_updates.items():
-    OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
+    OmegaConf.update(cfg, key, value, merge=False)
   return dataclasses.replace(payload, cfg=cfg)
 
 
@@ -164,6 +164,18 @@ def _with(payload, **cfg_updates):
 def test_unsupported_checkpoints_are_clear_errors(unet_payload, updates, message):
   with pytest.raises(convert.UnsupportedCheckpointError, match=message):
     convert.convert_payload(_with(unet_payload, **updates))
+
+
+def test_scheduler_settings_are_carried_over(unet_payload):
+  converted = convert.convert_payload(unet_payload)
+  assert (converted.spec.beta_schedule, converted.spec.num_train_steps, converted.spec.clip_sample,
+          converted.spec.prediction_type, converted.spec.sampler) == ("squaredcos_cap_v2", 100, True, "epsilon", "ddpm")
+  ddim = _with(unet_payload, **{"policy.noise_scheduler._target_": "diffusers.schedulers.scheduling_ddim.DDIMScheduler",
+                                "policy.noise_scheduler.set_alpha_to_one": True, "policy.num_inference_steps": 10})
+  converted = convert.convert_payload(ddim)
+  assert (converted.spec.sampler, converted.spec.num_inference_steps) == ("ddim", 10)
+  with pytest.raises(convert.UnsupportedCheckpointError, match=r"set_alpha_to_one=False \(dpjax supports True\)"):
+    convert.convert_payload(_with(ddim, **{"policy.noise_scheduler.set_alpha_to_one": False}))
 
 
 def test_state_dict_that_does_not_map_one_to_one_names_the_keys(unet_payload):

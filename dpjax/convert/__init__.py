@@ -72,9 +72,9 @@ def _sha256(path: pathlib.Path) -> str:
 
 def convert(ckpt_path, out_dir) -> Converted:
   """Reads `ckpt_path` (an original workspace checkpoint) and writes the dpjax run directory `out_dir`."""
-  from omegaconf import OmegaConf
   ckpt_path = pathlib.Path(ckpt_path)
-  payload = payload_lib.read_payload(ckpt_path)
+  payload = payload_lib.read_payload(ckpt_path)  # says how to install torch and omegaconf when they are missing
+  from omegaconf import OmegaConf
   converted = convert_payload(payload)
   provenance = {
       "source": str(ckpt_path.resolve()), "sha256": _sha256(ckpt_path),

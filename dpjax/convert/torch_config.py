@@ -143,6 +143,9 @@ def diffusion_settings(cfg) -> dict[str, Any]:
 
 def load_base_config(variant: str, config_file=CONFIG_FILE):
   """configs/pusht.py:<variant> (defaults for everything the conversion does not set)."""
+  if not pathlib.Path(config_file).is_file():
+    raise FileNotFoundError(f"{config_file} not found: converted runs build on configs/pusht.py; use dpjax from a "
+                            "source checkout (pip install -e .).")
   module_spec = importlib.util.spec_from_file_location("pusht_config", config_file)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
