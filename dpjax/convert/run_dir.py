@@ -74,6 +74,7 @@ def write_run_dir(out_dir, config, spec, params, ema_params, normalizer, *, conf
   manager = checkpoint.make_manager(out_dir, keep=config.train.keep_checkpoints)
   try:
     checkpoint.save(manager, state, fresh_data_iterator(config), normalizer, spec, config)
+    manager.wait_until_finished()  # saves may be asynchronous
   finally:
     manager.close()
   files.write_text_atomic(out_dir / "config.json", config.to_json_best_effort(indent=2))
