@@ -45,6 +45,9 @@ def get_config(arg=None):
   config.data.normalizer_fit = "all"       # "all" episodes (paper) or "train" episodes only
   config.data.prefetch = 2                  # batches prefetched by the grain pipeline
   config.data.worker_count = 0              # grain worker processes (0: in-process)
+  # "device": the demonstrations live on the accelerators and each step gathers its windows there (grain sends
+  # window ids); "host": grain gathers batches on the host; "auto": device when a copy takes <= 1/4 of a device.
+  config.data.placement = "auto"
   # TFDS/RLDS source only (source="tfds"; path = the dataset's version folder, e.g. .../pusht/1.0.0).
   config.data.tfds_name = ""
   config.data.tfds_split = "train"
@@ -60,6 +63,9 @@ def get_config(arg=None):
   config.policy = ml_collections.ConfigDict()
   config.policy.encoder = "resnet18" if image else "lowdim"
   config.policy.denoiser = "transformer" if transformer else "unet1d"
+  # Matmuls and convolutions run in this dtype; weights, optimiser state, EMA, norm statistics, softmaxes and the
+  # loss stay float32. "auto": float32 on CPU, bfloat16 on GPU/TPU (BUILD_NOTES.md, "Mixed precision").
+  config.policy.compute_dtype = "auto"
 
   config.policy.unet1d = ml_collections.ConfigDict()
   config.policy.unet1d.down_dims = (512, 1024, 2048) if image else (256, 512, 1024)
@@ -117,6 +123,8 @@ def get_config(arg=None):
   # --- training loop -----------------------------------------------------------------------------
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 64 if image else 256        # global batch, split over all devices
+  # Optimiser steps per jitted call (a lax.scan); 0 = auto: 1 on CPU, 10 on GPU/TPU.
+  config.train.steps_per_dispatch = 0
   # The original's epochs: 5000 (low-dim U-Net), 8000 (low-dim transformer), 3050 (image U-Net; assumed the
   # same for the image transformer). An epoch is every window of the 90 training episodes once: 10,726 at
   # horizon 16, one more per episode for each step the horizon is shorter.

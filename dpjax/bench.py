@@ -8,11 +8,12 @@ r"""Benchmarks every Push-T policy variant: parameters, train throughput, compil
 Random weights and synthetic batches: no dataset is read, and the numbers measure the model and the step alone
 (host data loading is `dpjax.data.bench_pipeline`'s job). Per variant it measures:
 
-- train: the jitted train step (`train_step.jit_train_step`, data-parallel over every device of
-  `sharding.make_mesh()`) on the variant's global batch. Compile time is `jit(...).lower(...).compile()` wall
-  time (tracing + XLA). Throughput is taken after 2 warm-up steps: `--steps` steps are dispatched back to back and
-  the clock stops at `block_until_ready` on the last state, so dispatch overlaps compute as in training. The
-  batches are synthetic, already on device, and cycled, so input transfer is not timed.
+- train: the jitted train step as training runs it (`train_step.jit_train_steps`: config.train.steps_per_dispatch
+  steps per call, data-parallel over every device of `sharding.make_mesh()`) on the variant's global batch.
+  Compile time is `jit(...).lower(...).compile()` wall time (tracing + XLA). Throughput is taken after >= 2
+  warm-up steps: `--steps` steps (rounded up to whole dispatches) are dispatched back to back and the clock stops
+  at `block_until_ready` on the last state, so dispatch overlaps compute as in training. The batches are
+  synthetic, already on device, and cycled, so input transfer is not timed.
 - sampling: `dpjax.policy.sample` latency of one action chunk from raw observations (host numpy in, actions out)
   for each batch size and sampler, with the policy's weights on one device. The first call compiles; compile time
   is reported as (first call - median latency). Latency is the median of `--repeats` calls after that first call.
@@ -138,36 +139,43 @@ def _block(tree) -> None:
 
 def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size: int, steps: int,
                 rng: np.random.Generator) -> dict:
-  """Compile time and throughput of the jitted, data-parallel train step."""
+  """Compile time and throughput of the jitted, data-parallel train step, as training runs it: n =
+  config.train.steps_per_dispatch (resolved) steps per call over a stack of n batches."""
   mesh = sharding.make_mesh()
   sharding.check_batch_size(batch_size, mesh)
-  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  per_dispatch = train_step.resolve_steps_per_dispatch(int(config.train.steps_per_dispatch))
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
   state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
   normalizer = sharding.put_replicated(normalizer, mesh)
-  batches = [sharding.put_global_batch(synthetic_batch(spec, batch_size, rng), mesh)
-             for _ in range(NUM_TRAIN_BATCHES)]
+  stacks = [sharding.put_global_stack([synthetic_batch(spec, batch_size, rng) for _ in range(per_dispatch)], mesh)
+            for _ in range(NUM_TRAIN_BATCHES)]
   key = jax.random.key(config.seed)
-  step_fn = train_step.jit_train_step(spec, optimizer, config.ema, replicated, batch_sharding, replicated)
+  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated,
+                                        sharding.stacked_batch_sharding(mesh), replicated)
 
   start = time.perf_counter()
-  lowered = step_fn.lower(state, batches[0], key, normalizer)
+  lowered = steps_fn.lower(state, stacks[0], key, normalizer, None)
   lower_s = time.perf_counter() - start
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
 
-  for i in range(WARMUP_STEPS):
-    state, metrics = compiled(state, batches[i % len(batches)], key, normalizer)
+  warmup_dispatches = -(-WARMUP_STEPS // per_dispatch)
+  for i in range(warmup_dispatches):
+    state, metrics = compiled(state, stacks[i % len(stacks)], key, normalizer, None)
   _block((state, metrics))
+  dispatches = -(-steps // per_dispatch)
   start = time.perf_counter()
-  for i in range(steps):
-    state, metrics = compiled(state, batches[i % len(batches)], key, normalizer)
+  for i in range(dispatches):
+    state, metrics = compiled(state, stacks[i % len(stacks)], key, normalizer, None)
   _block((state, metrics))
   elapsed = time.perf_counter() - start
-  loss = float(jax.device_get(metrics["loss"]))
-  return {"batch_size": batch_size, "steps": steps, "warmup_steps": WARMUP_STEPS, "compile_s": compile_s,
-          "lower_s": lower_s, "time_s": elapsed, "steps_per_s": steps / elapsed,
-          "samples_per_s": steps * batch_size / elapsed, "step_ms": 1e3 * elapsed / steps, "final_loss": loss}
+  steps = dispatches * per_dispatch
+  loss = float(jax.device_get(metrics["loss"])[-1])
+  return {"batch_size": batch_size, "steps": steps, "steps_per_dispatch": per_dispatch,
+          "warmup_steps": warmup_dispatches * per_dispatch, "compile_s": compile_s, "lower_s": lower_s,
+          "time_s": elapsed, "steps_per_s": steps / elapsed, "samples_per_s": steps * batch_size / elapsed,
+          "step_ms": 1e3 * elapsed / steps, "final_loss": loss}
 
 
 def bench_sampling(pol: policy.Policy, method: str, num_inference_steps: int, batch_size: int, repeats: int,
@@ -191,6 +199,7 @@ def bench_sampling(pol: policy.Policy, method: str, num_inference_steps: int, ba
 
 
 def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None = None, steps: int | None = None,
+                  compute_dtype: str | None = None, steps_per_dispatch: int | None = None,
                   repeats: int | None = None, samplers: Sequence[tuple[str, int]] = (("ddpm", 100), ("ddim", 10)),
                   sample_batch_sizes: Sequence[int] = (1, 50), config_path=DEFAULT_CONFIG,
                   log=functools.partial(print, flush=True)) -> dict:
@@ -202,6 +211,10 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
   overrides = {}
   if batch_size:
     overrides["train.batch_size"] = config.train.batch_size = int(batch_size)
+  if compute_dtype:
+    overrides["policy.compute_dtype"] = config.policy.compute_dtype = compute_dtype
+  if steps_per_dispatch is not None:
+    overrides["train.steps_per_dispatch"] = config.train.steps_per_dispatch = int(steps_per_dispatch)
   rng = np.random.default_rng(config.seed)
   obs_shapes = OBS_SHAPES[config.data.obs_type]
   spec = policy.spec_from_config(config, obs_shapes, ACTION_DIM)
@@ -209,7 +222,8 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
 
   params = random_params(spec, rng)
   num_params = policy.count_params(params)
-  log(f"[{variant}] {num_params:,} parameters; timing the train step...")
+  log(f"[{variant}] {num_params:,} parameters, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; "
+      "timing the train step...")
 
   # The sampling policy lives on one device, in its own buffers (the train step donates its state).
   device = jax.devices()[0]
@@ -231,6 +245,7 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
 
   return {"variant": variant, "config": f"configs/pusht.py:{config_arg(variant, quick)}", "quick": quick,
           "overrides": overrides, "num_params": num_params,
+          "compute_dtype": str(policy.resolve_compute_dtype(spec.compute_dtype)),
           "num_params_encoder": policy.count_params(params.get("encoder", {})),
           "num_params_denoiser": policy.count_params(params["denoiser"]),
           "train": train, "sampling": sampling, "device": device_info(),
@@ -252,13 +267,14 @@ def run(variants: Sequence[str], out=None, log=functools.partial(print, flush=Tr
 def markdown_table(records: Sequence[Mapping[str, Any]]) -> str:
   """One row per variant; one latency column per sampling setting (median ms, sampler compile s)."""
   settings = list(dict.fromkeys(k for r in records for k in r["sampling"]))
-  header = (["variant", "devices", "params (M)", "batch", "train compile (s)", "steps/s", "samples/s"]
+  header = (["variant", "devices", "dtype", "params (M)", "batch", "train compile (s)", "steps/s", "samples/s"]
             + [f"{s} ms (compile s)" for s in settings])
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in records:
     t = r["train"]
     row = [r["variant"] + (" (quick)" if r["quick"] else ""),
-           f"{r['device']['device_count']}x {r['device']['device_kind']}", f"{r['num_params'] / 1e6:.2f}",
+           f"{r['device']['device_count']}x {r['device']['device_kind']}", r.get("compute_dtype", "float32"),
+           f"{r['num_params'] / 1e6:.2f}",
            str(t["batch_size"]), f"{t['compile_s']:.1f}", f"{t['steps_per_s']:.3g}", f"{t['samples_per_s']:.3g}"]
     for s in settings:
       m = r["sampling"].get(s)
@@ -281,6 +297,9 @@ def define_flags() -> None:
   flags.DEFINE_list("samplers", ["ddpm:100", "ddim:10"], "method:num_inference_steps pairs to time.")
   flags.DEFINE_list("sample_batch_sizes", ["1", "50"], "Batch sizes for sampling latency.")
   flags.DEFINE_bool("quick", False, "Use the `smoke` variant sizes (tiny networks) and few steps.")
+  flags.DEFINE_enum("compute_dtype", None, list(policy.COMPUTE_DTYPES),
+                    "Compute dtype of the networks (default: the config's, \"auto\").")
+  flags.DEFINE_integer("steps_per_dispatch", None, "Train steps per jitted call (default: the config's; 0 = auto).")
   flags.DEFINE_string("out", "bench.json", "JSON output path.")
   flags.DEFINE_string("config", str(DEFAULT_CONFIG), "Config file with get_config(variant).")
 
@@ -292,6 +311,7 @@ def main(argv):
   try:
     samplers = parse_samplers(opts.samplers)
     records = run(opts.variants, out=opts.out, quick=opts.quick, batch_size=opts.batch_size,
+                  compute_dtype=opts.compute_dtype, steps_per_dispatch=opts.steps_per_dispatch,
                   steps=opts.steps, repeats=opts.repeats, samplers=samplers,
                   sample_batch_sizes=[int(b) for b in opts.sample_batch_sizes], config_path=opts.config)
   except ValueError as e:

@@ -2,8 +2,13 @@
 and config, saved together and atomically (orbax writes a temporary folder and renames it when complete, so a kill
 mid-save leaves the previous checkpoints intact).
 
+Saves are asynchronous: `save` returns once the state has been copied off the devices (so the next, donating train
+step cannot touch it) and the files are written by a background thread while training goes on. The data-iterator
+position is captured when `save` is called, not when its file is written.
+
 Layout: RUN_DIR/checkpoints/<step>/{params, ema_params, opt_state, data_iterator, meta}.
 """
+import json
 import pathlib
 from typing import Any
 
@@ -23,16 +28,29 @@ class CheckpointError(RuntimeError):
 
 
 def make_manager(run_dir, keep: int, *, read_only: bool = False) -> ocp.CheckpointManager:
+  """Writers save asynchronously (`close()` or `wait_until_finished()` waits for the last save)."""
   directory = pathlib.Path(run_dir).absolute() / CHECKPOINT_SUBDIR
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
                                          cleanup_tmp_directories=not read_only,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=not read_only)
   return ocp.CheckpointManager(directory, options=options)
+
+
+class IteratorPosition:
+  """A grain iterator's state frozen at one moment, saved by grain's checkpoint handler as the iterator itself
+  would be (the same JSON file), however late the asynchronous write runs."""
+
+  def __init__(self, data_iterator):
+    self._state = json.dumps(data_iterator.get_state(), indent=4).encode()
+
+  def get_state(self) -> bytes:
+    return self._state
 
 
 def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec: policy_lib.PolicySpec,
          config) -> None:
-  """Saves everything needed to resume training or to load the policy, at `state.step`."""
+  """Starts saving everything needed to resume training or to load the policy, at `state.step`; returns once the
+  state is off the devices, while the files are still being written."""
   step = int(jax.device_get(state.step))
   meta = {"step": step, "spec": spec.to_json(), "normalizer": normalizer_lib.to_json_tree(normalizer),
           "config": config.to_json_best_effort()}
@@ -40,11 +58,10 @@ def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec:
       params=ocp.args.StandardSave(state.params),
       ema_params=ocp.args.StandardSave(state.ema_params),
       opt_state=ocp.args.StandardSave(state.opt_state),
-      data_iterator=grain.checkpoint.CheckpointSave(data_iterator),
+      data_iterator=grain.checkpoint.CheckpointSave(IteratorPosition(data_iterator)),
       meta=ocp.args.JsonSave(meta),
   )
   manager.save(step, args=args, force=True)
-  manager.wait_until_finished()
 
 
 def restore_train_state(manager: ocp.CheckpointManager, target_state, data_iterator):

@@ -25,6 +25,9 @@ from dpjax.nets import obs_encoder, transformer, unet1d
 ENCODERS = ("lowdim", "resnet18")
 DENOISERS = ("unet1d", "transformer")
 SAMPLERS = ("ddpm", "ddim")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+# Spec fields that change no weight: a run may resume with other values, and `sample` may override them.
+INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,7 @@ class PolicySpec:
   clip_sample: bool
   sampler: str
   num_inference_steps: int
+  compute_dtype: str = "auto"   # older runs' specs have no such field: they get the default
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -59,6 +63,19 @@ class PolicySpec:
       raw[field] = tuple((k, _freeze(v)) for k, v in raw[field])
     return cls(**raw)
 
+  def network_fields(self) -> dict[str, Any]:
+    """The fields that fix the network's weights (all but INFERENCE_FIELDS): what must match to resume."""
+    return {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in INFERENCE_FIELDS}
+
+
+def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
+  """The dtype matmuls and convolutions run in. "auto": float32 on CPU (bfloat16 is emulated there and slower,
+  BUILD_NOTES.md "Mixed precision"), bfloat16 on GPU and TPU."""
+  _check_choice("compute_dtype", name, COMPUTE_DTYPES)
+  if name == "auto":
+    name = "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
+  return jnp.dtype(name)
+
 
 def _freeze(value):
   return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
@@ -70,6 +87,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   _check_choice("config.policy.encoder", p.encoder, ENCODERS)
   _check_choice("config.policy.denoiser", p.denoiser, DENOISERS)
   _check_choice("config.diffusion.sampler", d.sampler, SAMPLERS)
+  _check_choice("config.policy.compute_dtype", p.compute_dtype, COMPUTE_DTYPES)
   has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
   if has_images and p.encoder != "resnet18":
     raise ValueError(f"Observations {dict(obs_shapes)} contain images but config.policy.encoder is {p.encoder!r}; "
@@ -103,7 +121,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       denoiser=p.denoiser, denoiser_kwargs=tuple(sorted(denoiser_kwargs.items())),
       num_train_steps=d.num_train_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
-      num_inference_steps=d.num_inference_steps)
+      num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype)
 
 
 def _check_choice(name, value, choices):
@@ -116,9 +134,11 @@ class PolicyNet(nn.Module):
   spec: PolicySpec
 
   def setup(self):
-    self.encoder = obs_encoder.ObservationEncoder(obs_shapes=self.spec.obs_shapes, **dict(self.spec.encoder_kwargs))
+    dtype = resolve_compute_dtype(self.spec.compute_dtype)
+    self.encoder = obs_encoder.ObservationEncoder(obs_shapes=self.spec.obs_shapes, dtype=dtype,
+                                                  **dict(self.spec.encoder_kwargs))
     denoiser_cls = {"unet1d": unet1d.ConditionalUnet1D, "transformer": transformer.TransformerDenoiser}
-    self.denoiser = denoiser_cls[self.spec.denoiser](**dict(self.spec.denoiser_kwargs))
+    self.denoiser = denoiser_cls[self.spec.denoiser](dtype=dtype, **dict(self.spec.denoiser_kwargs))
 
   def encode(self, obs, train: bool):
     """obs: normalised {key: [B, To, ...]} -> features [B, To, F]."""

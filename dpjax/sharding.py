@@ -23,6 +23,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """A stack of batches [n, B, ...]: the batch axis (1) split over the mesh."""
+  return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -43,6 +48,13 @@ def put_global_batch(local_batch: Any, mesh: Mesh) -> Any:
   """Assembles a global, batch-sharded jax.Array pytree from each process's local numpy batch."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def put_global_stack(local_batches: Sequence[Any], mesh: Mesh) -> Any:
+  """Stacks n process-local numpy batches into one global [n, B, ...] pytree, batch axis split over the mesh."""
+  sharding = stacked_batch_sharding(mesh)
+  stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *local_batches)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), stacked)
 
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dpjax import checkpoint, data, files, metrics, optim, policy, sharding, train_step
-from dpjax.data import normalizer as normalizer_lib
+from dpjax.data import device_data, normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant].",
@@ -61,10 +61,12 @@ def _say(message: str) -> None:
 
 
 def _check_same_spec(saved: policy.PolicySpec, current: policy.PolicySpec, workdir) -> None:
-  if saved == current:
+  """Refuses to resume into another network; inference settings (sampler, compute dtype) may change."""
+  saved_fields, current_fields = saved.network_fields(), current.network_fields()
+  if saved_fields == current_fields:
     return
-  fields = [f for f in saved.__dataclass_fields__ if getattr(saved, f) != getattr(current, f)]
-  diff = "; ".join(f"{f}: checkpoint {getattr(saved, f)!r} vs config {getattr(current, f)!r}" for f in fields)
+  fields = [f for f in saved_fields if saved_fields[f] != current_fields[f]]
+  diff = "; ".join(f"{f}: checkpoint {saved_fields[f]!r} vs config {current_fields[f]!r}" for f in fields)
   raise ValueError(f"{workdir} holds checkpoints of a different policy ({diff}). Resume with the run's own config "
                    f"({workdir / 'config.json'}) or train in a new --workdir.")
 
@@ -82,15 +84,27 @@ def _record_resumed_config(config, workdir: pathlib.Path, step: int) -> None:
 
 
 def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) -> list:
-  """Fixed validation batches covering the held-out windows, each a multiple of the device count."""
+  """Fixed validation batches covering the held-out windows, each a multiple of the device count, put on the
+  devices once (validation then copies nothing from the host)."""
   from dpjax.data import pipeline
-  return list(pipeline.validation_batches(source, global_batch_size, max_batches, multiple_of=mesh.devices.size))
+  return [sharding.put_global_batch(b, mesh) for b in
+          pipeline.validation_batches(source, global_batch_size, max_batches, multiple_of=mesh.devices.size)]
 
 
-def _validation_loss(eval_fn, params, batches, base_key, normalizer, mesh) -> float:
-  losses = [eval_fn(params, sharding.put_global_batch(b, mesh), jax.random.fold_in(base_key, i), normalizer)
-            for i, b in enumerate(batches)]
+def _validation_loss(eval_fn, params, batches, base_key, normalizer) -> float:
+  losses = [eval_fn(params, b, jax.random.fold_in(base_key, i), normalizer) for i, b in enumerate(batches)]
   return float(np.mean(jax.device_get(losses))) if losses else float("nan")
+
+
+def steps_in_next_dispatch(step: int, most: int, intervals, num_steps: int) -> int:
+  """How many steps the dispatch after `step` runs: at most `most`, ending on the next multiple of each interval
+  (logging, validation, checkpoints, rollouts; 0 = off) and never past num_steps, so every event happens
+  between dispatches at the step it is due."""
+  end = min(step + most, num_steps)
+  for interval in intervals:
+    if interval:
+      end = min(end, (step // interval + 1) * interval)
+  return end - step
 
 
 def train_and_evaluate(config, workdir, devices=None) -> dict:
@@ -100,11 +114,18 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(devices)
   sharding.check_batch_size(config.train.batch_size, mesh)
-  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  steps_per_dispatch = train_step.resolve_steps_per_dispatch(int(config.train.steps_per_dispatch))
 
-  # Data.
+  # Data: demonstrations on the devices when they fit (windows gathered in the step), else host batches.
   bundle = data.build_data(config)
-  train_iterator = data.make_train_iterator(bundle, config, config.train.batch_size)
+  placement = device_data.choose_placement(config.data.placement, bundle.train_source, list(mesh.devices.flat))
+  resident = device_data.put_replicated(bundle.train_source, replicated) if placement == "device" else None
+  train_iterator = data.make_train_iterator(bundle, config, config.train.batch_size,
+                                            yield_window_ids=resident is not None)
+  _say(f"training data: {len(bundle.train_source):,} windows of {bundle.num_train_episodes} episodes, "
+       f"{device_data.nbytes(bundle.train_source) / 2**20:.1f} MiB, gathered on the "
+       f"{'devices' if resident is not None else 'host'}; {steps_per_dispatch} step(s) per dispatch")
   val_batches = []
   if bundle.val_source is not None and config.train.val_every and config.train.val_batches:
     val_batches = _validation_batches(bundle.val_source, config.train.batch_size, config.train.val_batches, mesh)
@@ -124,7 +145,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   base_key = jax.random.key(config.seed)
   init_key, train_key, val_key = jax.random.split(base_key, 3)
   params = policy.init_params(spec, init_key)
-  _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(params):,} parameters")
+  _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(params):,} parameters, compute dtype "
+       f"{policy.resolve_compute_dtype(spec.compute_dtype)}")
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
   state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
   normalizer = sharding.put_replicated(normalizer_host, mesh)
@@ -135,27 +157,35 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     _say(f"resumed from {workdir} at step {int(state.step)}")
     _record_resumed_config(config, workdir, int(state.step))
 
-  step_fn = train_step.jit_train_step(spec, optimizer, config.ema, replicated, batch_sharding, replicated)
-  eval_fn = train_step.jit_eval_loss(spec, batch_sharding, replicated)
+  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated,
+                                        sharding.stacked_batch_sharding(mesh), replicated)
+  eval_fn = train_step.jit_eval_loss(spec, sharding.batch_sharding(mesh), replicated)
   writer = metrics.MetricsWriter(workdir)
   evaluator = _make_evaluator(config, workdir)
 
-  start_step = int(jax.device_get(state.step))
+  t = config.train
+  val_every = t.val_every if val_batches else 0
+  eval_every = t.eval_every if evaluator is not None else 0
+  step = int(jax.device_get(state.step))
   last = {}
   finite = jnp.ones((), bool)
-  last_good_step = start_step
-  progress = _progress_bar(start_step, config.train.num_steps)
+  last_good_step = step
+  progress = _progress_bar(step, t.num_steps)
   window_start, window_steps = time.perf_counter(), 0
   try:
-    for step in range(start_step + 1, config.train.num_steps + 1):
-      batch = sharding.put_global_batch(next(train_iterator), mesh)
-      state, step_metrics = step_fn(state, batch, train_key, normalizer)
-      finite = finite & step_metrics["finite"]
-      window_steps += 1
-      is_log = step % config.train.log_every == 0 or step == config.train.num_steps
-      is_ckpt = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
-      is_val = bool(val_batches) and step % max(config.train.val_every, 1) == 0
-      is_eval = evaluator is not None and step % config.train.eval_every == 0
+    while step < t.num_steps:
+      n = steps_in_next_dispatch(step, steps_per_dispatch, (t.log_every, t.checkpoint_every, val_every, eval_every),
+                                 t.num_steps)
+      batches = sharding.put_global_stack([next(train_iterator) for _ in range(n)], mesh)
+      state, step_metrics = steps_fn(state, batches, train_key, normalizer, resident)
+      finite = finite & jnp.all(step_metrics["finite"])
+      step += n
+      window_steps += n
+      is_log = step % t.log_every == 0 or step == t.num_steps
+      is_ckpt = step % t.checkpoint_every == 0 or step == t.num_steps
+      is_val = bool(val_every) and step % val_every == 0
+      is_eval = bool(eval_every) and step % eval_every == 0
+      progress.update(n)
       if not (is_log or is_ckpt or is_val or is_eval):
         continue
       if not bool(finite):
@@ -166,18 +196,18 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
             "lower --config.optim.learning_rate or --config.optim.grad_clip_norm=1.0.")
       last_good_step = step
       if is_log:
+        host = jax.tree.map(lambda x: x[-1], jax.device_get(step_metrics))   # the dispatch's last step
         elapsed = time.perf_counter() - window_start
-        host = jax.device_get(step_metrics)
         last = {"train/loss": host["loss"], "train/grad_norm": host["grad_norm"], "train/ema_decay": host["ema_decay"],
-                "train/learning_rate": optim.learning_rate_schedule(config.optim, config.train.num_steps)(step - 1),
+                "train/learning_rate": optim.learning_rate_schedule(config.optim, t.num_steps)(step - 1),
                 "train/steps_per_second": window_steps / elapsed,
-                "train/samples_per_second": window_steps * config.train.batch_size / elapsed}
+                "train/samples_per_second": window_steps * t.batch_size / elapsed}
         writer.write(step, last)
         progress.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
         window_start, window_steps = time.perf_counter(), 0
       if is_val:
-        val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer, mesh),
-               "val/loss_ema": _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer, mesh)}
+        val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer),
+               "val/loss_ema": _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer)}
         writer.write(step, val)
         last.update(val)
       if is_eval:
@@ -185,13 +215,16 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         writer.write(step, scores)
         last.update(scores)
       if is_ckpt:
+        # Asynchronous: blocks only while the state is copied to the host; the files are written while training
+        # goes on, and a checkpoint becomes visible (renamed into place) only once complete.
+        save_start = time.perf_counter()
         checkpoint.save(manager, state, train_iterator, normalizer_host, spec, config)
-      progress.n = step
+        writer.write(step, {"train/checkpoint_blocking_s": time.perf_counter() - save_start})
       progress.refresh()
   finally:
     progress.close()
     writer.close()
-    manager.close()
+    manager.close()   # waits for a save still being written
   return {k: float(v) for k, v in last.items()}
 
 
@@ -207,7 +240,8 @@ def _make_evaluator(config, workdir):
     return None
   from dpjax import rollout  # needs the `env` extra
   def evaluate(state, normalizer, spec, step):
-    pol = policy.Policy(params=jax.device_get(state.ema_params), normalizer=jax.device_get(normalizer), spec=spec)
+    # The EMA weights stay where they are (replicated on the devices): nothing is copied to the host and back.
+    pol = policy.Policy(params=state.ema_params, normalizer=normalizer, spec=spec)
     result = rollout.evaluate(pol, num_episodes=config.train.eval_episodes, seed_start=config.eval.seed_start,
                               max_steps=config.eval.max_steps, out_dir=workdir / "eval" / f"step_{step}",
                               num_videos=0, show_progress=False)

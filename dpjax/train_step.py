@@ -2,6 +2,8 @@
 
 `train_step(state, batch, base_key, normalizer) -> (state, metrics)`; the step's randomness is
 `fold_in(base_key, state.step)`, so a resumed run needs no saved RNG state and reproduces an uninterrupted one.
+`train_steps` runs n of them in one dispatch (a `lax.scan` over a stack of n batches, or of n window-id batches
+gathered from device-resident data), so the host round trip is paid once per n steps.
 """
 import functools
 from typing import Any
@@ -12,6 +14,11 @@ import optax
 from flax import struct
 
 from dpjax import ema, policy
+from dpjax.data import device_data
+
+
+# Optimiser steps per dispatch on accelerators when config.train.steps_per_dispatch is 0 (auto).
+AUTO_STEPS_PER_DISPATCH = 10
 
 
 @struct.dataclass
@@ -44,15 +51,45 @@ def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spe
   return new_state, metrics
 
 
+def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, data, *, spec: policy.PolicySpec,
+                optimizer: optax.GradientTransformation, ema_config) -> tuple[TrainState, dict]:
+  """n optimiser steps in one call; equal to n calls of `train_step`.
+
+  Args:
+    batches: a stack of n global batches: raw batches {"obs": {key: [n, B, To, ...]}, "action": [n, B, T, Da]}
+      when `data` is None, else int [n, B] window ids into `data`.
+    data: `device_data.DeviceWindows` resident on the devices, or None.
+
+  Returns:
+    (state after n steps, metrics of every step stacked along a leading axis [n]).
+  """
+  def body(state, batch):
+    if data is not None:
+      batch = device_data.gather(data, batch)
+    return train_step(state, batch, base_key, normalizer, spec=spec, optimizer=optimizer, ema_config=ema_config)
+  return jax.lax.scan(body, state, batches)
+
+
 def eval_loss(params, batch, key: jax.Array, normalizer, *, spec: policy.PolicySpec) -> jax.Array:
   """Loss with the network in evaluation mode (no dropout, centre crop); the key fixes the noise draw."""
   loss, _ = policy.loss_fn(params, spec, normalizer, batch, key, False)
   return loss
 
 
-def jit_train_step(spec, optimizer, ema_config, state_sharding, batch_sharding, replicated):
-  step_fn = functools.partial(train_step, spec=spec, optimizer=optimizer, ema_config=ema_config)
-  return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, replicated, replicated),
+def resolve_steps_per_dispatch(value: int, backend: str | None = None) -> int:
+  """config.train.steps_per_dispatch; 0 (auto): 1 on CPU, where a step takes seconds and a dispatch
+  microseconds, else AUTO_STEPS_PER_DISPATCH."""
+  if value < 0:
+    raise ValueError(f"config.train.steps_per_dispatch={value} must be >= 1, or 0 for auto.")
+  if value:
+    return value
+  return 1 if (backend or jax.default_backend()) == "cpu" else AUTO_STEPS_PER_DISPATCH
+
+
+def jit_train_steps(spec, optimizer, ema_config, state_sharding, stacked_batch_sharding, replicated):
+  """`train_steps` jitted; the state is donated. Compiles once per (n, data placement)."""
+  step_fn = functools.partial(train_steps, spec=spec, optimizer=optimizer, ema_config=ema_config)
+  return jax.jit(step_fn, in_shardings=(state_sharding, stacked_batch_sharding, replicated, replicated, replicated),
                  out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from dpjax import checkpoint, metrics, train
+from dpjax import checkpoint, metrics, train, train_step
 from dpjax import policy as policy_lib
 from dpjax.data import synthetic
 from tests import smoke
@@ -70,6 +70,41 @@ def test_one_device_equals_eight_devices(data_path, tmp_path):
   p1 = checkpoint.load_policy(tmp_path / "one", use_ema=False).params
   p8 = checkpoint.load_policy(tmp_path / "eight", use_ema=False).params
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
+
+
+def test_host_and_device_data_and_steps_per_dispatch_train_identically(data_path, tmp_path):
+  """Device-resident data with 3 steps per dispatch = host batches one step at a time, step for step."""
+  runs = {"host_1": ("host", 1), "device_3": ("device", 3)}
+  for name, (placement, steps_per_dispatch) in runs.items():
+    config = smoke.smoke_config(data_path)
+    config.data.placement = placement
+    config.train.steps_per_dispatch = steps_per_dispatch
+    config.train.num_steps = 8
+    config.train.log_every = 3        # dispatches of 3, 3, 2 steps (the last ends on num_steps)
+    config.train.checkpoint_every = 8
+    config.train.val_every = 4        # ... and of 3, 1, 2, 2 with validation at step 4
+    train.train_and_evaluate(config, tmp_path / name)
+  logged = {name: metrics.read_metrics(tmp_path / name) for name in runs}
+  assert sorted(_losses(tmp_path / "device_3")) == [3, 6, 8]
+  for name in runs:
+    assert _losses(tmp_path / name) == _losses(tmp_path / "host_1"), name
+    assert logged[name][8]["val/loss"] == logged["host_1"][8]["val/loss"], name
+    params = checkpoint.load_policy(tmp_path / name, use_ema=False).params
+    reference = checkpoint.load_policy(tmp_path / "host_1", use_ema=False).params
+    jax.tree.map(np.testing.assert_array_equal, params, reference)
+
+
+def test_steps_in_next_dispatch_end_on_every_event():
+  assert train.steps_in_next_dispatch(0, 10, (50, 1000, 0, 0), 210_000) == 10
+  assert train.steps_in_next_dispatch(45, 10, (50, 1000, 0, 0), 210_000) == 5
+  assert train.steps_in_next_dispatch(990, 10, (50, 1000, 300, 0), 210_000) == 10
+  assert train.steps_in_next_dispatch(895, 10, (50, 1000, 300, 0), 210_000) == 5
+  assert train.steps_in_next_dispatch(209_998, 10, (50, 1000, 0, 0), 209_999) == 1
+  assert train_step.resolve_steps_per_dispatch(0, "cpu") == 1
+  assert train_step.resolve_steps_per_dispatch(0, "gpu") == train_step.AUTO_STEPS_PER_DISPATCH
+  assert train_step.resolve_steps_per_dispatch(4, "gpu") == 4
+  with pytest.raises(ValueError, match="steps_per_dispatch=-1 must be >= 1, or 0 for auto"):
+    train_step.resolve_steps_per_dispatch(-1)
 
 
 def test_batch_size_not_divisible_by_devices_is_clear_error(data_path, tmp_path):

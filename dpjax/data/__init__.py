@@ -80,16 +80,18 @@ def build_data(config) -> DataBundle:
   )
 
 
-def make_train_iterator(bundle: DataBundle, config, batch_size: int):
-  """Checkpointable grain iterator of raw training batches, seeded by config.seed.
+def make_train_iterator(bundle: DataBundle, config, batch_size: int, yield_window_ids: bool = False):
+  """Checkpointable grain iterator of raw training batches (or of their window ids), seeded by config.seed.
 
   Args:
     batch_size: global batch size (all processes); must be divisible by jax.process_count().
+    yield_window_ids: yield int64 [B / P] window ids for the device-resident path (`device_data`).
   """
   from dpjax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.make_train_iterator(bundle.train_source, batch_size, int(config.seed),
                                       prefetch=int(config.data.prefetch),
-                                      worker_count=int(config.data.worker_count))
+                                      worker_count=int(config.data.worker_count),
+                                      yield_window_ids=yield_window_ids)
 
 
 __all__ = ["DataBundle", "build_data", "make_train_iterator"]

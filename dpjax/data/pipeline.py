@@ -84,9 +84,13 @@ def _process_index_and_count(process_index: int | None, process_count: int | Non
 
 def make_train_dataset(source: windows.SequenceSource, global_batch_size: int, seed: int, *,
                        prefetch: int = 2, worker_count: int = 0, num_threads: int = 1,
-                       process_index: int | None = None,
-                       process_count: int | None = None) -> grain.IterDataset:
+                       process_index: int | None = None, process_count: int | None = None,
+                       yield_window_ids: bool = False) -> grain.IterDataset:
   """Infinite dataset of this process's batches {"obs": {k: [B/P, To, ...]}, "action": [B/P, T, Da]}.
+
+  With `yield_window_ids` it yields the int64 [B/P] window ids instead, for the device-resident path
+  (`device_data.gather` builds the same batch inside the jitted step); the order and the iterator state are the
+  same either way.
 
   Args:
     source: windows to sample from.
@@ -101,7 +105,9 @@ def make_train_dataset(source: windows.SequenceSource, global_batch_size: int, s
   process_index, process_count = _process_index_and_count(process_index, process_count)
   per_process_batch_size(global_batch_size, process_count)
   indices = ShuffledBatchIndices(len(source), global_batch_size, seed, process_index, process_count)
-  dataset = grain.MapDataset.source(indices).map(source.gather_batch)
+  dataset = grain.MapDataset.source(indices)
+  if not yield_window_ids:
+    dataset = dataset.map(source.gather_batch)
   if worker_count > 0:
     return dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)).mp_prefetch(
         grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=max(prefetch, 1)))

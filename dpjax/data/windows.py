@@ -111,6 +111,11 @@ class SequenceSource:
   def __len__(self) -> int:
     return self._steps.shape[0]
 
+  @property
+  def steps_table(self) -> np.ndarray:
+    """int64 [W, T]: the buffer step each window reads at each position (`window_steps`)."""
+    return self._steps
+
   def __getitem__(self, index: int) -> dict:
     index = int(index)
     if not 0 <= index < len(self):

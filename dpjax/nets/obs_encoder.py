@@ -7,7 +7,7 @@ through unchanged. Per-step output: image features in sorted key order, then low
 With no camera the encoder is a parameter-free concat.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import chex
 import flax.linen as nn
@@ -52,12 +52,14 @@ class ObservationEncoder(nn.Module):
     width: ResNet18GN stem width.
     num_keypoints: spatial-softmax keypoints per camera.
     feature_dim: features per camera.
+    dtype: compute dtype of the image networks (float32 or bfloat16); features are float32.
   """
   obs_shapes: ObsShapes
   crop_shape: Optional[Tuple[int, int]] = (84, 84)
   width: int = 64
   num_keypoints: int = 32
   feature_dim: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, obs: dict, train: bool) -> jax.Array:
@@ -82,7 +84,7 @@ class ObservationEncoder(nn.Module):
                   else crop.center_crop(images, self.crop_shape))
       # robomimic's ObservationEncoder applies its feature activation (ReLU, kept by Diffusion Policy's hybrid
       # policies) to each camera's feature; low-dim keys have no net and pass unchanged.
-      encoded = nn.relu(ResNet18GN(self.width, self.num_keypoints, self.feature_dim, name=key)(images))
+      encoded = nn.relu(ResNet18GN(self.width, self.num_keypoints, self.feature_dim, self.dtype, name=key)(images))
       features.append(encoded.reshape(batch, steps, self.feature_dim))
     for key in low_dim_keys:
       features.append(obs[key].reshape(batch, steps, -1))

@@ -7,7 +7,8 @@ activation="gelu", dim_feedforward=4 * width, dropout=attn_dropout)`: pre-norm, 
 weights and on every residual branch. With `causal_attn`, action token t sees action tokens <= t and condition
 tokens s <= t + 1 (token 0 of the condition is the time step, so obs step o is visible from action t >= o).
 """
-from typing import Optional
+import functools
+from typing import Any, Optional
 
 import chex
 import flax.linen as nn
@@ -47,14 +48,22 @@ def weight_decay_mask(params) -> dict:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def _attention(num_heads: int, rate: float, name: str) -> nn.MultiHeadDotProductAttention:
-  # broadcast_dropout=False: torch drops attention weights independently per batch element and head.
-  return nn.MultiHeadDotProductAttention(num_heads=num_heads, dropout_rate=rate, broadcast_dropout=False,
-                                         kernel_init=_init, bias_init=nn.initializers.zeros, name=name)
+def _attention(num_heads: int, rate: float, dtype, name: str) -> nn.MultiHeadDotProductAttention:
+  # broadcast_dropout=False: torch drops attention weights independently per batch element and head. The softmax
+  # runs in float32 whatever the compute dtype.
+  return nn.MultiHeadDotProductAttention(
+      num_heads=num_heads, dropout_rate=rate, broadcast_dropout=False, kernel_init=_init,
+      bias_init=nn.initializers.zeros, dtype=dtype,
+      attention_fn=functools.partial(nn.dot_product_attention, force_fp32_for_softmax=True), name=name)
 
 
-def _layer_norm(name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=_LAYER_NORM_EPS, name=name)
+def _layer_norm(dtype, name: str) -> nn.LayerNorm:
+  """LayerNorm with float32 statistics (flax's force_float32_reductions), output in `dtype`."""
+  return nn.LayerNorm(epsilon=_LAYER_NORM_EPS, dtype=dtype, name=name)
+
+
+def _dense(features: int, dtype, name: str) -> nn.Dense:
+  return nn.Dense(features, kernel_init=_init, dtype=dtype, name=name)
 
 
 def _mask4(mask: Optional[jax.Array]) -> Optional[jax.Array]:
@@ -65,13 +74,14 @@ class FeedForward(nn.Module):
   """Linear(4w), exact GELU, dropout, Linear(w): torch's `_ff_block` without its residual dropout."""
   width: int
   dropout: float
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = nn.Dense(4 * self.width, kernel_init=_init, name="linear1")(x)
+    x = _dense(4 * self.width, self.dtype, "linear1")(x)
     x = nn.gelu(x, approximate=False)  # torch activation="gelu" is the erf form
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    return nn.Dense(self.width, kernel_init=_init, name="linear2")(x)
+    return _dense(self.width, self.dtype, "linear2")(x)
 
 
 class EncoderLayer(nn.Module):
@@ -79,15 +89,16 @@ class EncoderLayer(nn.Module):
   width: int
   num_heads: int
   dropout: float
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array], train: bool) -> jax.Array:
     drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
-    h = _layer_norm("norm1")(x)
-    x = x + drop(_attention(self.num_heads, self.dropout, "self_attn")(h, h, mask=_mask4(mask),
-                                                                       deterministic=not train))
-    h = _layer_norm("norm2")(x)
-    return x + drop(FeedForward(self.width, self.dropout, name="ff")(h, train))
+    h = _layer_norm(self.dtype, "norm1")(x)
+    x = x + drop(_attention(self.num_heads, self.dropout, self.dtype, "self_attn")(
+        h, h, mask=_mask4(mask), deterministic=not train))
+    h = _layer_norm(self.dtype, "norm2")(x)
+    return x + drop(FeedForward(self.width, self.dropout, self.dtype, name="ff")(h, train))
 
 
 class DecoderLayer(nn.Module):
@@ -95,19 +106,20 @@ class DecoderLayer(nn.Module):
   width: int
   num_heads: int
   dropout: float
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, memory, self_mask, cross_mask, train: bool) -> jax.Array:
     drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
-    h = _layer_norm("norm1")(x)
-    x = x + drop(_attention(self.num_heads, self.dropout, "self_attn")(h, h, mask=_mask4(self_mask),
-                                                                       deterministic=not train))
+    h = _layer_norm(self.dtype, "norm1")(x)
+    x = x + drop(_attention(self.num_heads, self.dropout, self.dtype, "self_attn")(
+        h, h, mask=_mask4(self_mask), deterministic=not train))
     # As torch: the query is normalised, the memory is not.
-    h = _layer_norm("norm2")(x)
-    x = x + drop(_attention(self.num_heads, self.dropout, "cross_attn")(h, memory, mask=_mask4(cross_mask),
-                                                                        deterministic=not train))
-    h = _layer_norm("norm3")(x)
-    return x + drop(FeedForward(self.width, self.dropout, name="ff")(h, train))
+    h = _layer_norm(self.dtype, "norm2")(x)
+    x = x + drop(_attention(self.num_heads, self.dropout, self.dtype, "cross_attn")(
+        h, memory, mask=_mask4(cross_mask), deterministic=not train))
+    h = _layer_norm(self.dtype, "norm3")(x)
+    return x + drop(FeedForward(self.width, self.dropout, self.dtype, name="ff")(h, train))
 
 
 class TransformerDenoiser(nn.Module):
@@ -127,6 +139,8 @@ class TransformerDenoiser(nn.Module):
     obs_as_cond: obs_features are condition tokens; False: the caller folds observations into x and passes
       obs_features=None.
     n_cond_layers: 0: the condition encoder is an MLP (Linear 4w, Mish, Linear w); else that many encoder layers.
+    dtype: compute dtype of matmuls (float32 or bfloat16); parameters, LayerNorm statistics, attention softmax and
+      the output stay float32.
   """
   horizon: int
   n_obs_steps: int
@@ -139,6 +153,7 @@ class TransformerDenoiser(nn.Module):
   time_as_cond: bool = True
   obs_as_cond: bool = True
   n_cond_layers: int = 0
+  dtype: Any = jnp.float32
 
   def _embed(self, tokens: jax.Array, name: str, std_init: bool, train: bool) -> jax.Array:
     init = _init if std_init else nn.initializers.zeros
@@ -148,10 +163,11 @@ class TransformerDenoiser(nn.Module):
   def _cond_encoder(self, cond: jax.Array, train: bool) -> jax.Array:
     if self.n_cond_layers > 0:
       for i in range(self.n_cond_layers):
-        cond = EncoderLayer(self.width, self.num_heads, self.attn_dropout, name=f"cond_layer{i}")(cond, None, train)
+        cond = EncoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype,
+                            name=f"cond_layer{i}")(cond, None, train)
       return cond
-    cond = nn.Dense(4 * self.width, kernel_init=_init, name="cond_mlp1")(cond)
-    return nn.Dense(self.width, kernel_init=_init, name="cond_mlp2")(mish(cond))
+    cond = _dense(4 * self.width, self.dtype, "cond_mlp1")(cond)
+    return _dense(self.width, self.dtype, "cond_mlp2")(mish(cond))
 
   @nn.compact
   def __call__(self, x: jax.Array, k: jax.Array, obs_features: Optional[jax.Array], train: bool) -> jax.Array:
@@ -169,28 +185,28 @@ class TransformerDenoiser(nn.Module):
       raise ValueError("obs_as_cond requires time_as_cond, as in the original")
 
     time_emb = sinusoidal_embedding(k.astype(jnp.float32), self.width)[:, None, :]  # [B, 1, w]
-    tokens = nn.Dense(self.width, kernel_init=_init, name="input_emb")(x)  # [B, T, w]
+    tokens = _dense(self.width, self.dtype, "input_emb")(x)  # [B, T, w]
 
     if not self.time_as_cond:
       # Encoder-only (BERT): [time, actions] with one causal self-attention over T + 1 tokens.
-      h = self._embed(jnp.concatenate([time_emb, tokens], axis=1), "pos_emb", True, train)
+      h = self._embed(jnp.concatenate([time_emb.astype(tokens.dtype), tokens], axis=1), "pos_emb", True, train)
       mask = causal_mask(horizon + 1) if self.causal_attn else None
       for i in range(self.num_layers):
-        h = EncoderLayer(self.width, self.num_heads, self.attn_dropout, name=f"layer{i}")(h, mask, train)
+        h = EncoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, name=f"layer{i}")(h, mask, train)
       h = h[:, 1:]
     else:
       cond = time_emb
       if self.obs_as_cond:
-        obs_emb = nn.Dense(self.width, kernel_init=_init, name="cond_obs_emb")(obs_features)
-        cond = jnp.concatenate([cond, obs_emb], axis=1)  # [B, 1 + To, w]
+        obs_emb = _dense(self.width, self.dtype, "cond_obs_emb")(obs_features)
+        cond = jnp.concatenate([cond.astype(obs_emb.dtype), obs_emb], axis=1)  # [B, 1 + To, w]
       # The original leaves cond_pos_emb at zero init without obs conditioning.
       memory = self._cond_encoder(self._embed(cond, "cond_pos_emb", self.obs_as_cond, train), train)
       h = self._embed(tokens, "pos_emb", True, train)
       self_mask = causal_mask(horizon) if self.causal_attn else None
       cross_mask = memory_mask(horizon, cond.shape[1]) if self.causal_attn and self.obs_as_cond else None
       for i in range(self.num_layers):
-        h = DecoderLayer(self.width, self.num_heads, self.attn_dropout, name=f"layer{i}")(
+        h = DecoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, name=f"layer{i}")(
             h, memory, self_mask, cross_mask, train)
 
-    h = _layer_norm("ln_f")(h)
-    return nn.Dense(action_dim, kernel_init=_init, name="head")(h)
+    h = _layer_norm(self.dtype, "ln_f")(h)
+    return _dense(action_dim, self.dtype, "head")(h).astype(jnp.float32)

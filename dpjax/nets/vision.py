@@ -5,6 +5,8 @@ it: torchvision's ResNet-18 without its average pool and classifier, trained fro
 replaced by GroupNorm(channels // 16) (`replace_bn_with_gn`), then 32 soft-argmax keypoints and a Dense layer.
 Channels-last throughout: images are [B, H, W, C].
 """
+from typing import Any
+
 import chex
 import flax.linen as nn
 import jax
@@ -18,9 +20,16 @@ _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 _NORM_EPS = 1e-5
 
 
-def group_norm(channels: int, name: str) -> nn.GroupNorm:
-  """GroupNorm with 16 channels per group, as Diffusion Policy's `replace_bn_with_gn`."""
-  return nn.GroupNorm(num_groups=channels // 16, epsilon=_NORM_EPS, name=name)
+def group_norm(channels: int, name: str, dtype: Any = jnp.float32) -> nn.GroupNorm:
+  """GroupNorm with 16 channels per group, as Diffusion Policy's `replace_bn_with_gn`; float32 statistics
+  (flax's force_float32_reductions), output in `dtype`."""
+  return nn.GroupNorm(num_groups=channels // 16, epsilon=_NORM_EPS, dtype=dtype, name=name)
+
+
+def _conv(channels: int, kernel: int, stride: int, padding: int, dtype, name: str) -> nn.Conv:
+  """Bias-free square convolution with torchvision's init and explicit (torch) padding."""
+  return nn.Conv(channels, (kernel, kernel), (stride, stride), padding=((padding, padding), (padding, padding)),
+                 use_bias=False, kernel_init=_conv_init, dtype=dtype, name=name)
 
 
 def soft_argmax(logits: jax.Array) -> jax.Array:
@@ -55,13 +64,15 @@ class SpatialSoftmax(nn.Module):
   num_keypoints: int = 32
   temperature: float = 1.0
   learnable_temperature: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
-    """features: [B, H, W, C] -> keypoints flattened [B, 2K] as (x0, y0, x1, y1, ...)."""
+    """features: [B, H, W, C] -> float32 keypoints flattened [B, 2K] as (x0, y0, x1, y1, ...)."""
     chex.assert_rank(features, 4)
-    logits = nn.Conv(self.num_keypoints, (1, 1), kernel_init=torch_init.kernel_init,
+    logits = nn.Conv(self.num_keypoints, (1, 1), kernel_init=torch_init.kernel_init, dtype=self.dtype,
                      bias_init=torch_init.bias_init(features.shape[-1]), name="keypoint_conv")(features)
+    logits = logits.astype(jnp.float32)  # the softmax and expected coordinates stay float32
     temperature = self.temperature
     if self.learnable_temperature:
       temperature = self.param("temperature", nn.initializers.constant(self.temperature), (1,))
@@ -73,20 +84,18 @@ class BasicBlock(nn.Module):
   """ResNet basic block (two 3x3 convs), GroupNorm in place of BatchNorm."""
   channels: int
   stride: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     residual = x
-    y = nn.Conv(self.channels, (3, 3), (self.stride, self.stride), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=_conv_init, name="conv1")(x)
-    y = nn.relu(group_norm(self.channels, "norm1")(y))
-    y = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=_conv_init,
-                name="conv2")(y)
-    y = group_norm(self.channels, "norm2")(y)
+    y = _conv(self.channels, 3, self.stride, 1, self.dtype, "conv1")(x)
+    y = nn.relu(group_norm(self.channels, "norm1", self.dtype)(y))
+    y = _conv(self.channels, 3, 1, 1, self.dtype, "conv2")(y)
+    y = group_norm(self.channels, "norm2", self.dtype)(y)
     if self.stride != 1 or x.shape[-1] != self.channels:
-      residual = nn.Conv(self.channels, (1, 1), (self.stride, self.stride), use_bias=False, kernel_init=_conv_init,
-                         name="downsample_conv")(x)
-      residual = group_norm(self.channels, "downsample_norm")(residual)
+      residual = _conv(self.channels, 1, self.stride, 0, self.dtype, "downsample_conv")(x)
+      residual = group_norm(self.channels, "downsample_norm", self.dtype)(residual)
     return nn.relu(y + residual)
 
 
@@ -98,10 +107,13 @@ class ResNet18GN(nn.Module):
       multiple of 16 (GroupNorm uses 16 channels per group).
     num_keypoints: spatial-softmax keypoints.
     feature_dim: output features.
+    dtype: compute dtype of convolutions and matmuls (float32 or bfloat16); parameters, GroupNorm statistics,
+      the spatial softmax and the output stay float32.
   """
   width: int = 64
   num_keypoints: int = 32
   feature_dim: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -110,14 +122,15 @@ class ResNet18GN(nn.Module):
     if self.width % 16:
       raise ValueError(f"ResNet18GN width must be a multiple of 16 for GroupNorm, got {self.width}")
     # Explicit torch paddings: flax "SAME" pads stride-2 layers asymmetrically and shifts the feature map.
-    x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, kernel_init=_conv_init,
-                name="stem_conv")(images)
-    x = nn.relu(group_norm(self.width, "stem_norm")(x))
+    x = _conv(self.width, 7, 2, 3, self.dtype, "stem_conv")(images)
+    x = nn.relu(group_norm(self.width, "stem_norm", self.dtype)(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for stage, stride in enumerate((1, 2, 2, 2)):
       channels = self.width * 2**stage
       for block in range(2):
-        x = BasicBlock(channels, stride if block == 0 else 1, name=f"stage{stage + 1}_block{block + 1}")(x)
-    keypoints = SpatialSoftmax(self.num_keypoints, name="spatial_softmax")(x)
-    return nn.Dense(self.feature_dim, kernel_init=torch_init.kernel_init,
-                    bias_init=torch_init.bias_init(keypoints.shape[-1]), name="head")(keypoints)
+        x = BasicBlock(channels, stride if block == 0 else 1, self.dtype,
+                       name=f"stage{stage + 1}_block{block + 1}")(x)
+    keypoints = SpatialSoftmax(self.num_keypoints, dtype=self.dtype, name="spatial_softmax")(x)
+    features = nn.Dense(self.feature_dim, kernel_init=torch_init.kernel_init, dtype=self.dtype,
+                        bias_init=torch_init.bias_init(keypoints.shape[-1]), name="head")(keypoints)
+    return features.astype(jnp.float32)
