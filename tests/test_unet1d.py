@@ -136,8 +136,8 @@ def test_resampling_matches_torch(length):
 
 
 @pytest.mark.parametrize("length", [3, 8])
-def test_conv1d_matches_torch_on_both_paths(length):
-  """Inputs shorter than the kernel take the shifted-matmul path; both equal torch's conv1d."""
+def test_conv1d_matches_torch_for_long_and_short_inputs(length):
+  """im2col equals torch's conv1d for inputs longer and shorter than the kernel."""
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, length, 3)).astype(np.float32)
   w, b = rng.normal(size=(4, 3, 5)), rng.normal(size=(4,))

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Prepares what the lent GPU machine lacks (issue 12): it has Python 3.12 with jax, flax, optax, orbax, chex, numpy
+# and torch, no internet, and gets only the working tree plus up to 8 carried ignored paths (64 MiB in all).
+# Writes into .device/ (ignored by git, ~34 MB):
+#   .device/wheels/      cp312 wheels of the other dependencies (grain, zarr, the Push-T simulator, ...), ~31 MB
+#   .device/pusht.zarr   the Push-T demonstrations without images (~2.5 MB; the low-dim policies need no more)
+# Then, with the device tool: carry [".device"], command
+#   pip install -q --no-deps --target /tmp/py .device/wheels/*.whl && PYTHONPATH=$PWD:/tmp/py \
+#     DPJAX_PUSHT_ZARR=$PWD/.device/pusht.zarr PYTHON=python3 RUN_DIR=/tmp/gpu_run OUT=$OUT bash experiments/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+zarr=${DPJAX_PUSHT_ZARR:-../shared/data/pusht/pusht_cchi_v7_replay.zarr}
+mkdir -p .device/wheels
+pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --no-deps -d .device/wheels \
+    grain==0.2.18 array_record portpicker ml_collections==1.1.0 zarr==3.1.6 numcodecs==0.16.6 donfig google-crc32c \
+    tensorboardX==2.6.5 gym-pusht==0.1.8 gymnasium farama-notifications pymunk==6.11.1 pygame==2.5.2 shapely cffi \
+    pycparser imageio tqdm
+rm -rf .device/pusht.zarr
+cp -r "$zarr" .device/pusht.zarr
+rm -rf .device/pusht.zarr/data/img
+du -sh .device/wheels .device/pusht.zarr
