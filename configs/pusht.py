@@ -135,6 +135,7 @@ def get_config(arg=None):
   config.train.val_every = 1000
   config.train.val_batches = 8
   config.train.checkpoint_every = 1000
+  config.train.checkpoint_every_minutes = 10.0            # also by wall-clock time (0 disables): a kill loses less
   config.train.keep_checkpoints = 3
   config.train.eval_every = 0                              # env rollouts during training; 0 disables
   config.train.eval_episodes = 50

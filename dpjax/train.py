@@ -9,6 +9,8 @@ data order and the same per-step randomness as an uninterrupted run.
 """
 import json
 import pathlib
+import signal
+import sys
 import time
 
 import jax
@@ -17,7 +19,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dpjax import checkpoint, data, files, metrics, optim, policy, sharding, train_step
+from dpjax import checkpoint, data, files, metrics, optim, policy, preemption, sharding, train_step
 from dpjax.data import device_data, normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
@@ -42,8 +44,8 @@ def validate_config(config) -> None:
   for name in ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
     if int(t[name]) < 1:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 1.")
-  for name in ("val_every", "eval_every", "val_batches"):
-    if int(t[name]) < 0:
+  for name in ("val_every", "eval_every", "val_batches", "checkpoint_every_minutes"):
+    if t[name] < 0:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
   if not 0.0 <= config.data.val_ratio < 1.0:
     raise ValueError(f"config.data.val_ratio={config.data.val_ratio} must be in [0, 1).")
@@ -172,55 +174,65 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   last_good_step = step
   progress = _progress_bar(step, t.num_steps)
   window_start, window_steps = time.perf_counter(), 0
+  checkpoint_timer = preemption.CheckpointTimer(t.checkpoint_every_minutes)
   try:
-    while step < t.num_steps:
-      n = steps_in_next_dispatch(step, steps_per_dispatch, (t.log_every, t.checkpoint_every, val_every, eval_every),
-                                 t.num_steps)
-      batches = sharding.put_global_stack([next(train_iterator) for _ in range(n)], mesh)
-      state, step_metrics = steps_fn(state, batches, train_key, normalizer, resident)
-      finite = finite & jnp.all(step_metrics["finite"])
-      step += n
-      window_steps += n
-      is_log = step % t.log_every == 0 or step == t.num_steps
-      is_ckpt = step % t.checkpoint_every == 0 or step == t.num_steps
-      is_val = bool(val_every) and step % val_every == 0
-      is_eval = bool(eval_every) and step % eval_every == 0
-      progress.update(n)
-      if not (is_log or is_ckpt or is_val or is_eval):
-        continue
-      if not bool(finite):
-        kept = (f"The last good checkpoint (step {manager.latest_step()}) in {workdir} is kept."
-                if manager.latest_step() is not None else "No checkpoint had been written yet.")
-        raise NonFiniteLossError(
-            f"Loss or gradients became NaN/inf between steps {last_good_step} and {step}; stopped. {kept} Try a "
-            "lower --config.optim.learning_rate or --config.optim.grad_clip_norm=1.0.")
-      last_good_step = step
-      if is_log:
-        host = jax.tree.map(lambda x: x[-1], jax.device_get(step_metrics))   # the dispatch's last step
-        elapsed = time.perf_counter() - window_start
-        last = {"train/loss": host["loss"], "train/grad_norm": host["grad_norm"], "train/ema_decay": host["ema_decay"],
-                "train/learning_rate": optim.learning_rate_schedule(config.optim, t.num_steps)(step - 1),
-                "train/steps_per_second": window_steps / elapsed,
-                "train/samples_per_second": window_steps * t.batch_size / elapsed}
-        writer.write(step, last)
-        progress.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
-        window_start, window_steps = time.perf_counter(), 0
-      if is_val:
-        val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer),
-               "val/loss_ema": _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer)}
-        writer.write(step, val)
-        last.update(val)
-      if is_eval:
-        scores = evaluator(state, normalizer, spec, step)
-        writer.write(step, scores)
-        last.update(scores)
-      if is_ckpt:
-        # Asynchronous: blocks only while the state is copied to the host; the files are written while training
-        # goes on, and a checkpoint becomes visible (renamed into place) only once complete.
-        save_start = time.perf_counter()
-        checkpoint.save(manager, state, train_iterator, normalizer_host, spec, config)
-        writer.write(step, {"train/checkpoint_blocking_s": time.perf_counter() - save_start})
-      progress.refresh()
+    with preemption.SignalCatcher() as stop_signal:
+      while step < t.num_steps:
+        n = steps_in_next_dispatch(step, steps_per_dispatch, (t.log_every, t.checkpoint_every, val_every, eval_every),
+                                   t.num_steps)
+        batches = sharding.put_global_stack([next(train_iterator) for _ in range(n)], mesh)
+        state, step_metrics = steps_fn(state, batches, train_key, normalizer, resident)
+        finite = finite & jnp.all(step_metrics["finite"])
+        step += n
+        window_steps += n
+        progress.update(n)
+        is_log = step % t.log_every == 0 or step == t.num_steps
+        # A stop signal or the wall-clock timer adds a checkpoint; several processes agree at logging steps.
+        stop, timed = stop_signal.signum is not None, checkpoint_timer.due()
+        if jax.process_count() > 1:
+          stop, timed = preemption.agree((stop, timed)) if is_log else (False, False)
+        is_ckpt = step % t.checkpoint_every == 0 or step == t.num_steps or stop or timed
+        is_val = bool(val_every) and step % val_every == 0
+        is_eval = bool(eval_every) and step % eval_every == 0
+        if not (is_log or is_ckpt or is_val or is_eval):
+          continue
+        if not bool(finite):
+          kept = (f"The last good checkpoint (step {manager.latest_step()}) in {workdir} is kept."
+                  if manager.latest_step() is not None else "No checkpoint had been written yet.")
+          raise NonFiniteLossError(
+              f"Loss or gradients became NaN/inf between steps {last_good_step} and {step}; stopped. {kept} Try a "
+              "lower --config.optim.learning_rate or --config.optim.grad_clip_norm=1.0.")
+        last_good_step = step
+        if is_log:
+          host = jax.tree.map(lambda x: x[-1], jax.device_get(step_metrics))   # the dispatch's last step
+          elapsed = time.perf_counter() - window_start
+          last = {"train/loss": host["loss"], "train/grad_norm": host["grad_norm"],
+                  "train/ema_decay": host["ema_decay"],
+                  "train/learning_rate": optim.learning_rate_schedule(config.optim, t.num_steps)(step - 1),
+                  "train/steps_per_second": window_steps / elapsed,
+                  "train/samples_per_second": window_steps * t.batch_size / elapsed}
+          writer.write(step, last)
+          progress.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
+          window_start, window_steps = time.perf_counter(), 0
+        if is_val:
+          val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer),
+                 "val/loss_ema": _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer)}
+          writer.write(step, val)
+          last.update(val)
+        if is_eval:
+          scores = evaluator(state, normalizer, spec, step)
+          writer.write(step, scores)
+          last.update(scores)
+        if is_ckpt:
+          # Asynchronous: blocks only while the state is copied off the devices; the files are written while
+          # training goes on, and a checkpoint becomes visible (renamed into place) only once complete.
+          save_start = time.perf_counter()
+          checkpoint.save(manager, state, train_iterator, normalizer_host, spec, config)
+          writer.write(step, {"train/checkpoint_blocking_s": time.perf_counter() - save_start})
+          checkpoint_timer.reset()
+        if stop:
+          raise preemption.StopRequested(step, stop_signal.signum or signal.SIGTERM)
+        progress.refresh()
   finally:
     progress.close()
     writer.close()
@@ -277,6 +289,10 @@ def main(argv):
   except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
     # Bad config values, missing or corrupt data, NaN losses: a message naming the problem and the fix.
     raise SystemExit(f"dpjax.train: {e}") from None
+  except preemption.StopRequested as e:
+    if jax.process_index() == 0:
+      print(f"dpjax.train: {e}.", flush=True)
+    sys.exit(128 + e.signum)
   if jax.process_index() == 0:
     print(json.dumps(final, indent=2))
 
