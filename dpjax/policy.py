@@ -26,7 +26,8 @@ ENCODERS = ("lowdim", "resnet18")
 DENOISERS = ("unet1d", "transformer")
 SAMPLERS = ("ddpm", "ddim")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
-# Spec fields that change no weight: a run may resume with other values, and `sample` may override them.
+# Spec fields that change no weight: a run may resume with other values, and evaluation may use others
+# (`sample(method=, num_inference_steps=)`, `python -m dpjax.rollout --sampler --compute_dtype`).
 INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype")
 
 

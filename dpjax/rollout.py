@@ -11,6 +11,7 @@ the policy is queried once per re-planning step for the whole batch.
 
 Results go to RUN_DIR/eval/ (or --out): eval.json and videos of the first episodes with the goal drawn.
 """
+import dataclasses
 import json
 import pathlib
 import time
@@ -31,6 +32,9 @@ flags.DEFINE_list("seeds", None, "Explicit comma-separated episode seeds (overri
 flags.DEFINE_integer("max_steps", 300, "Maximum control steps per episode.")
 flags.DEFINE_enum("sampler", None, ["ddpm", "ddim"], "Reverse-chain sampler (default: the run's config).")
 flags.DEFINE_integer("num_inference_steps", None, "Reverse-chain steps (default: the run's config).")
+flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
+                  "Compute dtype of the networks (default: the run's, usually auto = float32 on CPU, bfloat16 on "
+                  "GPU/TPU); weights stay float32.")
 flags.DEFINE_bool("ema", True, "Use the EMA weights (default) or, with --noema, the raw weights.")
 flags.DEFINE_string("out", None, "Output folder (default: CHECKPOINT/eval).")
 flags.DEFINE_integer("num_videos", 4, "Save videos of this many first episodes.")
@@ -88,6 +92,7 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "max_steps": max_steps,
       "sampler": spec.sampler if method is None else method,
       "num_inference_steps": spec.num_inference_steps if num_inference_steps is None else num_inference_steps,
+      "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
       "wall_seconds": time.perf_counter() - start,
   }
   if out_dir is not None:
@@ -116,6 +121,8 @@ def main(argv):
     pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=FLAGS.step)
   except checkpoint.CheckpointError as e:
     raise SystemExit(f"dpjax.rollout: {e}") from None
+  if FLAGS.compute_dtype:
+    pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
   out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
   try:
     result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,

@@ -2,7 +2,7 @@
 # One-command GPU check (issue 12): the full-size low-dim CNN trained for a wall-clock budget on this machine's
 # accelerator, then the paper's evaluation (50 episodes, seeds 100000..100049, DDPM-100, EMA) of its last three
 # checkpoints. Everything it measures goes to one JSON file; it is sized to finish in under 9 minutes on one
-# H100/H200 (~1 min benchmark, TRAIN_BUDGET_S of training, ~1 min per evaluation).
+# H100/H200 (~2 min of benchmarks, TRAIN_BUDGET_S of training, ~1 min per evaluation).
 #
 #   bash experiments/gpu_check.sh                       # writes experiments/gpu_check/<device>_<date>.json
 #   OUT=$OUT bash experiments/gpu_check.sh              # on the lent device machine: results come back via $OUT
@@ -13,15 +13,15 @@
 # rate 1e-4 are the paper's (BUILD_NOTES.md, "GPU check").
 #
 # Environment (all optional): PYTHON (default: .venv/bin/python, else python3), OUT (folder for the JSON, logs and
-# metrics: 6 files), RUN_DIR (the training run with its checkpoints; default OUT/run), TRAIN_BUDGET_S (default
-# 330), CONFIG (default configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300),
+# metrics: 7 files), RUN_DIR (the training run with its checkpoints; default OUT/run), TRAIN_BUDGET_S (default
+# 300), CONFIG (default configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300),
 # EXTRA (more --config.* flags for dpjax.train, e.g. --config.policy.compute_dtype=float32).
 # On the lent device machine: experiments/prepare_device.sh says how (wheels, data, the command).
 # A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke TRAIN_BUDGET_S=20 EPISODES=2 MAX_STEPS=10 bash ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-budget=${TRAIN_BUDGET_S:-330}
+budget=${TRAIN_BUDGET_S:-300}
 config=${CONFIG:-configs/pusht.py}
 episodes=${EPISODES:-50}
 max_steps=${MAX_STEPS:-300}
@@ -39,6 +39,10 @@ case "$variant" in *smoke*) quick="--quick" ;; esac
 echo "== 1/3 benchmark the train step ($(date -u +%T))"
 "$python" -m dpjax.bench --variants="$bench_variant" $quick --steps=30 --repeats=3 --samplers=ddpm:100,ddim:10 \
     --sample_batch_sizes=1,50 --out="$out/bench.json" 2>&1 | tee "$out/bench.log"
+echo "== 1b/3 the same step in float32, one step per dispatch (what auto is compared against) ($(date -u +%T))"
+"$python" -m dpjax.bench --variants="$bench_variant" $quick --steps=30 --repeats=3 --samplers=ddpm:100 \
+    --sample_batch_sizes=1 --compute_dtype=float32 --steps_per_dispatch=1 --out="$out/bench_float32.json" \
+    2>&1 | tee -a "$out/bench.log"
 steps_per_s=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['records'][0]['train']['steps_per_s'])" \
     "$out/bench.json")
 num_steps=$("$python" -c "import sys; print(max(int(float(sys.argv[1]) * float(sys.argv[2]) / 10) * 10, 30))" \
@@ -73,7 +77,9 @@ evals = {int(re.search(r"eval_step_(\d+)", p).group(1)): json.loads(pathlib.Path
 scores = [evals[s]["mean_score"] for s in sorted(evals)]
 record = {
     "device": bench["device"], "config": json.loads((run / "config.json").read_text()),
-    "bench": bench["records"][0], "train_budget_s": budget, "num_steps": int(num_steps),
+    "bench": bench["records"][0],
+    "bench_float32_one_step_per_dispatch": json.loads((out / "bench_float32.json").read_text())["records"][0],
+    "train_budget_s": budget, "num_steps": int(num_steps),
     "train_wall_s": train_s, "eval_wall_s": eval_s, "total_wall_s": total_s,
     "train_steps_per_s": {"first_window": rates[0] if rates else None,
                           "median": sorted(rates)[len(rates) // 2] if rates else None},

@@ -20,16 +20,9 @@ def conv_shifted(x, kernel, stride, padding):
   out_length = (x.shape[1] - k) // stride + 1
   span = stride * (out_length - 1) + 1
   return sum(x[:, j:j + span:stride] @ kernel[j] for j in range(k))
-def conv_im2col(x, kernel, stride, padding):
-  k, c, f = kernel.shape
-  x = jnp.pad(x, ((0, 0), (padding, padding), (0, 0)))
-  out_length = (x.shape[1] - k) // stride + 1
-  span = stride * (out_length - 1) + 1
-  patches = jnp.concatenate([x[:, j:j + span:stride] for j in range(k)], axis=-1)
-  return patches @ kernel.reshape(k * c, f)
 def conv_auto(x, kernel, stride, padding):
   return conv_lax(x, kernel, stride, padding) if x.shape[1] >= kernel.shape[0] else conv_shifted(x, kernel, stride, padding)
-IMPLS = {"auto (lax.conv, shifted when L<k)": conv_auto, "lax.conv": conv_lax, "shifted": conv_shifted, "im2col": conv_im2col}
+IMPLS = {"auto (lax.conv, shifted when L<k)": conv_auto, "lax.conv": conv_lax, "shifted": conv_shifted, "im2col (dpjax)": unet1d.conv1d}
 
 variant = sys.argv[1] if len(sys.argv) > 1 else "lowdim"
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 64
