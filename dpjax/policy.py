@@ -214,14 +214,45 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
                                   prediction_type=spec.prediction_type)
 
 
-def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> bool:
-  """Validates raw observations against the spec; returns True when they carry a batch axis."""
+def _check_obs_values(key: str, value: Any, image: bool) -> np.ndarray:
+  """One observation array as the policy takes it (uint8 images, float32 low-dim), or a ValueError saying what is
+  wrong and how to fix it. Non-finite values are errors: a sensor dropout must not become NaN actions."""
+  if not hasattr(value, "dtype") or not hasattr(value, "shape"):
+    raise ValueError(f"Observation {key!r} is a {type(value).__name__}, not an array; pass np.asarray(...) "
+                     f"({'uint8 images' if image else 'float32 values'}).")
+  dtype = np.dtype(value.dtype)
+  if image:
+    if dtype != np.uint8:
+      raise ValueError(f"Observation {key!r} is an image of dtype {dtype}; images must be uint8 in [0, 255] as "
+                       "recorded (a float image in [0, 1]: (x * 255).round().astype(np.uint8)).")
+    return np.asarray(value)
+  if not np.issubdtype(dtype, np.floating):
+    raise ValueError(f"Observation {key!r} has dtype {dtype}; low-dim observations must be floating point "
+                     f"(positions in pixels), e.g. {key}.astype(np.float32).")
+  value = np.asarray(value, np.float32)
+  if not np.all(np.isfinite(value)):
+    raise ValueError(f"Observation {key!r} has {int(np.sum(~np.isfinite(value)))} non-finite value(s) (NaN/inf); "
+                     "the policy would return NaN actions. Repeat the last valid reading or stop the robot.")
+  return value
+
+
+def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
+  """Validates raw observations against the spec (keys, shapes, dtypes, finite values, a non-empty batch).
+
+  Returns:
+    (the observations as the policy takes them: uint8 images, float32 low-dim; True when they carry a batch axis).
+  """
   expected = dict(spec.obs_shapes)
+  if not isinstance(obs, Mapping):
+    raise ValueError(f"Observations must be a dict {{key: array}} with keys {sorted(expected)}, got a "
+                     f"{type(obs).__name__}.")
   if set(obs) != set(expected):
     raise ValueError(f"Observation keys {sorted(obs)} do not match the policy's {sorted(expected)}; expected "
                      + ", ".join(f"{k}: [B, {spec.n_obs_steps}, {', '.join(map(str, s))}]" for k, s in expected.items()))
   batched = None
+  checked = {}
   for key, shape in expected.items():
+    checked[key] = _check_obs_values(key, obs[key], normalizer_lib.is_image(shape))
     got = tuple(np.shape(obs[key]))
     unbatched_shape = (spec.n_obs_steps,) + shape
     if got == unbatched_shape:
@@ -239,7 +270,9 @@ def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> bool:
     sizes = {key: np.shape(obs[key])[0] for key in expected}
     if len(set(sizes.values())) > 1:
       raise ValueError(f"Observation batch sizes differ across keys: {sizes}; every key needs the same B.")
-  return bool(batched)
+    if 0 in sizes.values():
+      raise ValueError("The observation batch is empty (B = 0); pass at least one observation history.")
+  return checked, bool(batched)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "num_inference_steps"))
@@ -265,8 +298,8 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
 
   Args:
     policy: a `Policy` (e.g. from `dpjax.load_policy(run_dir)`).
-    obs: raw (unnormalised) observation history, {key: [B, To, ...]} or {key: [To, ...]}; images uint8 or float
-      in [0, 255].
+    obs: raw (unnormalised) observation history, {key: [B, To, ...]} or {key: [To, ...]}; images uint8 in
+      [0, 255], low-dim values floating point and finite (anything else is a ValueError saying how to fix it).
     key: PRNG key.
     method: "ddpm" or "ddim" (default: the spec's sampler).
     num_inference_steps: reverse-chain length (default: the spec's).
@@ -280,7 +313,7 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
   _check_choice("method", method, SAMPLERS)
   if not 1 <= num_inference_steps <= spec.num_train_steps:
     raise ValueError(f"num_inference_steps={num_inference_steps} must be in [1, {spec.num_train_steps}].")
-  batched = check_obs(spec, obs)
+  obs, batched = check_obs(spec, obs)
   obs = {k: (v if batched else v[None]) for k, v in obs.items()}
   actions = _sample_batched(policy, dict(obs), key, method, num_inference_steps)
   return actions if batched else actions[0]

@@ -46,3 +46,11 @@ def test_controller_replans_every_n_action_steps_with_the_executed_slice():
   controller.reset()
   controller.act(observations[0])
   assert controller.num_plans == 3   # a reset empties the queue: the next act plans again
+
+
+def test_controller_refuses_non_finite_observations_instead_of_acting_on_them():
+  controller = dpjax.RecedingHorizonController(smoke.random_policy(), jax.random.key(0))
+  obs = {"low_dim": np.zeros((2, 20), np.float32)}
+  obs["low_dim"][1, 3] = np.nan      # one environment's sensor dropped out
+  with pytest.raises(ValueError, match="'low_dim' has 2 non-finite value"):
+    controller.act(obs)

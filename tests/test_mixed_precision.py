@@ -61,16 +61,17 @@ def test_bfloat16_loss_and_gradients_track_float32(variant, obs_shapes):
 
 
 @pytest.mark.parametrize("variant,obs_shapes", VARIANTS)
-def test_sampling_works_in_both_dtypes(variant, obs_shapes):
+def test_sampling_works_in_bfloat16(variant, obs_shapes):
+  """float32 sampling is what every other sampling test runs; here bfloat16 for each network."""
   base = smoke.random_policy(variant, obs_shapes)
   obs = _batch(base.spec, batch_size=3)["obs"]
-  actions = {dtype: np.asarray(dpjax.sample(_with_dtype(base, dtype), obs, jax.random.key(0)))
-             for dtype in ("float32", "bfloat16")}
-  for dtype, a in actions.items():
-    assert a.dtype == np.float32 and a.shape == (3, base.spec.horizon, 2), dtype
-    assert np.all(np.isfinite(a)), dtype
-  # Same noise, near-equal denoisers: the chains stay close (actions are in pixels of a 512 px workspace).
-  assert np.max(np.abs(actions["float32"] - actions["bfloat16"])) < 32.0
+  actions = np.asarray(dpjax.sample(_with_dtype(base, "bfloat16"), obs, jax.random.key(0)))
+  assert actions.dtype == np.float32 and actions.shape == (3, base.spec.horizon, 2)
+  assert np.all(np.isfinite(actions))
+  if variant == "smoke":
+    # Same noise, near-equal denoisers: the chains stay close (actions are pixels of a 512 px workspace).
+    reference = np.asarray(dpjax.sample(_with_dtype(base, "float32"), obs, jax.random.key(0)))
+    assert np.max(np.abs(actions - reference)) < 32.0
 
 
 def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_accelerators():

@@ -80,3 +80,33 @@ def test_spec_round_trips_through_json_and_rejects_bad_choices():
   config = smoke.smoke_config("unused")
   with pytest.raises(ValueError, match="contain images"):
     policy_lib.spec_from_config(config, {"image": (96, 96, 3)}, 2)
+
+
+_IMAGE_SHAPES = {"image": (96, 96, 3), "agent_pos": (2,)}
+
+
+@pytest.mark.parametrize("obs,message", [
+    ({"low_dim": np.full((1, 2, 20), np.nan, np.float32)}, r"'low_dim' has 40 non-finite value\(s\).*Repeat the last"),
+    ({"low_dim": np.full((1, 2, 20), np.inf, np.float32)}, "non-finite"),
+    ({"low_dim": np.zeros((1, 2, 20), np.int64)}, r"'low_dim' has dtype int64.*astype\(np.float32\)"),
+    ({"low_dim": np.zeros((1, 2, 20), bool)}, "dtype bool"),
+    ({"low_dim": np.zeros((1, 2, 20), np.complex64)}, "dtype complex64"),
+    ({"low_dim": np.zeros((0, 2, 20), np.float32)}, r"batch is empty \(B = 0\)"),
+    ({"low_dim": [[0.0] * 20] * 2}, r"'low_dim' is a list, not an array; pass np.asarray"),
+])
+def test_bad_observation_values_are_clear_errors(obs, message):
+  with pytest.raises(ValueError, match=message):
+    dpjax.sample(_policy(), obs, jax.random.key(0))
+
+
+def test_float_images_are_rejected_and_float64_low_dim_is_accepted():
+  policy = _policy("image,smoke", _IMAGE_SHAPES)
+  obs = {"image": np.zeros((1, 2, 96, 96, 3), np.float32), "agent_pos": np.zeros((1, 2, 2), np.float32)}
+  with pytest.raises(ValueError, match=r"'image' is an image of dtype float32; images must be uint8"):
+    dpjax.sample(policy, obs, jax.random.key(0))
+  float64 = {"low_dim": np.random.default_rng(0).uniform(0, 512, (2, 2, 20))}
+  np.testing.assert_array_equal(dpjax.sample(_policy(), float64, jax.random.key(0)),
+                                dpjax.sample(_policy(), {"low_dim": float64["low_dim"].astype(np.float32)},
+                                             jax.random.key(0)))
+  with pytest.raises(ValueError, match="must be a dict"):
+    dpjax.sample(_policy(), np.zeros((1, 2, 20), np.float32), jax.random.key(0))

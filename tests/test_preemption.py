@@ -1,9 +1,6 @@
 """Ctrl-C / SIGTERM checkpoint and exit, a second Ctrl-C exits at once, wall-clock checkpoints."""
 import os
-import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -11,9 +8,6 @@ import pytest
 from dpjax import checkpoint, metrics, preemption, train
 from dpjax.data import synthetic
 from tests import smoke
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def data_path(tmp_path_factory):
@@ -44,63 +38,44 @@ def test_signal_catcher_records_the_first_signal_and_restores_handlers():
   assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_wall_clock_checkpoints_between_step_checkpoints(data_path, tmp_path):
+def test_ctrl_c_and_the_timer_checkpoint_during_training(data_path, tmp_path, monkeypatch):
+  """A real SIGINT during `train_and_evaluate`: the timer has checkpointed every step so far, the signal makes the
+  loop checkpoint the step it is at and stop; nothing else of the run is lost."""
+  due_calls = []
+
+  def due_and_ctrl_c_at_step_3(timer):
+    due_calls.append(1)
+    if len(due_calls) == 3:
+      os.kill(os.getpid(), signal.SIGINT)     # as a user's Ctrl-C, arriving during the third dispatch's checks
+    return True                               # checkpoint_every_minutes elapsed after every dispatch
+
+  monkeypatch.setattr(preemption.CheckpointTimer, "due", due_and_ctrl_c_at_step_3)
   config = smoke.smoke_config(data_path)
-  config.train.num_steps = 5
+  config.train.num_steps = 100
   config.train.checkpoint_every = 100
-  config.train.checkpoint_every_minutes = 1e-9     # due after every dispatch
   config.train.val_every = 0
-  train.train_and_evaluate(config, tmp_path)
-  # keep_checkpoints = 3 of the five timed ones.
-  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [3, 4, 5]
+  sent = time.time()
+  with pytest.raises(preemption.StopRequested, match="stopped by SIGINT at step 4 after saving a checkpoint"):
+    train.train_and_evaluate(config, tmp_path)
+  assert time.time() - sent < 120
+  # keep_checkpoints = 3: the timed ones at 2 and 3, the stop at 4.
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2, 3, 4]
+  assert max(metrics.read_metrics(tmp_path)) == 4
   blocking = [m["train/checkpoint_blocking_s"] for m in metrics.read_metrics(tmp_path).values()
               if "train/checkpoint_blocking_s" in m]
-  assert len(blocking) == 5 and all(b >= 0 for b in blocking)
-
-
-def _start(data_path, workdir):
-  command = [sys.executable, "-m", "dpjax.train", "--config=configs/pusht.py:smoke", f"--workdir={workdir}",
-             f"--config.data.path={data_path}", "--config.data.val_ratio=0.2", "--config.train.num_steps=100000",
-             "--config.train.checkpoint_every=100000", "--config.train.log_every=1", "--config.train.val_every=0"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_training(proc, workdir, deadline_s=240):
-  deadline = time.time() + deadline_s
-  while time.time() < deadline and proc.poll() is None:
-    if len(metrics.read_metrics(workdir)) >= 2:
-      return
-    time.sleep(0.05)
-  proc.kill()
-  raise AssertionError(f"training did not start: {proc.communicate()[1][-2000:]}")
-
-
-def test_ctrl_c_saves_a_checkpoint_and_exits(data_path, tmp_path):
-  proc = _start(data_path, tmp_path)
-  _wait_for_training(proc, tmp_path)
-  sent = time.time()
-  proc.send_signal(signal.SIGINT)
-  stdout, stderr = proc.communicate(timeout=60)
-  took = time.time() - sent
-  assert proc.returncode == 128 + signal.SIGINT, stderr[-2000:]
-  assert "stopped by SIGINT at step" in stdout and "KeyboardInterrupt" not in stderr
-  steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
-  assert len(steps) == 1 and steps[0] == max(metrics.read_metrics(tmp_path)), (steps, stdout)
+  assert len(blocking) == 4 and all(b >= 0 for b in blocking)
   assert checkpoint.load_policy(tmp_path).spec.horizon == 16
-  assert took < 30, took
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_second_ctrl_c_exits_at_once(data_path, tmp_path):
-  proc = _start(data_path, tmp_path)
-  _wait_for_training(proc, tmp_path)
-  proc.send_signal(signal.SIGINT)
-  seen = ""
-  while "SIGINT received" not in seen:   # the first signal was handled (two at once would merge into one)
-    line = proc.stderr.readline()
-    assert line, seen[-2000:]
-    seen += line
-  proc.send_signal(signal.SIGINT)
-  _, stderr = proc.communicate(timeout=30)
-  assert proc.returncode == 128 + signal.SIGINT
-  assert "second Ctrl-C, exiting now" in seen + stderr
+def test_second_ctrl_c_exits_at_once(monkeypatch, capsys):
+  exits = []
+  monkeypatch.setattr(preemption.os, "_exit", exits.append)
+  with preemption.SignalCatcher() as catcher:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)
+    assert catcher.signum == signal.SIGINT and not exits
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)
+  assert exits == [128 + signal.SIGINT]
+  assert "second Ctrl-C, exiting now" in capsys.readouterr().err
