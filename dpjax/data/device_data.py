@@ -14,7 +14,6 @@ from typing import Any, Sequence
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -91,7 +90,4 @@ def gather(data: DeviceWindows, window_ids: jax.Array) -> dict[str, Any]:
     window_ids: int [B] window indices.
   """
   chex.assert_rank(window_ids, 1)
-  steps = data.steps[window_ids]                     # [B, T]
-  obs_steps = steps[:, :data.n_obs_steps]            # [B, To]
-  return {"obs": {key: jnp.take(value, obs_steps, axis=0) for key, value in data.obs.items()},
-          "action": jnp.take(data.action, steps, axis=0)}
+  return windows.gather_windows(data.obs, data.action, data.steps[window_ids], data.n_obs_steps)

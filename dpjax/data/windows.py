@@ -61,6 +61,14 @@ def window_steps(indices: np.ndarray, sequence_length: int) -> np.ndarray:
   return np.clip(steps, buffer_start, buffer_end - 1)
 
 
+def gather_windows(obs: Mapping, action, steps, n_obs_steps: int) -> dict:
+  """Windows read at `steps` ([..., T] buffer steps, from the window table): {"obs": {key: [..., To, ...]},
+  "action": [..., T, Da]}. Plain indexing, so the same function serves numpy arrays on the host and jax arrays
+  inside a jitted step (`device_data.gather`)."""
+  obs_steps = steps[..., :n_obs_steps]
+  return {"obs": {key: value[obs_steps] for key, value in obs.items()}, "action": action[steps]}
+
+
 class SequenceSource:
   """Grain random-access source of training windows.
 
@@ -130,9 +138,7 @@ class SequenceSource:
     return self._gather(self._steps[window_ids])
 
   def _gather(self, steps: np.ndarray) -> dict:
-    obs_steps = steps[..., :self.n_obs_steps]
-    return {"obs": {key: value[obs_steps] for key, value in self.obs.items()},
-            "action": self.action[steps]}
+    return gather_windows(self.obs, self.action, steps, self.n_obs_steps)
 
   def __repr__(self) -> str:
     return (f"SequenceSource(windows={len(self)}, horizon={self.horizon}, n_obs_steps={self.n_obs_steps}, "
