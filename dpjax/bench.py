@@ -17,6 +17,11 @@ Random weights and synthetic batches: no dataset is read, and the numbers measur
 - sampling: `dpjax.policy.sample` latency of one action chunk from raw observations (host numpy in, actions out)
   for each batch size and sampler, with the policy's weights on one device. The first call compiles; compile time
   is reported as (first call - median latency). Latency is the median of `--repeats` calls after that first call.
+- kernels per denoiser call: the top-level instructions of one compiled denoiser call at each sampling batch size
+  (XLA's optimised HLO, after fusion): on a GPU each is about one kernel launch, which at batch 1 costs more than
+  the arithmetic (`denoiser_call_kernels`).
+
+`--objective=flow` benchmarks flow-matching policies (samplers euler/heun) instead of DDPM ones.
 
 Results go to `--out` as JSON (rewritten after each variant, so a stopped run keeps what it finished) and a
 markdown table is printed.
@@ -29,6 +34,7 @@ import math
 import os
 import pathlib
 import platform
+import re
 import statistics
 import time
 from typing import Any, Mapping, Sequence
@@ -39,6 +45,7 @@ from absl import app, flags
 
 from dpjax import files, optim, policy, sharding, train_step
 from dpjax.data import normalizer as normalizer_lib
+from dpjax.diffusion import sampler
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pusht.py"
@@ -65,6 +72,11 @@ def config_arg(variant: str, quick: bool) -> str:
   if variant not in VARIANTS:
     raise ValueError(f"Unknown bench variant {variant!r}; choose from {list(VARIANTS)}.")
   return VARIANTS[variant] + (",smoke" if quick else "")
+
+
+# Top-level HLO instructions that launch no kernel.
+_NON_KERNEL_OPS = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
+DEFAULT_SAMPLERS = {"ddpm": (("ddpm", 100), ("ddim", 10)), "flow": (("euler", 1), ("euler", 10))}
 
 
 def parse_samplers(items: Sequence[str]) -> list[tuple[str, int]]:
@@ -155,19 +167,19 @@ def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size:
                                         sharding.stacked_batch_sharding(mesh), replicated)
 
   start = time.perf_counter()
-  lowered = steps_fn.lower(state, stacks[0], key, normalizer, None)
+  lowered = steps_fn.lower(state, stacks[0], key, normalizer, None, None)
   lower_s = time.perf_counter() - start
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
 
   warmup_dispatches = -(-WARMUP_STEPS // per_dispatch)
   for i in range(warmup_dispatches):
-    state, metrics = compiled(state, stacks[i % len(stacks)], key, normalizer, None)
+    state, metrics = compiled(state, stacks[i % len(stacks)], key, normalizer, None, None)
   _block((state, metrics))
   dispatches = -(-steps // per_dispatch)
   start = time.perf_counter()
   for i in range(dispatches):
-    state, metrics = compiled(state, stacks[i % len(stacks)], key, normalizer, None)
+    state, metrics = compiled(state, stacks[i % len(stacks)], key, normalizer, None, None)
   _block((state, metrics))
   elapsed = time.perf_counter() - start
   steps = dispatches * per_dispatch
@@ -198,17 +210,51 @@ def bench_sampling(pol: policy.Policy, method: str, num_inference_steps: int, ba
           "per_step_ms": 1e3 * median_s / num_inference_steps}
 
 
+def hlo_kernel_count(hlo_text: str) -> int:
+  """Instructions of the ENTRY computation of optimised HLO text that run as kernels (fusions, dots, custom
+  calls, copies, ...), i.e. all but parameters, constants, tuples and bitcasts."""
+  count, in_entry = 0, False
+  for line in hlo_text.splitlines():
+    if line.startswith("ENTRY"):
+      in_entry = True
+    elif in_entry and line.startswith("}"):
+      break
+    elif in_entry and "=" in line:
+      op = re.search(r"\s([a-z][\w-]*)\(", line.split("=", 1)[1])   # after the result shape: "f32[2]{0} dot("
+      count += bool(op) and op.group(1) not in _NON_KERNEL_OPS
+  return count
+
+
+def denoiser_call_kernels(pol: policy.Policy, batch_size: int) -> int:
+  """Kernels of one denoiser call (the body of the sampling chain) at `batch_size`, as XLA compiles it alone."""
+  spec = pol.spec
+  net = policy.PolicyNet(spec)
+  features = jax.eval_shape(lambda p, o: net.apply({"params": p}, o, False, method=policy.PolicyNet.encode),
+                            pol.params, {k: jax.numpy.asarray(v) for k, v in policy.example_obs(spec, batch_size).items()})
+  x = jax.ShapeDtypeStruct((batch_size, spec.horizon, spec.action_dim), np.float32)
+  k = jax.ShapeDtypeStruct((batch_size,), np.int32 if spec.objective == "ddpm" else np.float32)
+  call = jax.jit(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise))
+  return hlo_kernel_count(call.lower(pol.params, x, k, features).compile().as_text())
+
+
 def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None = None, steps: int | None = None,
                   compute_dtype: str | None = None, steps_per_dispatch: int | None = None,
-                  repeats: int | None = None, samplers: Sequence[tuple[str, int]] = (("ddpm", 100), ("ddim", 10)),
-                  sample_batch_sizes: Sequence[int] = (1, 50), config_path=DEFAULT_CONFIG,
+                  repeats: int | None = None, samplers: Sequence[tuple[str, int]] | None = None,
+                  objective: str = "ddpm", sample_batch_sizes: Sequence[int] = (1, 50), config_path=DEFAULT_CONFIG,
                   log=functools.partial(print, flush=True)) -> dict:
   """All measurements for one variant as a JSON-ready dict."""
   wall_start = time.perf_counter()
   steps = steps or (3 if quick else 20)
   repeats = repeats or (2 if quick else 5)
+  samplers = DEFAULT_SAMPLERS[objective] if samplers is None else samplers
+  for method, _ in samplers:
+    sampler.check_method(objective, method)
   config = load_config(variant, quick, config_path)
   overrides = {}
+  if objective != config.diffusion.objective:
+    overrides["diffusion.objective"] = config.diffusion.objective = objective
+    overrides["diffusion.sampler"] = config.diffusion.sampler = samplers[0][0]
+    overrides["diffusion.num_inference_steps"] = config.diffusion.num_inference_steps = samplers[0][1]
   if batch_size:
     overrides["train.batch_size"] = config.train.batch_size = int(batch_size)
   if compute_dtype:
@@ -233,9 +279,13 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
   log(f"[{variant}] train: compile {train['compile_s']:.1f} s, {train['steps_per_s']:.3f} steps/s, "
       f"{train['samples_per_s']:.1f} samples/s")
 
+  kernels = {f"b{b}": denoiser_call_kernels(pol, int(b)) for b in sample_batch_sizes}
+  log(f"[{variant}] kernels per denoiser call: {kernels}")
   sampling = {}
   for method, requested_steps in samplers:
-    num_steps = min(requested_steps, spec.num_train_steps)   # the smoke schedule has only 10 steps
+    num_steps = requested_steps
+    if objective == "ddpm":
+      num_steps = min(requested_steps, spec.num_train_steps)   # the smoke schedule has only 10 steps
     for sample_batch in sample_batch_sizes:
       result = bench_sampling(pol, method, num_steps, int(sample_batch), repeats, rng)
       result["requested_num_inference_steps"] = requested_steps
@@ -248,6 +298,7 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
           "compute_dtype": str(policy.resolve_compute_dtype(spec.compute_dtype)),
           "num_params_encoder": policy.count_params(params.get("encoder", {})),
           "num_params_denoiser": policy.count_params(params["denoiser"]),
+          "kernels_per_denoiser_call": kernels,
           "train": train, "sampling": sampling, "device": device_info(),
           "policy_spec": json.loads(spec.to_json()), "wall_s": time.perf_counter() - wall_start}
 
@@ -294,7 +345,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", None, "Global train batch size (default: the variant's config.train.batch_size).")
   flags.DEFINE_integer("steps", None, "Timed train steps after the warm-up (default: 20, or 3 with --quick).")
   flags.DEFINE_integer("repeats", None, "Timed sampling calls per setting (default: 5, or 2 with --quick).")
-  flags.DEFINE_list("samplers", ["ddpm:100", "ddim:10"], "method:num_inference_steps pairs to time.")
+  flags.DEFINE_enum("objective", "ddpm", list(sampler.OBJECTIVES), "Benchmark DDPM or flow-matching policies.")
+  flags.DEFINE_list("samplers", None, "method:num_inference_steps pairs to time (default: ddpm:100,ddim:10 for "
+                    "--objective=ddpm, euler:1,euler:10 for flow).")
   flags.DEFINE_list("sample_batch_sizes", ["1", "50"], "Batch sizes for sampling latency.")
   flags.DEFINE_bool("quick", False, "Use the `smoke` variant sizes (tiny networks) and few steps.")
   flags.DEFINE_enum("compute_dtype", None, list(policy.COMPUTE_DTYPES),
@@ -309,10 +362,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    samplers = parse_samplers(opts.samplers)
+    samplers = parse_samplers(opts.samplers) if opts.samplers else None
     records = run(opts.variants, out=opts.out, quick=opts.quick, batch_size=opts.batch_size,
                   compute_dtype=opts.compute_dtype, steps_per_dispatch=opts.steps_per_dispatch,
-                  steps=opts.steps, repeats=opts.repeats, samplers=samplers,
+                  steps=opts.steps, repeats=opts.repeats, samplers=samplers, objective=opts.objective,
                   sample_batch_sizes=[int(b) for b in opts.sample_batch_sizes], config_path=opts.config)
   except ValueError as e:
     raise SystemExit(f"dpjax.bench: {e}") from None

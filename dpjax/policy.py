@@ -19,12 +19,12 @@ import numpy as np
 from flax import struct
 
 from dpjax.data import normalizer as normalizer_lib
-from dpjax.diffusion import objective, sampler, schedules
+from dpjax.diffusion import flow, objective, sampler, schedules
 from dpjax.nets import obs_encoder, transformer, unet1d
 
 ENCODERS = ("lowdim", "resnet18")
 DENOISERS = ("unet1d", "transformer")
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = sampler.SAMPLING_METHODS
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Spec fields that change no weight: a run may resume with other values, and evaluation may use others
 # (`sample(method=, num_inference_steps=)`, `python -m dpjax.rollout --sampler --compute_dtype`).
@@ -52,6 +52,7 @@ class PolicySpec:
   sampler: str
   num_inference_steps: int
   compute_dtype: str = "auto"   # older runs' specs have no such field: they get the default
+  objective: str = "ddpm"       # "ddpm" (noise prediction, the paper) or "flow" (velocity; flow matching)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -87,7 +88,12 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   p, d = config.policy, config.diffusion
   _check_choice("config.policy.encoder", p.encoder, ENCODERS)
   _check_choice("config.policy.denoiser", p.denoiser, DENOISERS)
+  _check_choice("config.diffusion.objective", d.objective, sampler.OBJECTIVES)
   _check_choice("config.diffusion.sampler", d.sampler, SAMPLERS)
+  if d.sampler not in sampler.METHODS_BY_OBJECTIVE[d.objective]:
+    raise ValueError(f"config.diffusion.sampler={d.sampler!r} does not apply to config.diffusion.objective="
+                     f"{d.objective!r}; use one of {sampler.METHODS_BY_OBJECTIVE[d.objective]} (or the variant "
+                     f"configs/pusht.py:flow).")
   _check_choice("config.policy.compute_dtype", p.compute_dtype, COMPUTE_DTYPES)
   has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
   if has_images and p.encoder != "resnet18":
@@ -98,9 +104,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   if not 1 <= config.n_action_steps <= config.horizon - config.n_obs_steps + 1:
     raise ValueError(f"n_action_steps={config.n_action_steps} must be in [1, horizon - n_obs_steps + 1 = "
                      f"{config.horizon - config.n_obs_steps + 1}] so executed actions lie inside the chunk.")
-  if not 1 <= d.num_inference_steps <= d.num_train_steps:
-    raise ValueError(f"config.diffusion.num_inference_steps={d.num_inference_steps} must be in "
-                     f"[1, num_train_steps={d.num_train_steps}].")
+  check_num_inference_steps(d.objective, d.num_train_steps, d.num_inference_steps, "config.diffusion.")
   encoder_kwargs = {}
   if p.encoder == "resnet18":
     r = p.resnet18
@@ -122,7 +126,17 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       denoiser=p.denoiser, denoiser_kwargs=tuple(sorted(denoiser_kwargs.items())),
       num_train_steps=d.num_train_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
-      num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype)
+      num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective)
+
+
+def check_num_inference_steps(objective_name: str, num_train_steps: int, num_inference_steps: int,
+                              prefix: str = "") -> None:
+  """DDPM/DDIM chains take 1..K steps of the training schedule; flow chains any number >= 1."""
+  most = num_train_steps if objective_name == "ddpm" else None
+  if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
+      or num_inference_steps < 1 or (most is not None and num_inference_steps > most)):
+    bounds = f"[1, num_train_steps={most}]" if most is not None else ">= 1"
+    raise ValueError(f"{prefix}num_inference_steps={num_inference_steps!r} must be an int in {bounds}.")
 
 
 def _check_choice(name, value, choices):
@@ -192,11 +206,25 @@ def count_params(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
-def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: bool = True):
-  """Diffusion training loss on one raw batch.
+@struct.dataclass
+class Distillation:
+  """A frozen teacher whose deterministic chain (its starting noise -> its action chunk) a flow student learns.
+
+  Reflow (Liu et al. 2023): the student is trained by flow matching on the teacher's (noise, chunk) pairs instead of
+  (fresh noise, demonstration), so its paths are nearly straight and one or two Euler steps reproduce the teacher.
+  `fraction_at_noise` of each batch is trained at t = 1, the one point a one-step sampler evaluates.
+  """
+  teacher: Policy
+  fraction_at_noise: float = struct.field(pytree_node=False, default=0.5)
+
+
+def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: bool = True,
+            distillation: Distillation | None = None):
+  """Training loss on one raw batch: DDPM's noise regression, or flow matching's velocity regression.
 
   batch: {"obs": {key: [B, To, ...]}, "action": [B, T, Da]} unnormalised (images uint8). Observation steps past To
-  are ignored. Returns (scalar loss, aux metrics).
+  are ignored. With `distillation` (flow objective only) the targets are the teacher's chunks for the same
+  observations, not the demonstrated actions. Returns (scalar loss, aux metrics).
   """
   obs = {k: v[:, :spec.n_obs_steps] for k, v in batch["obs"].items()}
   actions = normalizer_lib.normalize(normalizer["action"], batch["action"])
@@ -210,8 +238,20 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
     return net.apply({"params": params}, x, k, features, train, method=PolicyNet.denoise,
                      rngs={"dropout": dropout_key})
 
-  return objective.diffusion_loss(denoise_fn, make_schedule(spec), actions, diffusion_key,
-                                  prediction_type=spec.prediction_type)
+  if spec.objective == "ddpm":
+    if distillation is not None:
+      raise ValueError("Distillation trains a flow student: set config.diffusion.objective='flow'.")
+    return objective.diffusion_loss(denoise_fn, make_schedule(spec), actions, diffusion_key,
+                                    prediction_type=spec.prediction_type)
+  time_key, noise_key = jax.random.split(diffusion_key)
+  noise = jax.random.normal(noise_key, actions.shape, actions.dtype)
+  if distillation is None:
+    t = flow.sample_times(time_key, actions.shape[0])
+  else:
+    actions = jax.lax.stop_gradient(_chain_from_normalized(distillation.teacher, obs, noise))
+    t = flow.sample_times(time_key, actions.shape[0], distillation.fraction_at_noise)
+  loss = flow.flow_loss(denoise_fn, actions, noise, t)
+  return loss, {"loss": loss}
 
 
 def _check_obs_values(key: str, value: Any, image: bool) -> np.ndarray:
@@ -275,20 +315,49 @@ def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> tuple[dict[str, np.nd
   return checked, bool(batched)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "num_inference_steps"))
-def _sample_batched(policy: Policy, obs, key, method: str, num_inference_steps: int):
+def inference_params(params, spec: PolicySpec):
+  """The weights as the sampling chain reads them. With a bfloat16 compute dtype every matmul and convolution
+  kernel is cast once, before the chain, so each of its calls reads half the bytes (the cast each layer would
+  make anyway: the actions are bit-identical); biases, norm scales and embeddings stay float32."""
+  dtype = resolve_compute_dtype(spec.compute_dtype)
+  if dtype == jnp.float32:
+    return params
+
+  def cast(path, leaf):
+    is_kernel = getattr(path[-1], "key", None) == "kernel" and jnp.issubdtype(leaf.dtype, jnp.floating)
+    return leaf.astype(dtype) if is_kernel else leaf
+
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
+def _chain_from_normalized(policy: Policy, obs, noise: jax.Array | None = None, key: jax.Array | None = None,
+                           method: str | None = None, num_inference_steps: int | None = None) -> jax.Array:
+  """Normalised observations {key: [B, To, ...]} -> normalised action chunks [B, T, Da] by the reverse chain.
+
+  Starts from `noise` [B, T, Da] when given (then DDIM, Euler and Heun are deterministic), else from `key`. The
+  method and step count default to the spec's.
+  """
   spec = policy.spec
+  method = spec.sampler if method is None else method
+  num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   net = PolicyNet(spec)
-  obs = normalizer_lib.normalize_obs(policy.normalizer, obs)
-  features = net.apply({"params": policy.params}, obs, False, method=PolicyNet.encode)
+  params = inference_params(policy.params, spec)
+  features = net.apply({"params": params}, obs, False, method=PolicyNet.encode)
   batch_size = features.shape[0]
 
   def denoise_fn(x, k):
-    return net.apply({"params": policy.params}, x, k, features, False, method=PolicyNet.denoise)
+    return net.apply({"params": params}, x, k, features, False, method=PolicyNet.denoise)
 
-  actions = sampler.sample_chain(denoise_fn, make_schedule(spec), (batch_size, spec.horizon, spec.action_dim), key,
-                                 method=method, num_inference_steps=num_inference_steps,
-                                 clip_sample=spec.clip_sample, prediction_type=spec.prediction_type)
+  return sampler.sample_chain(denoise_fn, make_schedule(spec), (batch_size, spec.horizon, spec.action_dim),
+                              jax.random.key(0) if key is None else key, method=method,
+                              num_inference_steps=num_inference_steps, clip_sample=spec.clip_sample,
+                              prediction_type=spec.prediction_type, noise=noise)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "num_inference_steps"))
+def _sample_batched(policy: Policy, obs, key, method: str, num_inference_steps: int):
+  obs = normalizer_lib.normalize_obs(policy.normalizer, obs)
+  actions = _chain_from_normalized(policy, obs, key=key, method=method, num_inference_steps=num_inference_steps)
   return normalizer_lib.unnormalize(policy.normalizer["action"], actions)
 
 
@@ -301,8 +370,10 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
     obs: raw (unnormalised) observation history, {key: [B, To, ...]} or {key: [To, ...]}; images uint8 in
       [0, 255], low-dim values floating point and finite (anything else is a ValueError saying how to fix it).
     key: PRNG key.
-    method: "ddpm" or "ddim" (default: the spec's sampler).
-    num_inference_steps: reverse-chain length (default: the spec's).
+    method: "ddpm" or "ddim" for a noise-prediction policy, "euler" or "heun" for a flow policy (default: the
+      spec's sampler).
+    num_inference_steps: reverse-chain length (default: the spec's); network calls per chunk are this, twice for
+      Heun.
 
   Returns:
     Unnormalised actions [B, T, Da] (or [T, Da] for unbatched input).
@@ -310,9 +381,8 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
   spec = policy.spec
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
-  _check_choice("method", method, SAMPLERS)
-  if not 1 <= num_inference_steps <= spec.num_train_steps:
-    raise ValueError(f"num_inference_steps={num_inference_steps} must be in [1, {spec.num_train_steps}].")
+  sampler.check_method(spec.objective, method)
+  check_num_inference_steps(spec.objective, spec.num_train_steps, num_inference_steps)
   obs, batched = check_obs(spec, obs)
   obs = {k: (v if batched else v[None]) for k, v in obs.items()}
   actions = _sample_batched(policy, dict(obs), key, method, num_inference_steps)

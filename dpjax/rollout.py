@@ -22,6 +22,7 @@ from absl import app, flags, logging
 
 from dpjax import control, files, policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
+from dpjax.diffusion import sampler
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Training run directory (holding checkpoints/) to evaluate.")
@@ -30,8 +31,10 @@ flags.DEFINE_integer("num_episodes", 50, "Number of test episodes.")
 flags.DEFINE_integer("seed_start", 100000, "Seed of the first episode; episode i uses seed_start + i.")
 flags.DEFINE_list("seeds", None, "Explicit comma-separated episode seeds (overrides num_episodes/seed_start).")
 flags.DEFINE_integer("max_steps", 300, "Maximum control steps per episode.")
-flags.DEFINE_enum("sampler", None, ["ddpm", "ddim"], "Reverse-chain sampler (default: the run's config).")
-flags.DEFINE_integer("num_inference_steps", None, "Reverse-chain steps (default: the run's config).")
+flags.DEFINE_enum("sampler", None, list(policy_lib.SAMPLERS), "Reverse-chain sampler (default: the run's config): "
+                  "ddpm or ddim for a noise-prediction policy, euler or heun for a flow policy.")
+flags.DEFINE_integer("num_inference_steps", None, "Reverse-chain steps (default: the run's config); network calls "
+                     "per chunk are this, twice for heun.")
 flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
                   "Compute dtype of the networks (default: the run's, usually auto = float32 on CPU, bfloat16 on "
                   "GPU/TPU); weights stay float32.")
@@ -57,6 +60,9 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   if dict(spec.obs_shapes) != expected or spec.action_dim != 2:
     raise ValueError(f"This policy observes {dict(spec.obs_shapes)} and acts in {spec.action_dim} dims; the Push-T "
                      f"environment gives {expected} and takes 2-D actions.")
+  method = spec.sampler if method is None else method
+  num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
+  sampler.check_method(spec.objective, method)
   envs = vector.PushTVectorEnv(len(seeds), obs_type=obs_type)
   obs = envs.reset(seeds)
   controller = control.RecedingHorizonController(policy, jax.random.key(policy_seed), method=method,
@@ -90,8 +96,9 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "successes": [bool(x) for x in success],
       "seeds": seeds,
       "max_steps": max_steps,
-      "sampler": spec.sampler if method is None else method,
-      "num_inference_steps": spec.num_inference_steps if num_inference_steps is None else num_inference_steps,
+      "sampler": method,
+      "num_inference_steps": num_inference_steps,
+      "network_calls_per_chunk": sampler.network_calls(method, num_inference_steps),
       "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
       "wall_seconds": time.perf_counter() - start,
   }

@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dpjax import checkpoint, data, files, metrics, optim, policy, preemption, sharding, train_step
+from dpjax import checkpoint, data, distill, files, metrics, optim, policy, preemption, sharding, train_step
 from dpjax.data import device_data, normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
@@ -93,8 +93,9 @@ def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) 
           pipeline.validation_batches(source, global_batch_size, max_batches, multiple_of=mesh.devices.size)]
 
 
-def _validation_loss(eval_fn, params, batches, base_key, normalizer) -> float:
-  losses = [eval_fn(params, b, jax.random.fold_in(base_key, i), normalizer) for i, b in enumerate(batches)]
+def _validation_loss(eval_fn, params, batches, base_key, normalizer, distillation) -> float:
+  losses = [eval_fn(params, b, jax.random.fold_in(base_key, i), normalizer, distillation)
+            for i, b in enumerate(batches)]
   return float(np.mean(jax.device_get(losses))) if losses else float("nan")
 
 
@@ -147,8 +148,20 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   base_key = jax.random.key(config.seed)
   init_key, train_key, val_key = jax.random.split(base_key, 3)
   params = policy.init_params(spec, init_key)
-  _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(params):,} parameters, compute dtype "
-       f"{policy.resolve_compute_dtype(spec.compute_dtype)}")
+  _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(params):,} parameters, {spec.objective} "
+       f"objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}")
+  distillation = None
+  if config.distill.teacher:
+    distillation = distill.load_teacher(config.distill, spec)
+    normalizer_host = distillation.teacher.normalizer   # the student acts in the teacher's normalised space
+    teacher_spec = distillation.teacher.spec
+    if config.distill.init_from_teacher:
+      params, copied = distill.initial_params(distillation, params)
+      if not copied:
+        _say("the teacher's network differs from the student's: the student starts from fresh weights")
+    _say(f"distilling {config.distill.teacher} ({teacher_spec.objective}, {teacher_spec.sampler} "
+         f"{teacher_spec.num_inference_steps} steps per batch)")
+    distillation = sharding.put_replicated(distillation, mesh)
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
   state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
   normalizer = sharding.put_replicated(normalizer_host, mesh)
@@ -181,7 +194,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         n = steps_in_next_dispatch(step, steps_per_dispatch, (t.log_every, t.checkpoint_every, val_every, eval_every),
                                    t.num_steps)
         batches = sharding.put_global_stack([next(train_iterator) for _ in range(n)], mesh)
-        state, step_metrics = steps_fn(state, batches, train_key, normalizer, resident)
+        state, step_metrics = steps_fn(state, batches, train_key, normalizer, resident, distillation)
         finite = finite & jnp.all(step_metrics["finite"])
         step += n
         window_steps += n
@@ -215,8 +228,9 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           progress.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
           window_start, window_steps = time.perf_counter(), 0
         if is_val:
-          val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer),
-                 "val/loss_ema": _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer)}
+          val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer, distillation),
+                 "val/loss_ema": _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer,
+                                                  distillation)}
           writer.write(step, val)
           last.update(val)
         if is_eval:

@@ -35,11 +35,13 @@ def create_train_state(params, optimizer: optax.GradientTransformation) -> Train
 
 
 def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spec: policy.PolicySpec,
-               optimizer: optax.GradientTransformation, ema_config) -> tuple[TrainState, dict]:
-  """One optimiser step on a global batch; returns the new state and scalar metrics."""
+               optimizer: optax.GradientTransformation, ema_config,
+               distillation: policy.Distillation | None = None) -> tuple[TrainState, dict]:
+  """One optimiser step on a global batch; returns the new state and scalar metrics. With `distillation` the
+  targets come from the frozen teacher (`policy.loss_fn`)."""
   key = jax.random.fold_in(base_key, state.step)
   grad_fn = jax.value_and_grad(policy.loss_fn, has_aux=True)
-  (loss, _), grads = grad_fn(state.params, spec, normalizer, batch, key, True)
+  (loss, _), grads = grad_fn(state.params, spec, normalizer, batch, key, True, distillation)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   step = state.step + 1
@@ -51,7 +53,8 @@ def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spe
   return new_state, metrics
 
 
-def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, data, *, spec: policy.PolicySpec,
+def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, data,
+                distillation: policy.Distillation | None = None, *, spec: policy.PolicySpec,
                 optimizer: optax.GradientTransformation, ema_config) -> tuple[TrainState, dict]:
   """n optimiser steps in one call; equal to n calls of `train_step`.
 
@@ -59,6 +62,7 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
     batches: a stack of n global batches: raw batches {"obs": {key: [n, B, To, ...]}, "action": [n, B, T, Da]}
       when `data` is None, else int [n, B] window ids into `data`.
     data: `device_data.DeviceWindows` resident on the devices, or None.
+    distillation: a frozen teacher for a reflow student, or None.
 
   Returns:
     (state after n steps, metrics of every step stacked along a leading axis [n]).
@@ -66,7 +70,8 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
   def body(state, batch):
     if data is not None:
       batch = device_data.gather(data, batch)
-    return train_step(state, batch, base_key, normalizer, spec=spec, optimizer=optimizer, ema_config=ema_config)
+    return train_step(state, batch, base_key, normalizer, spec=spec, optimizer=optimizer, ema_config=ema_config,
+                      distillation=distillation)
 
   if jax.tree.leaves(batches)[0].shape[0] == 1:
     # No loop for one step: XLA:CPU runs convolutions inside a loop body several times slower (the image
@@ -76,9 +81,11 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
   return jax.lax.scan(body, state, batches)
 
 
-def eval_loss(params, batch, key: jax.Array, normalizer, *, spec: policy.PolicySpec) -> jax.Array:
-  """Loss with the network in evaluation mode (no dropout, centre crop); the key fixes the noise draw."""
-  loss, _ = policy.loss_fn(params, spec, normalizer, batch, key, False)
+def eval_loss(params, batch, key: jax.Array, normalizer, distillation: policy.Distillation | None = None, *,
+              spec: policy.PolicySpec) -> jax.Array:
+  """Loss with the network in evaluation mode (no dropout, centre crop); the key fixes the noise draw. A reflow
+  student's validation loss is against its teacher's chunks."""
+  loss, _ = policy.loss_fn(params, spec, normalizer, batch, key, False, distillation)
   return loss
 
 
@@ -95,10 +102,12 @@ def resolve_steps_per_dispatch(value: int, backend: str | None = None) -> int:
 def jit_train_steps(spec, optimizer, ema_config, state_sharding, stacked_batch_sharding, replicated):
   """`train_steps` jitted; the state is donated. Compiles once per (n, data placement)."""
   step_fn = functools.partial(train_steps, spec=spec, optimizer=optimizer, ema_config=ema_config)
-  return jax.jit(step_fn, in_shardings=(state_sharding, stacked_batch_sharding, replicated, replicated, replicated),
+  return jax.jit(step_fn, in_shardings=(state_sharding, stacked_batch_sharding, replicated, replicated, replicated,
+                                        replicated),
                  out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 
 def jit_eval_loss(spec, batch_sharding, replicated):
   fn = functools.partial(eval_loss, spec=spec)
-  return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated), out_shardings=replicated)
+  return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated, replicated),
+                 out_shardings=replicated)

@@ -21,6 +21,8 @@ def test_quick_bench_writes_positive_finite_numbers(tmp_path):
     assert record["quick"] and record["config"].endswith(",smoke")
     assert bench.is_positive_finite(record["num_params"])
     assert record["num_params"] == record["num_params_encoder"] + record["num_params_denoiser"]
+    assert sorted(record["kernels_per_denoiser_call"]) == ["b1", "b50"]
+    assert all(bench.is_positive_finite(n) for n in record["kernels_per_denoiser_call"].values())
     train = record["train"]
     for field in TRAIN_FIELDS:
       assert bench.is_positive_finite(train[field]), (record["variant"], field, train[field])
@@ -43,3 +45,29 @@ def test_parse_samplers_and_unknown_variant():
     bench.parse_samplers(["ddpm"])
   with pytest.raises(ValueError, match="Unknown bench variant"):
     bench.run(["lowdim", "imgae"], quick=True)
+
+
+def test_flow_policies_bench_with_their_samplers():
+  record = bench.bench_variant("lowdim", quick=True, objective="flow", samplers=[("euler", 1), ("heun", 2)],
+                               sample_batch_sizes=[1], steps=1, repeats=1, log=lambda *_: None)
+  assert record["policy_spec"]["objective"] == "flow"
+  assert sorted(record["sampling"]) == ["euler1_b1", "heun2_b1"]
+  with pytest.raises(ValueError, match="does not apply to a 'flow' model"):
+    bench.bench_variant("lowdim", quick=True, objective="flow", samplers=[("ddim", 10)])
+
+
+def test_hlo_kernel_count_counts_the_entry_computation_only():
+  hlo = """HloModule m
+%fused (p: f32[2]) -> f32[2] {
+  %p = f32[2]{0} parameter(0)
+  ROOT %n = f32[2]{0} negate(f32[2]{0} %p)
+}
+ENTRY %main (a: f32[2], b: f32[2,2]) -> (f32[2], f32[2]) {
+  %a = f32[2]{0} parameter(0)
+  %b = f32[2,2]{1,0} parameter(1)
+  %fusion = f32[2]{0} fusion(f32[2]{0} %a), kind=kLoop, calls=%fused
+  %dot = f32[2]{0} dot(f32[2,2]{1,0} %b, f32[2]{0} %fusion), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  ROOT %t = (f32[2]{0}, f32[2]{0}) tuple(f32[2]{0} %fusion, f32[2]{0} %dot)
+}
+"""
+  assert bench.hlo_kernel_count(hlo) == 2

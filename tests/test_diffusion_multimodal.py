@@ -1,8 +1,8 @@
 """The paper's central claim on a toy task: diffusion keeps both modes, MSE regression averages them.
 
 One observation, two equally likely expert action chunks: all +1 ("go right") or all -1 ("go left").
-A small denoiser trained with `diffusion_loss` and sampled with `sample_chain` (DDPM) puts a real share
-of samples on each mode; a regressor trained with MSE on the same data predicts their average, 0,
+A small denoiser trained with `diffusion_loss` and sampled with `sample_chain` (DDPM), or trained with
+`flow.flow_loss` and sampled with Euler steps (flow matching), puts a real share of samples on each mode; a regressor trained with MSE on the same data predicts their average, 0,
 an action no expert ever took.
 """
 import flax.linen as nn
@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
-from dpjax.diffusion import objective, sampler, schedules
+from dpjax.diffusion import flow, objective, sampler, schedules
 from dpjax.nets.embeddings import sinusoidal_embedding
 
 T, DA = 4, 1
@@ -67,26 +68,42 @@ def _train(loss_fn, params, key, learning_rate=3e-3):
   return run(params, key)
 
 
-def test_diffusion_keeps_both_modes_regression_averages_them(seed=0):
+def _ddpm_loss(denoise_fn, schedule, x0, key):
+  return objective.diffusion_loss(denoise_fn, schedule, x0, key)[0]
+
+
+def _flow_loss(denoise_fn, schedule, x0, key):
+  del schedule
+  time_key, noise_key = jax.random.split(key)
+  return flow.flow_loss(denoise_fn, x0, jax.random.normal(noise_key, x0.shape), flow.sample_times(time_key, len(x0)))
+
+
+def _mode_shares(samples):
+  samples = np.asarray(samples)
+  return (np.mean(np.abs(samples - 1.0).max(axis=(1, 2)) < 0.3), np.mean(np.abs(samples + 1.0).max(axis=(1, 2)) < 0.3))
+
+
+@pytest.mark.parametrize("loss, method, num_inference_steps", [(_ddpm_loss, "ddpm", 100), (_flow_loss, "euler", 10)])
+def test_diffusion_keeps_both_modes_regression_averages_them(loss, method, num_inference_steps, seed=0):
   schedule = schedules.make_schedule("squaredcos_cap_v2", 100)  # the paper's K
   init_key, train_key, sample_key, reg_init_key, reg_train_key = jax.random.split(jax.random.key(seed), 5)
 
-  # Diffusion policy.
+  # Diffusion (or flow) policy.
   net = MLP()
   params = net.init(init_key, jnp.zeros((1, T * DA)), jnp.zeros((1, 16)), _obs(1))
 
   def diffusion_loss(params, key):
     data_key, loss_key = jax.random.split(key)
     x0 = _expert_actions(data_key, BATCH)
-    return objective.diffusion_loss(_denoiser(net, params), schedule, x0, loss_key)[0]
+    return loss(_denoiser(net, params), schedule, x0, loss_key)
 
   params, losses = _train(diffusion_loss, params, train_key)
   assert float(losses[-50:].mean()) < float(losses[:50].mean())
   samples = jax.jit(lambda p, key: sampler.sample_chain(_denoiser(net, p), schedule, (NUM_SAMPLES, T, DA), key,
-                                                        method="ddpm"))(params, sample_key)
+                                                        method=method, num_inference_steps=num_inference_steps))(
+                                                            params, sample_key)
   samples = np.asarray(samples)
-  near_right = np.mean(np.abs(samples - 1.0).max(axis=(1, 2)) < 0.3)
-  near_left = np.mean(np.abs(samples + 1.0).max(axis=(1, 2)) < 0.3)
+  near_right, near_left = _mode_shares(samples)
   print(f"seed {seed}: right {near_right:.2f} left {near_left:.2f} mean {samples.mean():+.3f}")
   assert near_right > 0.2 and near_left > 0.2, (near_right, near_left)
   assert near_right + near_left > 0.8, (near_right, near_left)
@@ -105,3 +122,40 @@ def test_diffusion_keeps_both_modes_regression_averages_them(seed=0):
   print(f"regression prediction {prediction.ravel()}")
   assert np.abs(prediction).max() < 0.2, prediction
   assert np.abs(prediction - 1.0).min() > 0.7 and np.abs(prediction + 1.0).min() > 0.7
+
+
+def test_reflow_student_keeps_both_modes_in_one_step(seed=1):
+  """A flow teacher sampled in one Euler step averages the modes (its velocity at t = 1 points at their mean); a
+  student trained on the teacher's 10-step (noise, chunk) pairs (distillation by reflow) lands on the teacher's
+  own chunk for each noise in one step, so both modes survive."""
+  teacher_key, student_key, noise_key = jax.random.split(jax.random.key(seed), 3)
+  init_key, train_key = jax.random.split(teacher_key)
+  net = MLP()
+  teacher = net.init(init_key, jnp.zeros((1, T * DA)), jnp.zeros((1, 16)), _obs(1))
+
+  def teacher_loss(params, key):
+    data_key, loss_key = jax.random.split(key)
+    return _flow_loss(_denoiser(net, params), None, _expert_actions(data_key, BATCH), loss_key)
+
+  teacher, _ = _train(teacher_loss, teacher, train_key)
+
+  def chain(params, noise, steps):
+    return sampler.sample_chain(_denoiser(net, params), None, noise.shape, jax.random.key(0), method="euler",
+                                num_inference_steps=steps, noise=noise)
+
+  def student_loss(params, key):
+    noise_key, time_key = jax.random.split(key)
+    noise = jax.random.normal(noise_key, (BATCH, T, DA))
+    target = jax.lax.stop_gradient(chain(teacher, noise, 10))
+    return flow.flow_loss(_denoiser(net, params), target, noise, flow.sample_times(time_key, BATCH, 0.5))
+
+  student, _ = _train(student_loss, teacher, student_key)
+  noise = jax.random.normal(noise_key, (NUM_SAMPLES, T, DA))
+  teacher_10, teacher_1, student_1 = (np.asarray(jax.jit(chain, static_argnums=2)(p, noise, n))
+                                      for p, n in ((teacher, 10), (teacher, 1), (student, 1)))
+  print("teacher 10 steps", _mode_shares(teacher_10), "teacher 1 step", _mode_shares(teacher_1),
+        "student 1 step", _mode_shares(student_1), "student vs teacher", np.abs(student_1 - teacher_10).mean())
+  assert min(_mode_shares(teacher_10)) > 0.2
+  assert sum(_mode_shares(teacher_1)) < 0.5          # one step of the teacher: mostly between the modes
+  assert min(_mode_shares(student_1)) > 0.2 and sum(_mode_shares(student_1)) > 0.8
+  assert np.abs(student_1 - teacher_10).mean() < 0.2  # the same mode as the teacher for the same noise

@@ -89,3 +89,23 @@ def test_resume_may_change_inference_fields_but_not_the_network(tmp_path):
                                                    num_inference_steps=5), tmp_path)
   with pytest.raises(ValueError, match="horizon: checkpoint 16 vs config 8"):
     train._check_same_spec(spec, dataclasses.replace(spec, horizon=8), tmp_path)
+
+
+@pytest.mark.parametrize("variant,obs_shapes", VARIANTS)
+def test_bfloat16_inference_weights_are_cast_once_without_changing_the_outputs(variant, obs_shapes):
+  """Sampling casts the kernels to bfloat16 before the chain; each layer would cast them anyway, so one denoiser
+  call gives bit-identical outputs with the float32 or the pre-cast weights."""
+  base = _with_dtype(smoke.random_policy(variant, obs_shapes), "bfloat16")
+  cast = policy_lib.inference_params(base.params, base.spec)
+  dtypes = {jax.tree_util.keystr(path): leaf.dtype for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
+  assert all(d == jax.numpy.bfloat16 for p, d in dtypes.items() if p.endswith("['kernel']"))
+  assert any(d == np.float32 for p, d in dtypes.items() if p.endswith("['scale']") or p.endswith("['bias']"))
+  net = policy_lib.PolicyNet(base.spec)
+  batch = _batch(base.spec, batch_size=2)
+  obs = policy_lib.normalizer_lib.normalize_obs(base.normalizer, {k: v[:, :base.spec.n_obs_steps]
+                                                                  for k, v in batch["obs"].items()})
+  x = jax.random.normal(jax.random.key(1), (2, base.spec.horizon, 2))
+  k = jax.numpy.array([3, 7])
+  outputs = [np.asarray(net.apply({"params": p}, obs, x, k)) for p in (base.params, cast)]
+  np.testing.assert_array_equal(*outputs)
+  assert policy_lib.inference_params(base.params, _with_dtype(base, "float32").spec) is base.params

@@ -110,3 +110,23 @@ def test_float_images_are_rejected_and_float64_low_dim_is_accepted():
                                              jax.random.key(0)))
   with pytest.raises(ValueError, match="must be a dict"):
     dpjax.sample(_policy(), np.zeros((1, 2, 20), np.float32), jax.random.key(0))
+
+
+def test_flow_policy_samples_with_euler_and_heun_and_refuses_ddpm():
+  policy = _policy("flow,smoke")
+  obs = {"low_dim": np.random.default_rng(2).uniform(0, 512, (3, 2, 20)).astype(np.float32)}
+  euler = dpjax.sample(policy, obs, jax.random.key(0))
+  heun = dpjax.sample(policy, obs, jax.random.key(0), method="heun", num_inference_steps=2)
+  assert euler.shape == heun.shape == (3, 16, 2) and np.all(np.isfinite(heun))
+  # More steps than a DDPM's K are fine for a flow policy (its time is continuous).
+  assert dpjax.sample(policy, obs, jax.random.key(0), num_inference_steps=policy.spec.num_train_steps + 1).shape \
+      == (3, 16, 2)
+  with pytest.raises(ValueError, match="use one of \\('euler', 'heun'\\)"):
+    dpjax.sample(policy, obs, jax.random.key(0), method="ddim")
+
+
+def test_sampler_must_match_the_objective_in_the_config():
+  config = smoke.smoke_config("unused", "flow,smoke")
+  config.diffusion.sampler = "ddpm"
+  with pytest.raises(ValueError, match="does not apply to config.diffusion.objective='flow'"):
+    policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)

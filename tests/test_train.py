@@ -197,7 +197,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["transformer,smoke", "image,smoke", "image,transformer,smoke"])
+@pytest.mark.parametrize("variant", ["transformer,smoke", "image,smoke", "image,transformer,smoke",
+                                     "image,transformer,flow,smoke"])
 def test_every_variant_trains_end_to_end(tmp_path, variant):
   data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", (20, 18, 22, 19, 21), image="image" in variant,
                                               values="random_walk")
@@ -209,6 +210,7 @@ def test_every_variant_trains_end_to_end(tmp_path, variant):
   policy = checkpoint.load_policy(tmp_path / "run")
   assert policy.spec.denoiser == ("transformer" if "transformer" in variant else "unet1d")
   assert policy.spec.encoder == ("resnet18" if "image" in variant else "lowdim")
+  assert policy.spec.objective == ("flow" if "flow" in variant else "ddpm")
 
 
 def test_evaluation_rollouts_during_training_are_logged(data_path, tmp_path):

@@ -1,8 +1,8 @@
 """The reverse chain as one `lax.scan`: x_K ~ N(0, I) -> ... -> x_0.
 
-The step indices are a static NumPy array (their count fixes the scan length), so a jitted
-caller compiles the whole chain once per (shape, method, num_inference_steps) and never runs a
-Python loop over steps.
+The step indices (DDPM/DDIM) or times (flow matching's Euler/Heun) are a static NumPy array (their count fixes the
+scan length), so a jitted caller compiles the whole chain once per (shape, method, num_inference_steps) and never
+runs a Python loop over steps.
 """
 import functools
 
@@ -10,36 +10,63 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from dpjax.diffusion import steps
+from dpjax.diffusion import flow, steps
 from dpjax.diffusion.objective import DenoiseFn
 from dpjax.diffusion.schedules import NoiseSchedule, inference_timesteps
 
-SAMPLING_METHODS = ("ddpm", "ddim")
+# The samplers that apply to each training objective ("ddpm": noise prediction; "flow": velocity prediction).
+METHODS_BY_OBJECTIVE = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun")}
+SAMPLING_METHODS = tuple(m for methods in METHODS_BY_OBJECTIVE.values() for m in methods)
+OBJECTIVES = tuple(METHODS_BY_OBJECTIVE)
+
+
+def check_method(objective: str, method: str) -> None:
+  """Raises ValueError unless `method` samples a model trained with `objective`."""
+  if objective not in METHODS_BY_OBJECTIVE:
+    raise ValueError(f"Unknown diffusion objective {objective!r}; choose from {OBJECTIVES}.")
+  if method not in METHODS_BY_OBJECTIVE[objective]:
+    raise ValueError(f"Sampler {method!r} does not apply to a {objective!r} model; use one of "
+                     f"{METHODS_BY_OBJECTIVE[objective]}.")
+
+
+def network_calls(method: str, num_inference_steps: int) -> int:
+  """Denoiser calls per action chunk: Heun calls the network twice per step, the others once."""
+  return 2 * num_inference_steps if method == "heun" else num_inference_steps
 
 
 def sample_chain(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[int, ...],
                  key: jax.Array, *, method: str = "ddpm", num_inference_steps: int | None = None,
                  clip_sample: bool = True, prediction_type: str = "epsilon",
-                 eta: float = 0.0) -> jax.Array:
+                 eta: float = 0.0, noise: jax.Array | None = None) -> jax.Array:
   """Samples x_0 by running the whole reverse chain.
 
   Args:
-    denoise_fn: (x [B, T, Da], k int32 [B]) -> [B, T, Da]; conditioning is closed over.
-    schedule: the training noise schedule (K = schedule.num_steps).
+    denoise_fn: (x [B, T, Da], k [B]) -> [B, T, Da]; conditioning is closed over. k is the int32 step index for
+      DDPM/DDIM, the float t * flow.TIME_SCALE for Euler/Heun.
+    schedule: the training noise schedule (K = schedule.num_steps); unused by the flow samplers.
     shape: static (B, T, Da) of the samples.
     key: PRNG key for the initial noise and every step's noise.
-    method: static, "ddpm" or "ddim".
-    num_inference_steps: static int in [1, K]; None means K. Fewer steps use diffusers'
-      "leading" spacing (k = K // n * i).
-    clip_sample: clip each predicted x_0 to [-1, 1].
-    prediction_type: "epsilon" or "sample", as trained.
-    eta: DDIM noise scale (ignored by DDPM).
+    method: static, "ddpm" or "ddim" (a noise-prediction model), "euler" or "heun" (a flow-matching model).
+    num_inference_steps: static int; DDPM/DDIM: in [1, K], None means K, fewer steps use diffusers' "leading"
+      spacing (k = K // n * i). Euler/Heun: >= 1 uniform steps from t = 1 to 0 (required).
+    clip_sample: clip each predicted x_0 (DDPM/DDIM) or the final sample (Euler/Heun) to [-1, 1].
+    prediction_type: "epsilon" or "sample", as trained (DDPM/DDIM only).
+    eta: DDIM noise scale (ignored by the others).
+    noise: [B, T, Da] the starting x_K (default: drawn from `key`). DDIM with eta = 0, Euler and Heun are then
+      deterministic maps from this noise to x_0 (what distillation learns).
 
   Returns:
     x_0: [B, T, Da].
   """
   if method not in SAMPLING_METHODS:
     raise ValueError(f"Unknown sampling method {method!r}; choose from {SAMPLING_METHODS}.")
+  init_key, key = jax.random.split(key)
+  x = jax.random.normal(init_key, shape, jnp.float32) if noise is None else noise
+  chex.assert_shape(x, shape)
+  if method in METHODS_BY_OBJECTIVE["flow"]:
+    if num_inference_steps is None:
+      raise ValueError("The flow samplers need num_inference_steps (the number of steps from t = 1 to 0).")
+    return _flow_chain(denoise_fn, x, method, num_inference_steps, clip_sample)
   if num_inference_steps is None:
     num_inference_steps = schedule.num_steps
   timesteps = inference_timesteps(schedule.num_steps, num_inference_steps)
@@ -60,8 +87,19 @@ def sample_chain(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[in
     x = step_fn(schedule, x, model_output, k, t_prev, step_key)
     return (x, key), None
 
-  init_key, key = jax.random.split(key)
-  x = jax.random.normal(init_key, shape, jnp.float32)
   (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(timesteps), jnp.asarray(prev_timesteps)))
   chex.assert_shape(x, shape)
   return x
+
+
+def _flow_chain(denoise_fn, x, method, num_inference_steps, clip_sample):
+  """Integrates the flow ODE from t = 1 (x, noise) to t = 0 in one scan of uniform steps."""
+  times = flow.time_grid(num_inference_steps)
+  step_fn = flow.euler_step if method == "euler" else flow.heun_step
+
+  def body(x, step):
+    t, t_next = step
+    return step_fn(denoise_fn, x, t, t_next), None
+
+  x, _ = jax.lax.scan(body, x, (jnp.asarray(times[:-1]), jnp.asarray(times[1:])))
+  return jnp.clip(x, -1.0, 1.0) if clip_sample else x

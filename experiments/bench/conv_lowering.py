@@ -39,10 +39,10 @@ for name, impl in IMPLS.items():
   state = sharding.put_replicated(train_step.create_train_state(params, opt), mesh)
   b = sharding.put_global_stack([bench.synthetic_batch(spec, batch, rng)], mesh)
   fn = train_step.jit_train_steps(spec, opt, config.ema, sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh), sharding.replicated(mesh))
-  t0 = time.perf_counter(); c = fn.lower(state, b, jax.random.key(0), normalizer, None).compile(); tc = time.perf_counter() - t0
-  state, m = c(state, b, jax.random.key(0), normalizer, None); jax.block_until_ready(m)
+  t0 = time.perf_counter(); c = fn.lower(state, b, jax.random.key(0), normalizer, None, None).compile(); tc = time.perf_counter() - t0
+  state, m = c(state, b, jax.random.key(0), normalizer, None, None); jax.block_until_ready(m)
   t0 = time.perf_counter(); n = 3
-  for _ in range(n): state, m = c(state, b, jax.random.key(0), normalizer, None)
+  for _ in range(n): state, m = c(state, b, jax.random.key(0), normalizer, None, None)
   jax.block_until_ready(m); step = (time.perf_counter() - t0) / n
   pol = policy.Policy(params=jax.device_put(params), normalizer=normalizer, spec=spec)
   policy._sample_batched.clear_cache() if hasattr(policy._sample_batched, "clear_cache") else None

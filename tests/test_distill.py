@@ -1,0 +1,106 @@
+"""Reflow distillation: the student's loss wiring, teacher checks, and a student run end to end."""
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+import dpjax
+from dpjax import checkpoint, distill, policy as policy_lib, train
+from dpjax.data import synthetic
+from tests import smoke
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
+                                         image=False, values="random_walk")
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(data_path, tmp_path_factory):
+  """A DDPM smoke run: the teacher."""
+  run_dir = tmp_path_factory.mktemp("teacher")
+  config = smoke.smoke_config(data_path)
+  config.train.val_every = 0
+  train.train_and_evaluate(config, run_dir)
+  return run_dir
+
+
+def _student_config(data_path, teacher_dir):
+  config = smoke.smoke_config(data_path, "flow,smoke")
+  config.distill.teacher = str(teacher_dir)
+  config.diffusion.num_inference_steps = 1
+  return config
+
+
+def _random_batch(batch_size=6, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"obs": {"low_dim": rng.uniform(0, 512, (batch_size, 2, 20)).astype(np.float32)},
+          "action": rng.uniform(0, 512, (batch_size, 16, 2)).astype(np.float32)}
+
+
+def test_student_equal_to_a_one_step_teacher_has_zero_loss_at_noise():
+  """Teacher chunk = z - v(z, 1) (one Euler step); the student regresses z - chunk at t = 1, which is v(z, 1)
+  itself: zero loss iff the teacher's chain and the student's path use the same noise and observations."""
+  flow_policy = smoke.random_policy("flow,smoke")
+  spec = dataclasses.replace(flow_policy.spec, clip_sample=False, num_inference_steps=1)
+  teacher = flow_policy.replace(spec=spec)
+  batch, key = _random_batch(), jax.random.key(3)
+  at_noise = policy_lib.Distillation(teacher=teacher, fraction_at_noise=1.0)
+  loss, _ = policy_lib.loss_fn(teacher.params, spec, teacher.normalizer, batch, key, False, at_noise)
+  assert float(loss) < 1e-10
+  anywhere = policy_lib.Distillation(teacher=teacher, fraction_at_noise=0.0)
+  loss, _ = policy_lib.loss_fn(teacher.params, spec, teacher.normalizer, batch, key, False, anywhere)
+  assert float(loss) > 1e-4
+  with pytest.raises(ValueError, match="objective='flow'"):
+    ddpm = smoke.random_policy("smoke")
+    policy_lib.loss_fn(ddpm.params, ddpm.spec, ddpm.normalizer, batch, key, False, at_noise)
+
+
+def test_student_starts_from_the_teachers_weights_when_shapes_match(data_path, teacher_dir):
+  config = _student_config(data_path, teacher_dir)
+  student_spec = policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
+  distillation = distill.load_teacher(config.distill, student_spec)
+  assert distillation.teacher.spec.sampler == "ddim" and distillation.teacher.spec.num_inference_steps == 10
+  fresh = policy_lib.init_params(student_spec, jax.random.key(1))
+  params, copied = distill.initial_params(distillation, fresh)
+  assert copied
+  jax.tree.map(np.testing.assert_array_equal, params, jax.device_get(distillation.teacher.params))
+  config.policy.unet1d.down_dims = (8, 16)
+  other = policy_lib.init_params(policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2), jax.random.key(1))
+  assert distill.initial_params(distillation, other) == (other, False)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("teacher_sampler", "ddpm", "not deterministic"),
+    ("teacher_sampler", "euler", "does not apply to a 'ddpm' model"),
+    ("teacher_steps", 0, "teacher_steps"),
+    ("fraction_at_noise", 1.5, "fraction_at_noise"),
+])
+def test_bad_distillation_settings_are_clear_errors(data_path, teacher_dir, field, value, message):
+  config = _student_config(data_path, teacher_dir)
+  config.distill[field] = value
+  with pytest.raises(ValueError, match=message):
+    distill.load_teacher(config.distill, policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2))
+
+
+def test_student_must_be_a_flow_policy_with_the_teachers_shapes(data_path, teacher_dir):
+  config = _student_config(data_path, teacher_dir)
+  config.horizon, config.n_action_steps = 8, 4
+  with pytest.raises(ValueError, match=r"horizon \(16 vs 8\), n_action_steps \(8 vs 4\)"):
+    distill.load_teacher(config.distill, policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2))
+  ddpm_config = smoke.smoke_config(data_path)
+  with pytest.raises(ValueError, match="configs/pusht.py:flow"):
+    distill.load_teacher(config.distill, policy_lib.spec_from_config(ddpm_config, {"low_dim": (20,)}, 2))
+
+
+def test_distilled_student_trains_checkpoints_and_samples_in_one_call(data_path, teacher_dir, tmp_path):
+  config = _student_config(data_path, teacher_dir)
+  final = train.train_and_evaluate(config, tmp_path)
+  assert np.isfinite(final["train/loss"]) and np.isfinite(final["val/loss"])
+  student, teacher = checkpoint.load_policy(tmp_path), checkpoint.load_policy(teacher_dir)
+  assert (student.spec.objective, student.spec.sampler, student.spec.num_inference_steps) == ("flow", "euler", 1)
+  jax.tree.map(np.testing.assert_array_equal, student.normalizer, teacher.normalizer)
+  actions = dpjax.sample(student, _random_batch(2)["obs"], jax.random.key(0))
+  assert actions.shape == (2, 16, 2) and np.all(np.isfinite(actions))
