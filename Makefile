@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 ARGS ?=
 # A fixed run directory, so re-running `make train` after a crash resumes from its last checkpoint.
-WORKDIR ?= runs/pusht_lowdim_cnn
+WORKDIR ?= runs/quickstart
+# configs/pusht.py variant: the CPU-sized policy on a CPU, the paper's on a GPU/TPU (evaluated after the venv exists).
+VARIANT ?= $(shell $(PY) -c "import jax; print('small' if jax.default_backend() == 'cpu' else 'lowdim')")
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +19,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m dpjax.train --config=configs/pusht.py --workdir=$(WORKDIR) $(ARGS)
+	$(PY) -m dpjax.train --config=configs/pusht.py:$(VARIANT) --workdir=$(WORKDIR) $(ARGS)
+	$(PY) -m dpjax.rollout --checkpoint=$(WORKDIR) --num_videos=2
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist load tests $(ARGS)

@@ -1,0 +1,64 @@
+"""Kernels per denoiser call (top-level instructions of XLA's optimised HLO) for the dpjax checkout on sys.path.
+
+    PYTHONPATH=. .venv/bin/python experiments/bench/kernels_per_call.py              # this checkout
+    git worktree add /tmp/dpjax_old e46190f && \\
+      PYTHONPATH=/tmp/dpjax_old .venv/bin/python experiments/bench/kernels_per_call.py   # an older one
+
+Full-size Push-T variants, random weights, batch 1 and 50, compiled for the local backend. The count is
+`dpjax.bench.hlo_kernel_count`'s rule (copied here so that older checkouts without it can be measured).
+"""
+import importlib.util
+import json
+import pathlib
+import re
+import sys
+
+import jax
+import numpy as np
+
+import dpjax
+from dpjax import policy
+
+NON_KERNEL_OPS = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
+OBS = {"lowdim": {"low_dim": (20,)}, "image": {"image": (96, 96, 3), "agent_pos": (2,)}}
+
+
+def kernel_count(hlo_text):
+  count, in_entry = 0, False
+  for line in hlo_text.splitlines():
+    if line.startswith("ENTRY"):
+      in_entry = True
+    elif in_entry and line.startswith("}"):
+      break
+    elif in_entry and "=" in line:
+      op = re.search(r"\s([a-z][\w-]*)\(", line.split("=", 1)[1])
+      count += bool(op) and op.group(1) not in NON_KERNEL_OPS
+  return count
+
+
+def main():
+  root = pathlib.Path(dpjax.__file__).resolve().parents[1]
+  module_spec = importlib.util.spec_from_file_location("pusht_config", root / "configs" / "pusht.py")
+  configs = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(configs)
+  out = {"dpjax": str(root), "backend": jax.default_backend()}
+  for variant in ("lowdim", "image", "transformer"):
+    config = configs.get_config(variant)
+    spec = policy.spec_from_config(config, OBS[config.data.obs_type], 2)
+    params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
+    net = policy.PolicyNet(spec)
+    for batch in (1, 50):
+      obs = {k: jax.ShapeDtypeStruct(v.shape, np.float32) for k, v in policy.example_obs(spec, batch).items()}
+      features = jax.eval_shape(lambda p, o: net.apply({"params": p}, o, False, method=policy.PolicyNet.encode),
+                                params, obs)
+      x = jax.ShapeDtypeStruct((batch, spec.horizon, spec.action_dim), np.float32)
+      k = jax.ShapeDtypeStruct((batch,), np.int32)
+      call = jax.jit(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise))
+      out[f"{variant}_b{batch}"] = kernel_count(call.lower(params, x, k, features).compile().as_text())
+      print(variant, batch, out[f"{variant}_b{batch}"], flush=True)
+  json.dump(out, sys.stdout, indent=2)
+  print()
+
+
+if __name__ == "__main__":
+  main()
