@@ -7,33 +7,71 @@ step cannot touch it) and the files are written by a background thread while tra
 position is captured when `save` is called, not when its file is written.
 
 Layout: RUN_DIR/checkpoints/<step>/{params, ema_params, opt_state, data_iterator, meta}.
+
+A checkpoint damaged after it was written (a file deleted or cut short) is skipped: resuming and `load_policy` use
+the newest intact one and say, in one line, which step they skipped and why; resuming also moves the damaged one to
+RUN_DIR/checkpoints_damaged/<step>.
 """
+import contextlib
 import json
+import logging as std_logging
+import os
 import pathlib
-from typing import Any
+import re
+import sys
+from typing import Any, Callable
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from dpjax import policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
+DAMAGED_SUBDIR = "checkpoints_damaged"
+ARRAY_ITEMS = ("params", "ema_params", "opt_state")
 
 
 class CheckpointError(RuntimeError):
   """A run directory holds no usable checkpoint."""
 
 
-def make_manager(run_dir, keep: int, *, read_only: bool = False) -> ocp.CheckpointManager:
-  """Writers save asynchronously (`close()` or `wait_until_finished()` waits for the last save)."""
+class DamagedCheckpointError(CheckpointError):
+  """One checkpoint could not be read: `reason` names the item and, where it can, the missing file."""
+
+  def __init__(self, step: int, reason: str):
+    self.step, self.reason = step, reason
+    super().__init__(f"checkpoint {step} is damaged ({reason})")
+
+
+def make_manager(run_dir, keep: int | None, *, read_only: bool = False) -> ocp.CheckpointManager:
+  """Writers save asynchronously (`close()` or `wait_until_finished()` waits for the last save). A read-only
+  manager (any `keep`) never writes, so several may read a run while it trains."""
   directory = pathlib.Path(run_dir).absolute() / CHECKPOINT_SUBDIR
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
-                                         cleanup_tmp_directories=not read_only,
-                                         enable_async_checkpointing=not read_only)
-  return ocp.CheckpointManager(directory, options=options)
+  if not read_only:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(directory, options=options)
+  # The settings orbax would otherwise reset for a reader, warning about each; its "Given directory is read only"
+  # warning comes whatever the settings, so that one line (and only it) is dropped.
+  options = ocp.CheckpointManagerOptions(max_to_keep=None, save_interval_steps=0, create=False, read_only=True,
+                                         cleanup_tmp_directories=False, enable_async_checkpointing=False)
+  with _log_lines_dropped("Given directory is read only"):
+    return ocp.CheckpointManager(directory, options=options)
+
+
+@contextlib.contextmanager
+def _log_lines_dropped(prefix: str):
+  """Within the block, absl log records whose message starts with `prefix` are not emitted."""
+  drop = lambda record: not record.getMessage().startswith(prefix)
+  logger = std_logging.getLogger("absl")
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
 
 
 class IteratorPosition:
@@ -64,51 +102,175 @@ def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec:
   manager.save(step, args=args, force=True)
 
 
-def restore_train_state(manager: ocp.CheckpointManager, target_state, data_iterator):
-  """Restores (state, data_iterator) from the latest checkpoint into the structure/shardings of `target_state`."""
-  step = manager.latest_step()
-  restored = manager.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(target_state.params),
-      ema_params=ocp.args.StandardRestore(target_state.ema_params),
-      opt_state=ocp.args.StandardRestore(target_state.opt_state),
-      data_iterator=grain.checkpoint.CheckpointRestore(data_iterator),
-  ))
-  state = target_state.replace(step=jax.numpy.asarray(step, jax.numpy.int32), params=restored["params"],
-                               ema_params=restored["ema_params"], opt_state=restored["opt_state"])
-  return state, restored["data_iterator"]
+def restore_train_state(manager: ocp.CheckpointManager, target_state, data_iterator,
+                        say: Callable[[str], None] = print):
+  """Restores (state, data_iterator) from the newest intact checkpoint into the structure/shardings of `target_state`.
+
+  Newer damaged checkpoints are moved to RUN_DIR/checkpoints_damaged/<step>, each named through `say` in one line,
+  but only once an older one restored into the same target: when none does, the cause is more likely the target
+  (a changed optimiser) than the files, and CheckpointError says so with every step's reason, moving nothing.
+  """
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = _restore_items(manager, step, {
+          "params": ocp.args.StandardRestore(target_state.params),
+          "ema_params": ocp.args.StandardRestore(target_state.ema_params),
+          "opt_state": ocp.args.StandardRestore(target_state.opt_state),
+          "data_iterator": grain.checkpoint.CheckpointRestore(data_iterator),
+          "meta": ocp.args.JsonRestore(),   # read only to check it: resuming took spec and normaliser already
+      })
+    except DamagedCheckpointError as e:
+      damaged.append(e)
+      continue
+    for e in damaged:
+      say(f"{e}; moved it to {_move_aside(manager, e.step)} and resumed from {step}")
+    state = target_state.replace(step=jax.numpy.asarray(step, jax.numpy.int32), params=restored["params"],
+                                 ema_params=restored["ema_params"], opt_state=restored["opt_state"])
+    return state, restored["data_iterator"]
+  run_dir = pathlib.Path(manager.directory).parent
+  raise CheckpointError(f"no checkpoint in {manager.directory} can be restored ("
+                        + "; ".join(f"step {e.step}: {e.reason}" for e in damaged) + "). If the config changed the "
+                        f"optimiser, resume with the run's own: --config={run_dir / 'config.json'}; else move "
+                        f"{manager.directory} away to train from scratch.")
+
+
+def _restore_items(manager: ocp.CheckpointManager, step: int, args: dict) -> dict:
+  """{item: restored} for each item of checkpoint `step`, one at a time so that a failure names its item."""
+  _quiet_failed_restore_leftovers()
+  restored = {}
+  for item, arg in args.items():
+    try:
+      restored[item] = manager.restore(step, args=ocp.args.Composite(**{item: arg}))[item]
+    except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore and json raise many types)
+      raise DamagedCheckpointError(step, _damage(pathlib.Path(manager.directory) / str(step) / item, e)) from e
+  return restored
+
+
+def _damage(item_dir: pathlib.Path, error: Exception) -> str:
+  """A short account of why `item_dir` could not be read: the missing file where one can be named."""
+  text = str(error)
+  if not item_dir.is_dir():
+    return f"missing folder {item_dir}"
+  missing = [f for f in re.findall(r'local file "([^"]+)"', text) if not os.path.exists(f)]
+  if missing:
+    return f"missing file {missing[-1]}"
+  if item_dir.name in ARRAY_ITEMS and not (item_dir / "manifest.ocdbt").exists():
+    return f"missing file {item_dir / 'manifest.ocdbt'}"
+  if isinstance(error, json.JSONDecodeError):
+    return f"{item_dir} is not valid JSON ({error})"
+  arrays = re.findall(r"'path': '([^'/][^']*?)/?'", text)   # tensorstore's spec names the array it read
+  first = (text.strip().splitlines() or [""])[0][:100]
+  where = f"array {arrays[-1]} of {item_dir}" if arrays else str(item_dir)
+  return f"cannot read {where}: {type(error).__name__}: {first}"
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
+  """Moves checkpoint `step` to RUN_DIR/checkpoints_damaged/<step> and forgets it; returns where it went.
+
+  Left in place it would stop the next save at that step (orbax will not overwrite a step) and count towards
+  keep_checkpoints. Moved, not deleted: the verdict rests on a failed read, which a passing file-system fault can
+  also cause, and the files stay for a person to inspect or put back.
+  """
+  source = pathlib.Path(manager.directory) / str(step)
+  target = source.parent.parent / DAMAGED_SUBDIR / str(step)
+  if jax.process_index() == 0:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = 0
+    while target.exists():   # the same step damaged again in a later resume
+      suffix += 1
+      target = target.with_name(f"{step}.{suffix}")
+    os.replace(source, target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"dpjax checkpoint {step} moved aside")
+  manager.reload()
+  return target
+
+
+_QUIETED = []
+
+
+def _quiet_failed_restore_leftovers() -> None:
+  """After a failed restore, the tensorstore reads still in flight end on orbax's closed event loop: Python reports
+  each as an unraisable `RuntimeError: Event loop is closed` traceback, and asyncio logs each failed read as "Task
+  exception was never retrieved", dozens of tracebacks on stderr beside the one line that already names the damage.
+  This drops exactly those reports (installed once, before the first restore, as the first report can come before
+  the failure reaches us) and passes on every other."""
+  if _QUIETED:
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+
+  def keep(record) -> bool:
+    message = record.getMessage()
+    return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
+
+  sys.unraisablehook = hook
+  std_logging.getLogger("asyncio").addFilter(keep)
+  _QUIETED.append(hook)
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
   return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
+def newest_meta(manager: ocp.CheckpointManager) -> dict:
+  """The meta (spec, normaliser, config) of the newest checkpoint whose meta reads: a run writes the same spec and
+  normaliser into every checkpoint, so any intact one describes it; `restore_train_state` reports the damage."""
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return _restore_items(manager, step, {"meta": ocp.args.JsonRestore()})["meta"]
+    except DamagedCheckpointError as e:
+      damaged.append(e)
+  raise CheckpointError(f"no checkpoint in {manager.directory} has a readable meta ("
+                        + "; ".join(f"step {e.step}: {e.reason}" for e in damaged) + ").")
+
+
 def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> policy_lib.Policy:
-  """The policy saved in `run_dir` (a training run directory), on the default device."""
+  """The policy saved in `run_dir` (a training run directory), on the default device: from checkpoint `step`, or
+  by default the newest intact one (a damaged newer one is skipped with a one-line warning naming it and why)."""
   run_dir = pathlib.Path(run_dir)
   if not (run_dir / CHECKPOINT_SUBDIR).is_dir():
     raise CheckpointError(f"No checkpoints in {run_dir}: expected {run_dir / CHECKPOINT_SUBDIR}/<step>/ as written "
                           "by `python -m dpjax.train --workdir=RUN_DIR`.")
-  manager = make_manager(run_dir, keep=1_000_000, read_only=True)
-  steps = manager.all_steps()
+  manager = make_manager(run_dir, keep=None, read_only=True)
+  steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
     raise CheckpointError(f"{run_dir / CHECKPOINT_SUBDIR} holds no complete checkpoint.")
-  if step is None:
-    step = max(steps)
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise CheckpointError(f"No checkpoint for step {step} in {run_dir}; available: {sorted(steps)}.")
+  damaged = []
+  for candidate in [step] if step is not None else steps:
+    try:
+      policy = _load_policy_at(manager, candidate, "ema_params" if use_ema else "params")
+    except DamagedCheckpointError as e:
+      damaged.append(e)
+      continue
+    for e in damaged:
+      logging.warning("%s; using checkpoint %d of %s", e, candidate, run_dir)
+    return policy
+  if step is not None:
+    raise CheckpointError(f"Checkpoint {run_dir / CHECKPOINT_SUBDIR}/{step} is damaged ({damaged[0].reason}); "
+                          f"available: {sorted(steps)}.")
+  raise CheckpointError(f"No usable checkpoint in {run_dir / CHECKPOINT_SUBDIR} ("
+                        + "; ".join(f"step {e.step}: {e.reason}" for e in damaged) + ").")
+
+
+def _load_policy_at(manager: ocp.CheckpointManager, step: int, item: str) -> policy_lib.Policy:
+  meta = _restore_items(manager, step, {"meta": ocp.args.JsonRestore()})["meta"]
   try:
-    meta = read_meta(manager, step)
     spec = policy_lib.PolicySpec.from_json(meta["spec"])
+    normalizer = normalizer_lib.from_json_tree(meta["normalizer"])
   except (KeyError, TypeError, ValueError) as e:
-    raise CheckpointError(f"Checkpoint {run_dir}/{CHECKPOINT_SUBDIR}/{step} has no readable policy spec "
-                          f"({e}); it was not written by this version of dpjax.train.") from e
+    raise DamagedCheckpointError(step, f"no readable policy spec or normaliser ({type(e).__name__}: {e}); not "
+                                 "written by this version of dpjax.train") from e
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.eval_shape(lambda key: policy_lib.init_params(spec, key), jax.random.key(0))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-  item = "ema_params" if use_ema else "params"
-  try:
-    params = manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
-  except Exception as e:  # orbax raises several types for structure mismatches
-    raise CheckpointError(f"Checkpoint {run_dir}/{CHECKPOINT_SUBDIR}/{step} does not match its own spec "
-                          f"({type(e).__name__}: {e}).") from e
-  return policy_lib.Policy(params=params, normalizer=normalizer_lib.from_json_tree(meta["normalizer"]), spec=spec)
+  params = _restore_items(manager, step, {item: ocp.args.StandardRestore(abstract)})[item]
+  return policy_lib.Policy(params=params, normalizer=normalizer, spec=spec)

@@ -86,15 +86,17 @@ def _freeze(value):
 def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_dim: int) -> PolicySpec:
   """Builds the static spec from a config and the data's per-step observation shapes."""
   p, d = config.policy, config.diffusion
+  # Configs saved before a field existed (a run's config.json passed back as --config) get its default.
+  objective, compute_dtype = d.get("objective", "ddpm"), p.get("compute_dtype", "auto")
   _check_choice("config.policy.encoder", p.encoder, ENCODERS)
   _check_choice("config.policy.denoiser", p.denoiser, DENOISERS)
-  _check_choice("config.diffusion.objective", d.objective, sampler.OBJECTIVES)
+  _check_choice("config.diffusion.objective", objective, sampler.OBJECTIVES)
   _check_choice("config.diffusion.sampler", d.sampler, SAMPLERS)
-  if d.sampler not in sampler.METHODS_BY_OBJECTIVE[d.objective]:
+  if d.sampler not in sampler.METHODS_BY_OBJECTIVE[objective]:
     raise ValueError(f"config.diffusion.sampler={d.sampler!r} does not apply to config.diffusion.objective="
-                     f"{d.objective!r}; use one of {sampler.METHODS_BY_OBJECTIVE[d.objective]} (or the variant "
+                     f"{objective!r}; use one of {sampler.METHODS_BY_OBJECTIVE[objective]} (or the variant "
                      f"configs/pusht.py:flow).")
-  _check_choice("config.policy.compute_dtype", p.compute_dtype, COMPUTE_DTYPES)
+  _check_choice("config.policy.compute_dtype", compute_dtype, COMPUTE_DTYPES)
   has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
   if has_images and p.encoder != "resnet18":
     raise ValueError(f"Observations {dict(obs_shapes)} contain images but config.policy.encoder is {p.encoder!r}; "
@@ -104,7 +106,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   if not 1 <= config.n_action_steps <= config.horizon - config.n_obs_steps + 1:
     raise ValueError(f"n_action_steps={config.n_action_steps} must be in [1, horizon - n_obs_steps + 1 = "
                      f"{config.horizon - config.n_obs_steps + 1}] so executed actions lie inside the chunk.")
-  check_num_inference_steps(d.objective, d.num_train_steps, d.num_inference_steps, "config.diffusion.")
+  check_num_inference_steps(objective, d.num_train_steps, d.num_inference_steps, "config.diffusion.")
   encoder_kwargs = {}
   if p.encoder == "resnet18":
     r = p.resnet18
@@ -126,7 +128,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       denoiser=p.denoiser, denoiser_kwargs=tuple(sorted(denoiser_kwargs.items())),
       num_train_steps=d.num_train_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
-      num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective)
+      num_inference_steps=d.num_inference_steps, compute_dtype=compute_dtype, objective=objective)
 
 
 def check_num_inference_steps(objective_name: str, num_train_steps: int, num_inference_steps: int,

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from dpjax import control, files, policy as policy_lib
+from dpjax import cli, control, files, policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
 from dpjax.diffusion import sampler
 
@@ -124,29 +124,28 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   from dpjax import checkpoint
-  try:
+  # Missing or damaged checkpoints, a policy the simulator cannot run, bad values, a full disk: one line.
+  with cli.errors_as_one_line("dpjax.rollout", (checkpoint.CheckpointError, ValueError, OSError)):
     pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=FLAGS.step)
-  except checkpoint.CheckpointError as e:
-    raise SystemExit(f"dpjax.rollout: {e}") from None
-  if FLAGS.compute_dtype:
-    pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
-  out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
-  try:
-    result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
-                      max_steps=FLAGS.max_steps, method=FLAGS.sampler, num_inference_steps=FLAGS.num_inference_steps,
-                      out_dir=out, num_videos=FLAGS.num_videos, video_size=FLAGS.video_size,
-                      policy_seed=FLAGS.policy_seed)
-  except ImportError as e:
-    raise SystemExit(f"dpjax.rollout: the Push-T simulator is not installed ({e}); pip install -e '.[env]'.") from None
-  except ValueError as e:
-    raise SystemExit(f"dpjax.rollout: {e}") from None
+    if FLAGS.compute_dtype:
+      pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
+    out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
+    try:
+      result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
+                        max_steps=FLAGS.max_steps, method=FLAGS.sampler,
+                        num_inference_steps=FLAGS.num_inference_steps, out_dir=out, num_videos=FLAGS.num_videos,
+                        video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed)
+    except ImportError as e:
+      if FLAGS.traceback:
+        raise
+      raise SystemExit(f"dpjax.rollout: the Push-T simulator is not installed ({e}); pip install -e '.[env]'.") from e
   summary = {k: result[k] for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
   print(json.dumps(summary, indent=2))
   print(f"dpjax.rollout: wrote {out / 'eval.json'}")
 
 
 def run_main():
-  app.run(main)
+  cli.run(main, "dpjax.rollout")
 
 
 if __name__ == "__main__":

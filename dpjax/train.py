@@ -2,10 +2,12 @@ r"""Train a diffusion policy.
 
     python -m dpjax.train --config=configs/pusht.py --workdir=runs/pusht_lowdim
     python -m dpjax.train --config=configs/pusht.py:image --config.train.num_steps=1000
+    python -m dpjax.train --config=RUN/config.json --workdir=RUN --config.train.num_steps=8000   # train RUN on
 
 Reads top to bottom: data, policy spec, parameters, optimiser, jitted step, resume, loop (log, validate, evaluate,
 checkpoint). Re-running the same command in a run directory that holds a checkpoint resumes from it, with the same
-data order and the same per-step randomness as an uninterrupted run.
+data order and the same per-step randomness as an uninterrupted run; a damaged newest checkpoint is skipped (and
+moved to RUN/checkpoints_damaged/). Errors a person can fix are one line; --traceback shows the traceback.
 """
 import json
 import pathlib
@@ -19,12 +21,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dpjax import checkpoint, data, distill, files, metrics, optim, policy, preemption, sharding, train_step
+from dpjax import checkpoint, cli, data, distill, files, metrics, optim, policy, preemption, sharding, train_step
 from dpjax.data import device_data, normalizer as normalizer_lib
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant].",
-                                lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant], or a "
+                                "run's own RUN/config.json.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (default: a new folder under runs/).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs). On clusters JAX "
                   "detects (SLURM, Open MPI, Kubernetes, Cloud TPU) the three flags below may be left out.")
@@ -38,6 +40,11 @@ class NonFiniteLossError(FloatingPointError):
   """The loss or gradients became NaN/inf; the run stopped with the last good checkpoint kept."""
 
 
+# Bad config values, missing or corrupt data or checkpoints, NaN losses, a full disk: one line naming the problem and
+# the fix (the traceback with --traceback).
+ONE_LINE_ERRORS = (NonFiniteLossError, FileNotFoundError, ValueError, checkpoint.CheckpointError, OSError)
+
+
 def validate_config(config) -> None:
   """Checks values no later code would catch with a clear message."""
   t = config.train
@@ -47,6 +54,15 @@ def validate_config(config) -> None:
   for name in ("val_every", "eval_every", "val_batches", "checkpoint_every_minutes"):
     if t[name] < 0:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
+  # Checked here too (the policy spec checks them again) because the data windows, built first, would fail first
+  # with a message naming no config field.
+  if not 1 <= config.n_obs_steps <= config.horizon:
+    raise ValueError(f"config.n_obs_steps={config.n_obs_steps} must be in [1, config.horizon={config.horizon}]: the "
+                     "observed steps are the first of each predicted chunk; raise --config.horizon.")
+  if not 1 <= config.n_action_steps <= config.horizon - config.n_obs_steps + 1:
+    raise ValueError(f"config.n_action_steps={config.n_action_steps} must be in [1, config.horizon - "
+                     f"config.n_obs_steps + 1 = {config.horizon - config.n_obs_steps + 1}] so executed actions lie "
+                     "inside the chunk; lower it or raise --config.horizon.")
   if not 0.0 <= config.data.val_ratio < 1.0:
     raise ValueError(f"config.data.val_ratio={config.data.val_ratio} must be in [0, 1).")
   if config.optim.learning_rate <= 0:
@@ -69,8 +85,9 @@ def _check_same_spec(saved: policy.PolicySpec, current: policy.PolicySpec, workd
     return
   fields = [f for f in saved_fields if saved_fields[f] != current_fields[f]]
   diff = "; ".join(f"{f}: checkpoint {saved_fields[f]!r} vs config {current_fields[f]!r}" for f in fields)
-  raise ValueError(f"{workdir} holds checkpoints of a different policy ({diff}). Resume with the run's own config "
-                   f"({workdir / 'config.json'}) or train in a new --workdir.")
+  raise ValueError(f"{workdir} holds checkpoints of a different policy ({diff}). Resume with the run's own config: "
+                   f"python -m dpjax.train --config={workdir / 'config.json'} --workdir={workdir}, or train in a new "
+                   "--workdir.")
 
 
 def _record_resumed_config(config, workdir: pathlib.Path, step: int) -> None:
@@ -137,9 +154,10 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   spec = policy.spec_from_config(config, bundle.obs_shapes, bundle.action_dim)
   manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints)
   normalizer_host = bundle.normalizer
-  if manager.latest_step() is not None:
+  resuming = manager.latest_step() is not None
+  if resuming:
     # Resuming: the run's own spec and normaliser win; a different policy in the same folder is an error.
-    meta = checkpoint.read_meta(manager, manager.latest_step())
+    meta = checkpoint.newest_meta(manager)
     _check_same_spec(policy.PolicySpec.from_json(meta["spec"]), spec, workdir)
     normalizer_host = normalizer_lib.from_json_tree(meta["normalizer"])
   elif jax.process_index() == 0:
@@ -151,31 +169,39 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(params):,} parameters, {spec.objective} "
        f"objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}")
   distillation = None
-  if config.distill.teacher:
-    distillation = distill.load_teacher(config.distill, spec)
+  distill_config = config.get("distill")   # absent from configs saved before distillation existed
+  if distill_config and distill_config.teacher:
+    distillation = distill.load_teacher(distill_config, spec)
     normalizer_host = distillation.teacher.normalizer   # the student acts in the teacher's normalised space
     teacher_spec = distillation.teacher.spec
-    if config.distill.init_from_teacher:
+    if distill_config.init_from_teacher:
       params, copied = distill.initial_params(distillation, params)
       if not copied:
         _say("the teacher's network differs from the student's: the student starts from fresh weights")
-    _say(f"distilling {config.distill.teacher} ({teacher_spec.objective}, {teacher_spec.sampler} "
+    _say(f"distilling {distill_config.teacher} ({teacher_spec.objective}, {teacher_spec.sampler} "
          f"{teacher_spec.num_inference_steps} steps per batch)")
     distillation = sharding.put_replicated(distillation, mesh)
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
   state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
   normalizer = sharding.put_replicated(normalizer_host, mesh)
 
-  # Resume.
-  if manager.latest_step() is not None:
-    state, train_iterator = checkpoint.restore_train_state(manager, state, train_iterator)
-    _say(f"resumed from {workdir} at step {int(state.step)}")
-    _record_resumed_config(config, workdir, int(state.step))
+  # Resume, from the newest intact checkpoint (a damaged newer one is moved aside, with a line saying so).
+  if resuming:
+    state, train_iterator = checkpoint.restore_train_state(manager, state, train_iterator, say=_say)
+    step = int(state.step)
+    if step >= config.train.num_steps:
+      manager.close()
+      _say(f"the run in {workdir} is complete at step {step} (its checkpoints are in {workdir / 'checkpoints'}): "
+           f"train on with a larger --config.train.num_steps=, or evaluate with python -m dpjax.rollout "
+           f"--checkpoint={workdir}")
+      return {}
+    _say(f"resumed from {workdir} at step {step}")
+    _record_resumed_config(config, workdir, step)
 
   steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated,
                                         sharding.stacked_batch_sharding(mesh), replicated)
   eval_fn = train_step.jit_eval_loss(spec, sharding.batch_sharding(mesh), replicated)
-  writer = metrics.MetricsWriter(workdir)
+  writer = metrics.MetricsWriter(workdir, resume_step=int(state.step) if resuming else None)
   evaluator = _make_evaluator(config, workdir)
 
   t = config.train
@@ -293,26 +319,24 @@ def main(argv):
                                process_id=FLAGS.process_id)
   elif any(FLAGS[name].present for name in ("coordinator_address", "num_processes", "process_id")):
     raise app.UsageError("--coordinator_address/--num_processes/--process_id need --distributed.")
-  workdir = pathlib.Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(FLAGS.config)
-  logging.info("Run directory: %s", workdir)
-  if jax.process_index() == 0:
-    print(f"dpjax.train: run directory {workdir} ({jax.device_count()} {jax.devices()[0].platform} devices, "
-          f"{jax.process_count()} process{'es' if jax.process_count() > 1 else ''})")
   try:
-    final = train_and_evaluate(FLAGS.config, workdir)
-  except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
-    # Bad config values, missing or corrupt data, NaN losses: a message naming the problem and the fix.
-    raise SystemExit(f"dpjax.train: {e}") from None
+    with cli.errors_as_one_line("dpjax.train", ONE_LINE_ERRORS):
+      workdir = pathlib.Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(FLAGS.config)
+      logging.info("Run directory: %s", workdir)
+      if jax.process_index() == 0:
+        print(f"dpjax.train: run directory {workdir} ({jax.device_count()} {jax.devices()[0].platform} devices, "
+              f"{jax.process_count()} process{'es' if jax.process_count() > 1 else ''})")
+      final = train_and_evaluate(FLAGS.config, workdir)
   except preemption.StopRequested as e:
     if jax.process_index() == 0:
       print(f"dpjax.train: {e}.", flush=True)
     sys.exit(128 + e.signum)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and final:
     print(json.dumps(final, indent=2))
 
 
 def run_main():
-  app.run(main)
+  cli.run(main, "dpjax.train")
 
 
 if __name__ == "__main__":

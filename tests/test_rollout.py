@@ -59,3 +59,4 @@ def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
   missing = subprocess.run([sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'nothing'}"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
   assert missing.returncode != 0 and "No checkpoints in" in missing.stderr
+  assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr   # one line, no traceback

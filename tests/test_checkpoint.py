@@ -1,0 +1,187 @@
+"""Failures that never cost work: damaged checkpoints are skipped (and moved aside on resume), a finished run says
+so, a resume leaves one metrics record per step, and the command lines report errors in one line."""
+import json
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from dpjax import checkpoint, cli, config_json, metrics, train
+from dpjax.data import synthetic
+from tests import smoke
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
+                                         image=False, values="random_walk")
+
+
+def _config(data_path):
+  config = smoke.smoke_config(data_path)
+  config.train.val_every = 0
+  return config
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_path, tmp_path_factory):
+  """A 4-step smoke run with checkpoints at steps 2 and 4; tests damage copies of it."""
+  run_dir = tmp_path_factory.mktemp("finished") / "run"
+  train.train_and_evaluate(_config(data_path), run_dir)
+  return run_dir
+
+
+def _copy(run_dir, tmp_path) -> pathlib.Path:
+  return pathlib.Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
+def _delete_a_data_file(run_dir, step: int, item: str) -> pathlib.Path:
+  victim = sorted((run_dir / "checkpoints" / str(step) / item / "d").iterdir())[0]
+  victim.unlink()
+  return victim
+
+
+def _truncate_meta(run_dir, step: int) -> None:
+  meta = run_dir / "checkpoints" / str(step) / "meta" / "metadata"
+  meta.write_text(meta.read_text()[:20])
+
+
+def _steps(folder) -> list[int]:
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+@pytest.mark.parametrize("damage", ["ema_params file", "meta json"])
+def test_load_policy_falls_back_to_the_newest_intact_checkpoint(finished_run, tmp_path, caplog, damage):
+  run_dir = _copy(finished_run, tmp_path)
+  if damage == "ema_params file":
+    reason = f"missing file {_delete_a_data_file(run_dir, 4, 'ema_params')}"
+  else:
+    _truncate_meta(run_dir, 4)
+    reason = "meta is not valid JSON"
+  with caplog.at_level(logging.WARNING):
+    policy = checkpoint.load_policy(run_dir)
+  skipped = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+  assert len(skipped) == 1 and skipped[0].startswith("checkpoint 4 is damaged (") and reason in skipped[0], skipped
+  assert skipped[0].endswith(f"; using checkpoint 2 of {run_dir}")
+  expected = checkpoint.load_policy(finished_run, step=2)
+  jax.tree.map(np.testing.assert_array_equal, policy.params, expected.params)
+  with pytest.raises(checkpoint.CheckpointError, match="checkpoints/4 is damaged .*; available: \\[2, 4\\]"):
+    checkpoint.load_policy(run_dir, step=4)
+  _truncate_meta(run_dir, 2)
+  with pytest.raises(checkpoint.CheckpointError, match="No usable checkpoint in .*step 4: .*; step 2: .*not valid "):
+    checkpoint.load_policy(run_dir)
+
+
+def test_load_policy_drops_only_orbax_read_only_warnings(finished_run, caplog):
+  with caplog.at_level(logging.INFO):
+    checkpoint.load_policy(finished_run)
+    logging.getLogger("absl").warning("Given directory is read only, said by someone else")
+  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "absl"]
+  assert warnings == ["Given directory is read only, said by someone else"], warnings
+
+
+def test_resume_moves_a_damaged_checkpoint_aside_and_saves_over_its_step(data_path, finished_run, tmp_path, capsys):
+  run_dir = _copy(finished_run, tmp_path)
+  victim = _delete_a_data_file(run_dir, 4, "params")
+  # As after a kill between logging step 4 and completing its checkpoint: the resume logs steps 3 and 4 again.
+  final = train.train_and_evaluate(_config(data_path), run_dir)
+  out = capsys.readouterr().out
+  line = f"dpjax.train: checkpoint 4 is damaged (missing file {victim}); moved it to " \
+         f"{run_dir / 'checkpoints_damaged' / '4'} and resumed from 2"
+  assert line in out.splitlines(), out
+  assert _steps(run_dir / "checkpoints") == [2, 4] and _steps(run_dir / "checkpoints_damaged") == [4]
+  assert not (run_dir / "checkpoints_damaged" / "4" / victim.relative_to(run_dir / "checkpoints" / "4")).exists()
+  # The run redid steps 3 and 4 exactly, and metrics.jsonl holds each (step, name) once.
+  records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+  pairs = [(r["step"], k) for r in records for k in r if k != "step"]
+  assert len(pairs) == len(set(pairs))
+  before = metrics.read_metrics(finished_run)
+  assert [before[s]["train/loss"] for s in (3, 4)] == [metrics.read_metrics(run_dir)[s]["train/loss"] for s in (3, 4)]
+  assert final["train/loss"] == before[4]["train/loss"]
+  checkpoint.load_policy(run_dir)   # the new checkpoint 4 is intact
+
+
+def test_resume_with_no_intact_checkpoint_moves_nothing(data_path, finished_run, tmp_path):
+  run_dir = _copy(finished_run, tmp_path)
+  for step in (2, 4):
+    _delete_a_data_file(run_dir, step, "opt_state")
+  with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* can be restored \\(step 4: missing file "
+                     ".*; step 2: missing file .*\\). If the config changed the optimiser, resume with the run's "
+                     "own: --config=.*config.json; else move .* away"):
+    train.train_and_evaluate(_config(data_path), run_dir)
+  assert _steps(run_dir / "checkpoints") == [2, 4] and not (run_dir / "checkpoints_damaged").exists()
+
+
+def test_rerunning_a_finished_run_from_its_config_json_says_it_is_complete(finished_run, tmp_path, capsys):
+  run_dir = _copy(finished_run, tmp_path)
+  config = config_json.get_config(run_dir / "config.json")
+  assert config == _config(config.data.path) and config.policy.unet1d.down_dims == (16, 32)
+  assert train.train_and_evaluate(config, run_dir) == {}
+  assert (f"dpjax.train: the run in {run_dir} is complete at step 4 (its checkpoints are in {run_dir / 'checkpoints'}):"
+          f" train on with a larger --config.train.num_steps=, or evaluate with python -m dpjax.rollout "
+          f"--checkpoint={run_dir}") in capsys.readouterr().out.splitlines()
+  assert (run_dir / "metrics.jsonl").read_text() == (finished_run / "metrics.jsonl").read_text()
+  assert not list(run_dir.glob("config_resumed_step_*.json"))
+
+
+def test_config_json_reaches_config_flags_as_a_loader_argument(finished_run):
+  argv = cli.config_json_argv(["train", f"--config={finished_run}/config.json", "--config", "b.json", "--x=y.json"])
+  assert argv == ["train", f"--config={cli.JSON_LOADER}:{finished_run}/config.json", "--config",
+                  f"{cli.JSON_LOADER}:b.json", "--x=y.json"]
+  loaded = cli.FLAGS["config"].parser.parse(argv[1].split("=", 1)[1])   # config_flags' own file loader
+  assert loaded.train.num_steps == 4 and loaded.is_locked
+
+
+def test_metrics_keep_one_record_per_step_and_name_after_a_resume(tmp_path):
+  lines = [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.0}, {"step": 2, "b": 5.0}, {"step": 3, "a": 3.0}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": 4, "a"')
+  assert metrics.read_metrics(tmp_path) == {1: {"a": 1.0}, 2: {"a": 2.0, "b": 5.0}, 3: {"a": 3.0}}
+  writer = metrics.MetricsWriter(tmp_path, resume_step=2)   # step 3 and the line cut by the kill are dropped
+  writer.write(3, {"a": 30.0})
+  writer.write(2, {"a": 20.0})                              # a record written again: the last one wins
+  writer.close()
+  assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 2, 3, 2]
+  assert metrics.read_metrics(tmp_path) == {1: {"a": 1.0}, 2: {"a": 20.0, "b": 5.0}, 3: {"a": 30.0}}
+  assert list(metrics.read_metrics(tmp_path)) == [1, 2, 3]
+
+
+def test_known_errors_are_one_line_and_a_full_disk_says_what_to_do(monkeypatch):
+  with pytest.raises(SystemExit, match="^dpjax.train: bad value$"):
+    with cli.errors_as_one_line("dpjax.train", (ValueError,)):
+      raise ValueError("bad value")
+  for full in (OSError(28, "No space left on device", "/runs/x/metrics.jsonl"),
+               RuntimeError("tensorstore write failed: No space left on device")):
+    with pytest.raises(SystemExit, match="^dpjax.train: .*No space left on device.*; free some space"):
+      with cli.errors_as_one_line("dpjax.train", (ValueError,)):
+        raise full
+  with pytest.raises(KeyError):   # not a known error: a bug keeps its traceback
+    with cli.errors_as_one_line("dpjax.train", (ValueError,)):
+      raise KeyError("x")
+  monkeypatch.setattr(cli, "_wants_traceback", lambda: True)
+  with pytest.raises(ValueError):
+    with cli.errors_as_one_line("dpjax.train", (ValueError,)):
+      raise ValueError("bad value")
+
+
+def test_train_cli_reports_a_config_typo_and_a_bad_value_in_one_line():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  typo = subprocess.run([sys.executable, "-m", "dpjax.train", "--config=configs/pusht.py:smoke",
+                         "--config.train.num_step=10"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert typo.returncode == 1 and typo.stdout == ""
+  assert typo.stderr.splitlines() == ["dpjax.train: --config.train.num_step is not a config field; did you mean "
+                                      "--config.train.num_steps?"], typo.stderr
+  horizon = subprocess.run([sys.executable, "-m", "dpjax.train", "--config=configs/pusht.py:smoke",
+                            "--config.horizon=1", "--workdir=unused"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
+  assert horizon.returncode == 1 and "Traceback" not in horizon.stderr
+  assert horizon.stderr.splitlines() == ["dpjax.train: config.n_obs_steps=2 must be in [1, config.horizon=1]: the "
+                                         "observed steps are the first of each predicted chunk; raise "
+                                         "--config.horizon."], horizon.stderr
