@@ -167,7 +167,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   init_key, train_key, val_key = jax.random.split(base_key, 3)
   params = policy.init_params(spec, init_key)
   _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(params):,} parameters, {spec.objective} "
-       f"objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}")
+       f"objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; {config.train.num_steps:,} "
+       f"steps of batch {config.train.batch_size}")
   distillation = None
   distill_config = config.get("distill")   # absent from configs saved before distillation existed
   if distill_config and distill_config.teacher:
@@ -213,6 +214,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   last_good_step = step
   progress = _progress_bar(step, t.num_steps)
   window_start, window_steps = time.perf_counter(), 0
+  eta_start, eta_said = None, False   # (step, time) once the first dispatch has compiled; said at a log step
   checkpoint_timer = preemption.CheckpointTimer(t.checkpoint_every_minutes)
   try:
     with preemption.SignalCatcher() as stop_signal:
@@ -223,6 +225,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         state, step_metrics = steps_fn(state, batches, train_key, normalizer, resident, distillation)
         finite = finite & jnp.all(step_metrics["finite"])
         step += n
+        if eta_start is None:
+          eta_start = (step, time.perf_counter())
         window_steps += n
         progress.update(n)
         is_log = step % t.log_every == 0 or step == t.num_steps
@@ -252,6 +256,9 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
                   "train/samples_per_second": window_steps * t.batch_size / elapsed}
           writer.write(step, last)
           progress.set_postfix(loss=f"{host['loss']:.4f}", refresh=False)
+          if not eta_said and step > eta_start[0]:
+            _say(estimated_time(step - eta_start[0], time.perf_counter() - eta_start[1], t.num_steps - step))
+            eta_said = True
           window_start, window_steps = time.perf_counter(), 0
         if is_val:
           val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer, distillation),
@@ -278,6 +285,15 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     writer.close()
     manager.close()   # waits for a save still being written
   return {k: float(v) for k, v in last.items()}
+
+
+def estimated_time(steps_done: int, seconds: float, steps_left: int) -> str:
+  """The line that tells the person at the terminal how long the run will take (compile excluded)."""
+  rate = steps_done / seconds
+  minutes = steps_left / rate / 60
+  duration = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+  return (f"{rate:.2f} steps/s: the remaining {steps_left:,} steps take about {duration} (plus validation and "
+          "checkpoints); Ctrl-C saves a checkpoint and stops, the same command resumes")
 
 
 def _progress_bar(start_step: int, num_steps: int):

@@ -29,9 +29,11 @@ def _losses(run_dir):
   return {s: m["train/loss"] for s, m in sorted(metrics.read_metrics(run_dir).items()) if "train/loss" in m}
 
 
-def test_smoke_trains_and_checkpoints(data_path, tmp_path):
+def test_smoke_trains_and_checkpoints(data_path, tmp_path, capsys):
   config = smoke.smoke_config(data_path)
   final = train.train_and_evaluate(config, tmp_path)
+  said = capsys.readouterr().out
+  assert "4 steps of batch 8" in said and "the remaining 2 steps take about" in said   # estimated after step 2
   assert np.isfinite(final["train/loss"])
   assert (tmp_path / "config.json").exists() and (tmp_path / "policy_spec.json").exists()
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
@@ -223,3 +225,9 @@ def test_evaluation_rollouts_during_training_are_logged(data_path, tmp_path):
   assert 0.0 <= final["eval/mean_score"] <= 1.0
   assert "eval/success_rate" in metrics.read_metrics(tmp_path)[2]
   assert (tmp_path / "eval" / "step_2" / "eval.json").exists()
+
+
+def test_estimated_time_line():
+  line = train.estimated_time(steps_done=100, seconds=50.0, steps_left=3600)
+  assert line.startswith("2.00 steps/s: the remaining 3,600 steps take about 30 min")
+  assert "about 5.0 h" in train.estimated_time(steps_done=1, seconds=1.0, steps_left=18_000)
