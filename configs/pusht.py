@@ -142,11 +142,11 @@ def get_config(arg=None):
   # Optimiser steps per jitted call (a lax.scan); 0 = auto: 1 on CPU, 10 on GPU/TPU.
   config.train.steps_per_dispatch = 0
   # The original's epochs: 5000 (low-dim U-Net), 8000 (low-dim transformer), 3050 (image U-Net; assumed the
-  # same for the image transformer). An epoch is every window of the 90 training episodes once: 10,726 at
-  # horizon 16, one more per episode for each step the horizon is shorter.
-  windows_per_epoch = 10_726 + 90 * (16 - config.horizon)
-  steps_per_epoch = -(-windows_per_epoch // config.train.batch_size)
-  config.train.num_steps = steps_per_epoch * (3050 if image else 8000 if transformer else 5000)
+  # same for the image transformer). An epoch is every window of the training episodes once, ceil(windows /
+  # batch_size) steps, counted on the actual training set at start-up (10,726 windows of the 90 Push-T training
+  # episodes at horizon 16: 42 steps of 256), so another horizon, episode count or batch size keeps the epochs.
+  config.train.num_epochs = 3050 if image else 8000 if transformer else 5000
+  config.train.num_steps = 0                                # > 0: this many optimiser steps instead of num_epochs
   config.train.log_every = 50
   config.train.val_every = 1000
   config.train.val_batches = 8

@@ -48,9 +48,12 @@ ONE_LINE_ERRORS = (NonFiniteLossError, FileNotFoundError, ValueError, checkpoint
 def validate_config(config) -> None:
   """Checks values no later code would catch with a clear message."""
   t = config.train
-  for name in ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+  for name in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     if int(t[name]) < 1:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 1.")
+  if t.num_steps < 0 or (t.num_steps == 0 and t.get("num_epochs", 0) < 1):
+    raise ValueError(f"config.train.num_steps={t.num_steps} with num_epochs={t.get('num_epochs')}: give "
+                     "--config.train.num_epochs >= 1, or --config.train.num_steps >= 1 to count steps instead.")
   for name in ("val_every", "eval_every", "val_batches", "checkpoint_every_minutes"):
     if t[name] < 0:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
@@ -116,6 +119,15 @@ def _validation_loss(eval_fn, params, batches, base_key, normalizer, distillatio
   return float(np.mean(jax.device_get(losses))) if losses else float("nan")
 
 
+def resolve_num_steps(train_config, num_windows: int) -> int:
+  """Optimiser steps of the run: config.train.num_steps when > 0, else num_epochs passes over `num_windows`
+  training windows, ceil(num_windows / batch_size) steps each (the original's data loader keeps the last, short
+  batch; here every batch is full and the epoch boundary moves instead)."""
+  if train_config.num_steps > 0:
+    return int(train_config.num_steps)
+  return int(train_config.num_epochs) * -(-num_windows // int(train_config.batch_size))
+
+
 def steps_in_next_dispatch(step: int, most: int, intervals, num_steps: int) -> int:
   """How many steps the dispatch after `step` runs: at most `most`, ending on the next multiple of each interval
   (logging, validation, checkpoints, rollouts; 0 = off) and never past num_steps, so every event happens
@@ -139,6 +151,11 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
 
   # Data: demonstrations on the devices when they fit (windows gathered in the step), else host batches.
   bundle = data.build_data(config)
+  num_steps = resolve_num_steps(config.train, len(bundle.train_source))
+  if num_steps != config.train.num_steps:
+    _say(f"{config.train.num_epochs:,} epochs of {len(bundle.train_source):,} windows = {num_steps:,} steps")
+    config = config.copy_and_resolve_references()   # the caller's config stays as it was
+    config.train.num_steps = num_steps               # what config.json records and everything below reads
   placement = device_data.choose_placement(config.data.placement, bundle.train_source, list(mesh.devices.flat))
   resident = device_data.put_replicated(bundle.train_source, replicated) if placement == "device" else None
   train_iterator = data.make_train_iterator(bundle, config, config.train.batch_size,

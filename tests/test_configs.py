@@ -1,6 +1,7 @@
 """configs/pusht.py: the paper's per-variant hyper-parameters (from the original's released Push-T configs)."""
 import pytest
 
+from dpjax import train
 from tests import smoke
 
 # variant -> (horizon, down_dims or None, lr, (b1, b2), weight_decay, warmup, batch, attn_dropout or None)
@@ -45,10 +46,15 @@ def test_variant_defaults_match_the_paper(variant):
                                             ("image,transformer", 3050)])
 def test_default_training_length_is_the_original_number_of_epochs(variant, epochs):
   config = _config(variant)
-  # Windows of the 90 training episodes at horizon 16 (tests/test_data_real.py checks the count); 90 more per
-  # step of shorter horizon.
-  windows_per_epoch = {16: 10_726, 10: 10_726 + 6 * 90}[config.horizon]
-  assert config.train.num_steps == -(-windows_per_epoch // config.train.batch_size) * epochs
+  assert (config.train.num_epochs, config.train.num_steps) == (epochs, 0)
+  # 10,726 windows of the 90 training episodes at horizon 16 (tests/test_data_real.py checks the count): 42 steps
+  # of 256 per epoch, the paper's 210,000 steps for the low-dim U-Net.
+  steps = train.resolve_num_steps(config.train, 10_726)
+  assert steps == -(-10_726 // config.train.batch_size) * epochs
+  if variant == "lowdim":
+    assert steps == 210_000
+  config.train.num_steps = 1234
+  assert train.resolve_num_steps(config.train, 10_726) == 1234   # an explicit step count wins
 
 
 def test_image_transformer_synonym_and_unknown_words():

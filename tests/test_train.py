@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -231,3 +232,17 @@ def test_estimated_time_line():
   line = train.estimated_time(steps_done=100, seconds=50.0, steps_left=3600)
   assert line.startswith("2.00 steps/s: the remaining 3,600 steps take about 30 min")
   assert "about 5.0 h" in train.estimated_time(steps_done=1, seconds=1.0, steps_left=18_000)
+
+
+def test_training_length_in_epochs_counts_the_actual_training_windows(data_path, tmp_path, capsys):
+  config = smoke.smoke_config(data_path)
+  config.train.num_steps, config.train.num_epochs = 0, 2
+  config.data.max_train_episodes = 1          # a handful of windows: 2 epochs are a few batches of 8
+  config.train.val_every, config.train.log_every, config.train.checkpoint_every = 0, 100, 100
+  train.train_and_evaluate(config, tmp_path)
+  recorded = json.loads((tmp_path / "config.json").read_text())["train"]["num_steps"]
+  said = re.search(r"2 epochs of (\d+) windows = (\d+) steps", capsys.readouterr().out)
+  num_windows, num_steps = int(said.group(1)), int(said.group(2))
+  assert recorded == num_steps == 2 * -(-num_windows // 8)
+  assert sorted(metrics.read_metrics(tmp_path))[-1] == num_steps   # trained exactly that long
+  assert config.train.num_steps == 0                                 # the caller's config is left as it was
