@@ -44,7 +44,7 @@ import numpy as np
 from absl import app, flags
 
 from dpjax import files, optim, policy, sharding, train_step
-from dpjax.data import normalizer as normalizer_lib
+from dpjax.data import normalizer as normalizer_lib, pusht
 from dpjax.diffusion import sampler
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -53,8 +53,6 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "pusht.py"
 # Bench variant name -> configs/pusht.py variant string.
 VARIANTS = {"lowdim": "lowdim", "image": "image", "transformer": "transformer",
             "image_transformer": "image,transformer"}
-# Per-step observation shapes of Push-T (BUILD_NOTES.md, "Batches").
-OBS_SHAPES = {"lowdim": {"low_dim": (20,)}, "image": {"image": (96, 96, 3), "agent_pos": (2,)}}
 ACTION_DIM = 2
 COORD_RANGE = (0.0, 512.0)   # Push-T positions and actions are pixels of a 512 x 512 workspace.
 WARMUP_STEPS = 2
@@ -262,7 +260,7 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
   if steps_per_dispatch is not None:
     overrides["train.steps_per_dispatch"] = config.train.steps_per_dispatch = int(steps_per_dispatch)
   rng = np.random.default_rng(config.seed)
-  obs_shapes = OBS_SHAPES[config.data.obs_type]
+  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
   spec = policy.spec_from_config(config, obs_shapes, ACTION_DIM)
   normalizer = synthetic_normalizer(obs_shapes, rng)
 

@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from dpjax import cli, control, files, policy as policy_lib
-from dpjax.data import normalizer as normalizer_lib
+from dpjax.data import normalizer as normalizer_lib, pusht
 from dpjax.diffusion import sampler
 
 FLAGS = flags.FLAGS
@@ -56,7 +56,7 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   if not seeds:
     raise ValueError("No episodes to run: give --num_episodes >= 1 or --seeds.")
   obs_type = "image" if any(normalizer_lib.is_image(s) for _, s in spec.obs_shapes) else "lowdim"
-  expected = {"image": {"image": (96, 96, 3), "agent_pos": (2,)}, "lowdim": {"low_dim": (20,)}}[obs_type]
+  expected = pusht.OBS_SHAPES[obs_type]
   if dict(spec.obs_shapes) != expected or spec.action_dim != 2:
     raise ValueError(f"This policy observes {dict(spec.obs_shapes)} and acts in {spec.action_dim} dims; the Push-T "
                      f"environment gives {expected} and takes 2-D actions.")

@@ -4,6 +4,8 @@ import numpy as np
 from dpjax.data import replay as replay_lib
 
 OBS_TYPES = ("lowdim", "image")
+# Per-step observation shapes of each observation type (what the policies and the simulator exchange).
+OBS_SHAPES = {"lowdim": {"low_dim": (20,)}, "image": {"image": (96, 96, 3), "agent_pos": (2,)}}
 # zarr keys each observation type needs; low-dim never touches the 2.8 GB image array.
 PUSHT_KEYS = {
     "lowdim": ("keypoint", "state", "action"),

@@ -6,7 +6,6 @@ the centre crop; each camera's feature goes through a ReLU (robomimic's Observat
 through unchanged. Per-step output: image features in sorted key order, then low-dim values in sorted key order.
 With no camera the encoder is a parameter-free concat.
 """
-import math
 from typing import Any, Optional, Sequence, Tuple
 
 import chex
@@ -14,29 +13,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpjax.data.normalizer import is_image
 from dpjax.nets import crop
 from dpjax.nets.vision import ResNet18GN
 
 ObsShapes = Tuple[Tuple[str, Tuple[int, ...]], ...]
 
 
-def is_image_shape(shape: Sequence[int]) -> bool:
-  """A per-step shape of 3 dims (H, W, C) is one camera's image."""
-  return len(shape) == 3
-
-
 def split_keys(obs_shapes: ObsShapes) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
   """(sorted image keys, sorted low-dim keys)."""
-  image_keys = sorted(key for key, shape in obs_shapes if is_image_shape(shape))
-  low_dim_keys = sorted(key for key, shape in obs_shapes if not is_image_shape(shape))
+  image_keys = sorted(key for key, shape in obs_shapes if is_image(shape))
+  low_dim_keys = sorted(key for key, shape in obs_shapes if not is_image(shape))
   return tuple(image_keys), tuple(low_dim_keys)
-
-
-def feature_dim_of(obs_shapes: ObsShapes, feature_dim: int) -> int:
-  """F, the per-step feature width the encoder produces, without building it."""
-  image_keys, _ = split_keys(obs_shapes)
-  low_dim = sum(math.prod(shape) for _, shape in obs_shapes if not is_image_shape(shape))
-  return len(image_keys) * feature_dim + low_dim
 
 
 def _crop_needed(image_shape: Sequence[int], crop_shape: Optional[Sequence[int]]) -> bool:

@@ -32,10 +32,6 @@ def memory_mask(num_tokens: int, num_cond: int) -> jax.Array:
   return t >= s - 1
 
 
-def mish(x: jax.Array) -> jax.Array:
-  return x * jnp.tanh(jax.nn.softplus(x))
-
-
 def weight_decay_mask(params) -> dict:
   """Pytree of bools like `params`: True where the original's `get_optim_groups` applies weight decay.
 
@@ -167,7 +163,7 @@ class TransformerDenoiser(nn.Module):
                             name=f"cond_layer{i}")(cond, None, train)
       return cond
     cond = _dense(4 * self.width, self.dtype, "cond_mlp1")(cond)
-    return _dense(self.width, self.dtype, "cond_mlp2")(mish(cond))
+    return _dense(self.width, self.dtype, "cond_mlp2")(jax.nn.mish(cond))
 
   @nn.compact
   def __call__(self, x: jax.Array, k: jax.Array, obs_features: Optional[jax.Array], train: bool) -> jax.Array:

@@ -11,6 +11,7 @@ sys.path.insert(0, ".")
 import jax, jax.numpy as jnp, numpy as np
 from dpjax.nets import unet1d
 from dpjax import bench, policy, optim, train_step, sharding
+from dpjax.data import pusht
 
 def conv_lax(x, kernel, stride, padding):
   return jax.lax.conv_general_dilated(x, kernel, (stride,), [(padding, padding)], dimension_numbers=("NWC", "WIO", "NWC"))
@@ -29,9 +30,9 @@ batch = int(sys.argv[2]) if len(sys.argv) > 2 else 64
 config = bench.load_config(variant)
 config.train.batch_size = batch
 rng = np.random.default_rng(0)
-spec = policy.spec_from_config(config, bench.OBS_SHAPES[config.data.obs_type], 2)
+spec = policy.spec_from_config(config, pusht.OBS_SHAPES[config.data.obs_type], 2)
 params = bench.random_params(spec, rng)
-normalizer = bench.synthetic_normalizer(bench.OBS_SHAPES[config.data.obs_type], rng)
+normalizer = bench.synthetic_normalizer(pusht.OBS_SHAPES[config.data.obs_type], rng)
 mesh = sharding.make_mesh()
 for name, impl in IMPLS.items():
   unet1d.conv1d = impl
