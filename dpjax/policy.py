@@ -106,7 +106,8 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   if not 1 <= config.n_action_steps <= config.horizon - config.n_obs_steps + 1:
     raise ValueError(f"n_action_steps={config.n_action_steps} must be in [1, horizon - n_obs_steps + 1 = "
                      f"{config.horizon - config.n_obs_steps + 1}] so executed actions lie inside the chunk.")
-  check_num_inference_steps(objective, d.num_train_steps, d.num_inference_steps, "config.diffusion.")
+  sampler.check_num_inference_steps(objective, d.num_train_steps, d.num_inference_steps,
+                                    "config.diffusion.num_inference_steps")
   encoder_kwargs = {}
   if p.encoder == "resnet18":
     r = p.resnet18
@@ -129,16 +130,6 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       num_train_steps=d.num_train_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
       num_inference_steps=d.num_inference_steps, compute_dtype=compute_dtype, objective=objective)
-
-
-def check_num_inference_steps(objective_name: str, num_train_steps: int, num_inference_steps: int,
-                              prefix: str = "") -> None:
-  """DDPM/DDIM chains take 1..K steps of the training schedule; flow chains any number >= 1."""
-  most = num_train_steps if objective_name == "ddpm" else None
-  if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
-      or num_inference_steps < 1 or (most is not None and num_inference_steps > most)):
-    bounds = f"[1, num_train_steps={most}]" if most is not None else ">= 1"
-    raise ValueError(f"{prefix}num_inference_steps={num_inference_steps!r} must be an int in {bounds}.")
 
 
 def _check_choice(name, value, choices):
@@ -384,7 +375,7 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   sampler.check_method(spec.objective, method)
-  check_num_inference_steps(spec.objective, spec.num_train_steps, num_inference_steps)
+  sampler.check_num_inference_steps(spec.objective, spec.num_train_steps, num_inference_steps)
   obs, batched = check_obs(spec, obs)
   obs = {k: (v if batched else v[None]) for k, v in obs.items()}
   actions = _sample_batched(policy, dict(obs), key, method, num_inference_steps)

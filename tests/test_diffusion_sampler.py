@@ -70,7 +70,7 @@ def test_compiles_once_and_is_one_scan():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(num_inference_steps=0), r"\[1, 20\]"),
     (dict(num_inference_steps=K + 1), r"\[1, 20\]"),
-    (dict(method="euler"), "Unknown sampling method"),
+    (dict(method="dpm_solver"), "Unknown sampling method"),
     (dict(prediction_type="v"), "prediction_type"),
 ])
 def test_bad_arguments(kwargs, match):

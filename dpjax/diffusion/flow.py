@@ -63,10 +63,15 @@ def flow_loss(denoise_fn: DenoiseFn, x0: jax.Array, noise: jax.Array, t: jax.Arr
   return jnp.mean(jnp.square(prediction - (noise - x0)))
 
 
+def validate_num_steps(num_steps: int, name: str = "num_inference_steps") -> None:
+  """Raises ValueError unless `num_steps` is an int >= 1 (a flow's time is continuous: no upper bound)."""
+  if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+    raise ValueError(f"{name} must be an int >= 1, got {num_steps!r}.")
+
+
 def time_grid(num_steps: int) -> np.ndarray:
   """[num_steps + 1] float32 times 1, 1 - 1/n, ..., 0 (static: it fixes the scan length)."""
-  if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-    raise ValueError(f"The number of flow steps must be an int >= 1, got {num_steps!r}.")
+  validate_num_steps(num_steps)
   return np.linspace(1.0, 0.0, int(num_steps) + 1, dtype=np.float32)
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from dpjax.diffusion import flow, steps
 from dpjax.diffusion.objective import DenoiseFn
-from dpjax.diffusion.schedules import NoiseSchedule, inference_timesteps
+from dpjax.diffusion.schedules import NoiseSchedule, inference_timesteps, validate_num_inference_steps
 
 # The samplers that apply to each training objective ("ddpm": noise prediction; "flow": velocity prediction).
 METHODS_BY_OBJECTIVE = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun")}
@@ -27,6 +27,15 @@ def check_method(objective: str, method: str) -> None:
   if method not in METHODS_BY_OBJECTIVE[objective]:
     raise ValueError(f"Sampler {method!r} does not apply to a {objective!r} model; use one of "
                      f"{METHODS_BY_OBJECTIVE[objective]}.")
+
+
+def check_num_inference_steps(objective: str, num_train_steps: int, num_inference_steps: int,
+                              name: str = "num_inference_steps") -> None:
+  """DDPM/DDIM chains take 1..K steps of the training schedule; flow chains any number >= 1."""
+  if objective == "ddpm":
+    validate_num_inference_steps(num_train_steps, num_inference_steps, name)
+  else:
+    flow.validate_num_steps(num_inference_steps, name)
 
 
 def network_calls(method: str, num_inference_steps: int) -> int:

@@ -117,10 +117,11 @@ def inference_timesteps(num_train_steps: int, num_inference_steps: int) -> np.nd
   return (np.arange(num_inference_steps) * step_ratio).round()[::-1].astype(np.int32)
 
 
-def validate_num_inference_steps(num_train_steps: int, num_inference_steps: int) -> None:
-  """Raises ValueError unless 1 <= num_inference_steps <= num_train_steps."""
+def validate_num_inference_steps(num_train_steps: int, num_inference_steps: int,
+                                 name: str = "num_inference_steps") -> None:
+  """Raises ValueError unless 1 <= num_inference_steps <= num_train_steps; `name` is how the message calls it."""
   if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
       or not 1 <= num_inference_steps <= num_train_steps):
-    raise ValueError(f"num_inference_steps must be an int in [1, {num_train_steps}] (the number of "
-                     f"training diffusion steps), got {num_inference_steps!r}.")
+    raise ValueError(f"{name} must be an int in [1, {num_train_steps}] (the number of training diffusion steps), "
+                     f"got {num_inference_steps!r}.")
 
