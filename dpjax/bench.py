@@ -30,7 +30,6 @@ import datetime
 import functools
 import importlib.util
 import json
-import math
 import os
 import pathlib
 import platform
@@ -330,10 +329,6 @@ def markdown_table(records: Sequence[Mapping[str, Any]]) -> str:
       row.append(f"{m['median_ms']:.4g} ({m['compile_s']:.1f})" if m else "-")
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
-
-
-def is_positive_finite(x) -> bool:
-  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 def define_flags() -> None:

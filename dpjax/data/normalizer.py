@@ -8,13 +8,9 @@ Stats act on the last axis, so one (D,) pair serves [N, D], [B, T, D] and [B, T,
 `normalize`/`unnormalize` are arithmetic only, so the same function runs on numpy batches and inside
 jitted JAX code (stats may be numpy or jax arrays).
 """
-import json
-import pathlib
 from typing import Any, Mapping
 
 import numpy as np
-
-from dpjax import files
 
 # Dims whose range is below this are shifted, not scaled (the original's range_eps).
 RANGE_EPS = 1e-4
@@ -74,14 +70,6 @@ def normalize_obs(normalizer: Normalizer, obs: Mapping[str, Any]) -> dict:
   return {key: normalize(normalizer["obs"][key], value) for key, value in obs.items()}
 
 
-def normalize_action(normalizer: Normalizer, action):
-  return normalize(normalizer["action"], action)
-
-
-def unnormalize_action(normalizer: Normalizer, action):
-  return unnormalize(normalizer["action"], action)
-
-
 def is_image(per_step_shape: tuple[int, ...]) -> bool:
   """An observation whose per-step shape is (H, W, C) is a camera image."""
   return len(per_step_shape) == 3
@@ -113,15 +101,3 @@ def from_json_tree(tree):
     return {key: from_json_tree(value) for key, value in tree.items()}
   return np.asarray(tree, dtype=np.float32)
 
-
-def save_normalizer(path, normalizer: Normalizer) -> None:
-  """Writes the normalizer as JSON lists (bit-exact float32 round trip); atomic replace."""
-  files.write_text_atomic(path, json.dumps(to_json_tree(normalizer), indent=1))
-
-
-def load_normalizer(path) -> Normalizer:
-  tree = from_json_tree(json.loads(pathlib.Path(path).read_text()))
-  if set(tree) != {"obs", "action"}:
-    raise ValueError(f"{path} is not a dpjax normalizer (top-level keys {sorted(tree)}, "
-                     "expected ['action', 'obs'])")
-  return tree

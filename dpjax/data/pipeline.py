@@ -12,7 +12,6 @@ takes 0.05 ms). `ShuffledBatchIndices` computes a whole batch of indices with a 
 wrapped as a grain source, so grain still provides threads, prefetch and a checkpointable
 iterator whose state is just the next batch number.
 """
-import functools
 import sys
 from typing import Iterator
 
@@ -40,11 +39,15 @@ class ShuffledBatchIndices:
     # Positions of this process's rows inside a global batch: one contiguous block, in process order.
     per_process = global_batch_size // process_count
     self._offsets = np.arange(process_index * per_process, (process_index + 1) * per_process, dtype=np.int64)
+    self._permutations = {}   # epoch -> window order, the few most recent (a batch spans at most two epochs)
 
-  @functools.lru_cache(maxsize=4)
   def epoch_permutation(self, epoch: int) -> np.ndarray:
     """int64 [W]: window order of one epoch."""
-    return np.random.default_rng((self.seed, epoch)).permutation(self.num_windows)
+    if epoch not in self._permutations:
+      if len(self._permutations) >= 4:
+        del self._permutations[min(self._permutations)]
+      self._permutations[epoch] = np.random.default_rng((self.seed, epoch)).permutation(self.num_windows)
+    return self._permutations[epoch]
 
   def __len__(self) -> int:
     return sys.maxsize

@@ -51,11 +51,6 @@ class ReplayBuffer:
     return int(self.episode_ends[-1]) if self.num_episodes else 0
 
   @property
-  def episode_starts(self) -> np.ndarray:
-    """int64 [E], first step of each episode."""
-    return np.concatenate([[0], self.episode_ends[:-1]]).astype(np.int64)
-
-  @property
   def episode_lengths(self) -> np.ndarray:
     """int64 [E]."""
     return np.diff(self.episode_ends, prepend=0).astype(np.int64)
