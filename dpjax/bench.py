@@ -33,7 +33,6 @@ import json
 import os
 import pathlib
 import platform
-import re
 import statistics
 import time
 from typing import Any, Mapping, Sequence
@@ -42,7 +41,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from dpjax import files, optim, policy, sharding, train_step
+from dpjax import files, hlo, optim, policy, sharding, train_step
 from dpjax.data import normalizer as normalizer_lib, pusht
 from dpjax.diffusion import sampler
 
@@ -71,8 +70,6 @@ def config_arg(variant: str, quick: bool) -> str:
   return VARIANTS[variant] + (",smoke" if quick else "")
 
 
-# Top-level HLO instructions that launch no kernel.
-_NON_KERNEL_OPS = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
 DEFAULT_SAMPLERS = {"ddpm": (("ddpm", 100), ("ddim", 10)), "flow": (("euler", 1), ("euler", 10))}
 
 
@@ -207,21 +204,6 @@ def bench_sampling(pol: policy.Policy, method: str, num_inference_steps: int, ba
           "per_step_ms": 1e3 * median_s / num_inference_steps}
 
 
-def hlo_kernel_count(hlo_text: str) -> int:
-  """Instructions of the ENTRY computation of optimised HLO text that run as kernels (fusions, dots, custom
-  calls, copies, ...), i.e. all but parameters, constants, tuples and bitcasts."""
-  count, in_entry = 0, False
-  for line in hlo_text.splitlines():
-    if line.startswith("ENTRY"):
-      in_entry = True
-    elif in_entry and line.startswith("}"):
-      break
-    elif in_entry and "=" in line:
-      op = re.search(r"\s([a-z][\w-]*)\(", line.split("=", 1)[1])   # after the result shape: "f32[2]{0} dot("
-      count += bool(op) and op.group(1) not in _NON_KERNEL_OPS
-  return count
-
-
 def denoiser_call_kernels(pol: policy.Policy, batch_size: int) -> int:
   """Kernels of one denoiser call (the body of the sampling chain) at `batch_size`, as XLA compiles it alone."""
   spec = pol.spec
@@ -231,7 +213,7 @@ def denoiser_call_kernels(pol: policy.Policy, batch_size: int) -> int:
   x = jax.ShapeDtypeStruct((batch_size, spec.horizon, spec.action_dim), np.float32)
   k = jax.ShapeDtypeStruct((batch_size,), np.int32 if spec.objective == "ddpm" else np.float32)
   call = jax.jit(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise))
-  return hlo_kernel_count(call.lower(pol.params, x, k, features).compile().as_text())
+  return hlo.kernel_count(call.lower(pol.params, x, k, features).compile().as_text())
 
 
 def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None = None, steps: int | None = None,

@@ -29,3 +29,13 @@ def real_pusht_path():
       pytest.fail(message)
     pytest.skip(message)
   return path
+
+
+@pytest.fixture(scope="session")
+def data_path(tmp_path_factory):
+  """A small low-dim replay buffer of random-walk episodes (tests.smoke.SMOKE_EPISODE_LENGTHS), written once per
+  test process; the end-to-end training tests read it."""
+  from dpjax.data import synthetic
+  from tests import smoke
+  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
+                                         image=False, values="random_walk")

@@ -28,20 +28,12 @@ CASES = [
 ]
 
 
-def fixed_batch(spec: policy_lib.PolicySpec, batch_size: int = 2) -> dict:
-  rng = np.random.default_rng(1234)
-  obs = {k: (rng.integers(0, 256, (batch_size, spec.n_obs_steps) + s).astype(np.uint8) if len(s) == 3
-             else rng.uniform(0, 512, (batch_size, spec.n_obs_steps) + s).astype(np.float32))
-         for k, s in spec.obs_shapes}
-  return {"obs": obs, "action": rng.uniform(0, 512, (batch_size, spec.horizon, 2)).astype(np.float32)}
-
-
 def outputs() -> dict[str, np.ndarray]:
   """{"<variant>/<sampler><steps>": actions [2, T, 2], "<variant>/loss": scalar} for every case."""
   out = {}
   for variant, obs_shapes, samplers in CASES:
     policy = smoke.random_policy(variant, obs_shapes)
-    batch = fixed_batch(policy.spec)
+    batch = smoke.random_batch(policy.spec, batch_size=2, seed=1234)
     loss, _ = policy_lib.loss_fn(policy.params, policy.spec, policy.normalizer, batch, jax.random.key(7), False)
     out[f"{variant}/loss"] = np.asarray(loss)
     for method, steps in samplers:

@@ -42,3 +42,12 @@ def random_policy(variant: str = "smoke", obs_shapes: tuple = (("low_dim", (20,)
   action = rng.uniform(0, 512, (50, 2))
   normalizer = normalizer_lib.fit_normalizer({k: v.reshape((-1,) + v.shape[2:]) for k, v in obs.items()}, action)
   return policy_lib.Policy(params=policy_lib.init_params(spec, jax.random.key(0)), normalizer=normalizer, spec=spec)
+
+
+def random_batch(spec: policy_lib.PolicySpec, batch_size: int, seed: int) -> dict:
+  """A raw training batch for `spec`: uint8 images, positions and actions in the Push-T pixel range."""
+  rng = np.random.default_rng(seed)
+  obs = {k: (rng.integers(0, 256, (batch_size, spec.n_obs_steps) + s).astype(np.uint8) if len(s) == 3
+             else rng.uniform(0, 512, (batch_size, spec.n_obs_steps) + s).astype(np.float32))
+         for k, s in spec.obs_shapes}
+  return {"obs": obs, "action": rng.uniform(0, 512, (batch_size, spec.horizon, 2)).astype(np.float32)}

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from dpjax import bench
+from dpjax import bench, hlo
 
 TRAIN_FIELDS = ("compile_s", "lower_s", "time_s", "steps_per_s", "samples_per_s", "step_ms", "batch_size", "steps")
 SAMPLING_FIELDS = ("first_call_s", "median_ms", "min_ms", "max_ms", "per_step_ms", "batch_size",
@@ -61,8 +61,8 @@ def test_flow_policies_bench_with_their_samplers():
     bench.bench_variant("lowdim", quick=True, objective="flow", samplers=[("ddim", 10)])
 
 
-def test_hlo_kernel_count_counts_the_entry_computation_only():
-  hlo = """HloModule m
+def test_kernel_count_counts_the_entry_computation_only():
+  text = """HloModule m
 %fused (p: f32[2]) -> f32[2] {
   %p = f32[2]{0} parameter(0)
   ROOT %n = f32[2]{0} negate(f32[2]{0} %p)
@@ -75,4 +75,4 @@ ENTRY %main (a: f32[2], b: f32[2,2]) -> (f32[2], f32[2]) {
   ROOT %t = (f32[2]{0}, f32[2]{0}) tuple(f32[2]{0} %fusion, f32[2]{0} %dot)
 }
 """
-  assert bench.hlo_kernel_count(hlo) == 2
+  assert hlo.kernel_count(text) == 2

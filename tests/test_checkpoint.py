@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 
 from dpjax import checkpoint, cli, config_json, metrics, train
-from dpjax.data import synthetic
 from tests import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data_path(tmp_path_factory):
-  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
-                                         image=False, values="random_walk")
 
 
 def _config(data_path):

@@ -7,14 +7,7 @@ import pytest
 
 import dpjax
 from dpjax import checkpoint, distill, policy as policy_lib, train
-from dpjax.data import synthetic
 from tests import smoke
-
-
-@pytest.fixture(scope="module")
-def data_path(tmp_path_factory):
-  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
-                                         image=False, values="random_walk")
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,7 @@ GRAD_RTOL = 5e-2
 
 
 def _batch(spec: policy_lib.PolicySpec, batch_size: int = 16) -> dict:
-  rng = np.random.default_rng(0)
-  obs = {k: (rng.integers(0, 256, (batch_size, spec.n_obs_steps) + s).astype(np.uint8) if len(s) == 3
-             else rng.uniform(0, 512, (batch_size, spec.n_obs_steps) + s).astype(np.float32))
-         for k, s in spec.obs_shapes}
-  return {"obs": obs, "action": rng.uniform(0, 512, (batch_size, spec.horizon, 2)).astype(np.float32)}
+  return smoke.random_batch(spec, batch_size, seed=0)
 
 
 def _with_dtype(policy: policy_lib.Policy, dtype: str) -> policy_lib.Policy:

@@ -6,14 +6,7 @@ import time
 import pytest
 
 from dpjax import checkpoint, metrics, preemption, train
-from dpjax.data import synthetic
 from tests import smoke
-
-@pytest.fixture(scope="module")
-def data_path(tmp_path_factory):
-  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
-                                         image=False, values="random_walk")
-
 
 def test_checkpoint_timer_and_single_process_agreement():
   now = [100.0]

@@ -20,12 +20,6 @@ from tests import smoke
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_path(tmp_path_factory):
-  return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
-                                         image=False, values="random_walk")
-
-
 def _losses(run_dir):
   return {s: m["train/loss"] for s, m in sorted(metrics.read_metrics(run_dir).items()) if "train/loss" in m}
 

@@ -5,12 +5,11 @@
       PYTHONPATH=/tmp/dpjax_old .venv/bin/python experiments/bench/kernels_per_call.py   # an older one
 
 Full-size Push-T variants, random weights, batch 1 and 50, compiled for the local backend. The count is
-`dpjax.bench.hlo_kernel_count`'s rule (copied here so that older checkouts without it can be measured).
+`dpjax/hlo.py`'s, loaded from this checkout by path.
 """
 import importlib.util
 import json
 import pathlib
-import re
 import sys
 
 import jax
@@ -19,21 +18,12 @@ import numpy as np
 import dpjax
 from dpjax import policy
 
-NON_KERNEL_OPS = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
 OBS = {"lowdim": {"low_dim": (20,)}, "image": {"image": (96, 96, 3), "agent_pos": (2,)}}
-
-
-def kernel_count(hlo_text):
-  count, in_entry = 0, False
-  for line in hlo_text.splitlines():
-    if line.startswith("ENTRY"):
-      in_entry = True
-    elif in_entry and line.startswith("}"):
-      break
-    elif in_entry and "=" in line:
-      op = re.search(r"\s([a-z][\w-]*)\(", line.split("=", 1)[1])
-      count += bool(op) and op.group(1) not in NON_KERNEL_OPS
-  return count
+# This checkout's counter, loaded by path: the measured checkout may predate it.
+_hlo_spec = importlib.util.spec_from_file_location(
+    "hlo", pathlib.Path(__file__).resolve().parents[2] / "dpjax" / "hlo.py")
+hlo = importlib.util.module_from_spec(_hlo_spec)
+_hlo_spec.loader.exec_module(hlo)
 
 
 def main():
@@ -54,7 +44,7 @@ def main():
       x = jax.ShapeDtypeStruct((batch, spec.horizon, spec.action_dim), np.float32)
       k = jax.ShapeDtypeStruct((batch,), np.int32)
       call = jax.jit(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise))
-      out[f"{variant}_b{batch}"] = kernel_count(call.lower(params, x, k, features).compile().as_text())
+      out[f"{variant}_b{batch}"] = hlo.kernel_count(call.lower(params, x, k, features).compile().as_text())
       print(variant, batch, out[f"{variant}_b{batch}"], flush=True)
   json.dump(out, sys.stdout, indent=2)
   print()
