@@ -153,13 +153,13 @@ def get_config(arg=None):
   config.train.checkpoint_every = 1000
   config.train.checkpoint_every_minutes = 10.0            # also by wall-clock time (0 disables): a kill loses less
   config.train.keep_checkpoints = 3
-  config.train.eval_every = 0                              # env rollouts during training; 0 disables
-  config.train.eval_episodes = 50
+  config.train.rollout_every = 0                           # simulator rollouts during training; 0 disables
+  config.train.rollout_episodes = 50
 
-  # --- evaluation (rollout) ---------------------------------------------------------------------
-  config.eval = ml_collections.ConfigDict()
-  config.eval.max_steps = 300
-  config.eval.seed_start = 100000
+  # --- rollout evaluation (in-training rollouts; `python -m dpjax.rollout` has its own flags) -----
+  config.rollout = ml_collections.ConfigDict()
+  config.rollout.max_steps = 300
+  config.rollout.seed_start = 100000
 
   if "small" in variant:
     # Sized for a laptop CPU: the recorded run (experiments/pusht_lowdim_cnn_small) scored 0.918 in 46 min on 2 cores.

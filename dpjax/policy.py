@@ -86,8 +86,7 @@ def _freeze(value):
 def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_dim: int) -> PolicySpec:
   """Builds the static spec from a config and the data's per-step observation shapes."""
   p, d = config.policy, config.diffusion
-  # Configs saved before a field existed (a run's config.json passed back as --config) get its default.
-  objective, compute_dtype = d.get("objective", "ddpm"), p.get("compute_dtype", "auto")
+  objective, compute_dtype = d.objective, p.compute_dtype
   _check_choice("config.policy.encoder", p.encoder, ENCODERS)
   _check_choice("config.policy.denoiser", p.denoiser, DENOISERS)
   _check_choice("config.diffusion.objective", objective, sampler.OBJECTIVES)

@@ -51,10 +51,10 @@ def validate_config(config) -> None:
   for name in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     if int(t[name]) < 1:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 1.")
-  if t.num_steps < 0 or (t.num_steps == 0 and t.get("num_epochs", 0) < 1):
-    raise ValueError(f"config.train.num_steps={t.num_steps} with num_epochs={t.get('num_epochs')}: give "
+  if t.num_steps < 0 or (t.num_steps == 0 and t.num_epochs < 1):
+    raise ValueError(f"config.train.num_steps={t.num_steps} with num_epochs={t.num_epochs}: give "
                      "--config.train.num_epochs >= 1, or --config.train.num_steps >= 1 to count steps instead.")
-  for name in ("val_every", "eval_every", "val_batches", "checkpoint_every_minutes"):
+  for name in ("val_every", "rollout_every", "val_batches", "checkpoint_every_minutes"):
     if t[name] < 0:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
   # Checked here too (the policy spec checks them again) because the data windows, built first, would fail first
@@ -113,8 +113,8 @@ def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) 
           pipeline.validation_batches(source, global_batch_size, max_batches, multiple_of=mesh.devices.size)]
 
 
-def _validation_loss(eval_fn, params, batches, base_key, normalizer, distillation) -> float:
-  losses = [eval_fn(params, b, jax.random.fold_in(base_key, i), normalizer, distillation)
+def _validation_loss(validation_fn, params, batches, base_key, normalizer, distillation) -> float:
+  losses = [validation_fn(params, b, jax.random.fold_in(base_key, i), normalizer, distillation)
             for i, b in enumerate(batches)]
   return float(np.mean(jax.device_get(losses))) if losses else float("nan")
 
@@ -187,8 +187,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
        f"objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; {config.train.num_steps:,} "
        f"steps of batch {config.train.batch_size}")
   distillation = None
-  distill_config = config.get("distill")   # absent from configs saved before distillation existed
-  if distill_config and distill_config.teacher:
+  distill_config = config.distill
+  if distill_config.teacher:
     distillation = distill.load_teacher(distill_config, spec)
     normalizer_host = distillation.teacher.normalizer   # the student acts in the teacher's normalised space
     teacher_spec = distillation.teacher.spec
@@ -218,13 +218,13 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
 
   steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated,
                                         sharding.stacked_batch_sharding(mesh), replicated)
-  eval_fn = train_step.jit_eval_loss(spec, sharding.batch_sharding(mesh), replicated)
+  validation_fn = train_step.jit_validation_loss(spec, sharding.batch_sharding(mesh), replicated)
   writer = metrics.MetricsWriter(workdir, resume_step=int(state.step) if resuming else None)
-  evaluator = _make_evaluator(config, workdir)
+  evaluator = _make_rollout_evaluator(config, workdir)
 
   t = config.train
   val_every = t.val_every if val_batches else 0
-  eval_every = t.eval_every if evaluator is not None else 0
+  rollout_every = t.rollout_every if evaluator is not None else 0
   step = int(jax.device_get(state.step))
   last = {}
   finite = jnp.ones((), bool)
@@ -236,7 +236,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   try:
     with preemption.SignalCatcher() as stop_signal:
       while step < t.num_steps:
-        n = steps_in_next_dispatch(step, steps_per_dispatch, (t.log_every, t.checkpoint_every, val_every, eval_every),
+        n = steps_in_next_dispatch(step, steps_per_dispatch, (t.log_every, t.checkpoint_every, val_every, rollout_every),
                                    t.num_steps)
         batches = sharding.put_global_stack([next(train_iterator) for _ in range(n)], mesh)
         state, step_metrics = steps_fn(state, batches, train_key, normalizer, resident, distillation)
@@ -253,8 +253,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           stop, timed = preemption.agree((stop, timed)) if is_log else (False, False)
         is_ckpt = step % t.checkpoint_every == 0 or step == t.num_steps or stop or timed
         is_val = bool(val_every) and step % val_every == 0
-        is_eval = bool(eval_every) and step % eval_every == 0
-        if not (is_log or is_ckpt or is_val or is_eval):
+        is_rollout = bool(rollout_every) and step % rollout_every == 0
+        if not (is_log or is_ckpt or is_val or is_rollout):
           continue
         if not bool(finite):
           kept = (f"The last good checkpoint (step {manager.latest_step()}) in {workdir} is kept."
@@ -278,12 +278,12 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
             eta_said = True
           window_start, window_steps = time.perf_counter(), 0
         if is_val:
-          val = {"val/loss": _validation_loss(eval_fn, state.params, val_batches, val_key, normalizer, distillation),
-                 "val/loss_ema": _validation_loss(eval_fn, state.ema_params, val_batches, val_key, normalizer,
+          val = {"val/loss": _validation_loss(validation_fn, state.params, val_batches, val_key, normalizer, distillation),
+                 "val/loss_ema": _validation_loss(validation_fn, state.ema_params, val_batches, val_key, normalizer,
                                                   distillation)}
           writer.write(step, val)
           last.update(val)
-        if is_eval:
+        if is_rollout:
           scores = evaluator(state, normalizer, spec, step)
           writer.write(step, scores)
           last.update(scores)
@@ -319,18 +319,18 @@ def _progress_bar(start_step: int, num_steps: int):
               disable=jax.process_index() != 0)
 
 
-def _make_evaluator(config, workdir):
-  """Environment rollouts during training, when config.train.eval_every > 0 and the simulator is installed."""
-  if not config.train.eval_every or jax.process_index() != 0:
+def _make_rollout_evaluator(config, workdir):
+  """Environment rollouts during training, when config.train.rollout_every > 0 and the simulator is installed."""
+  if not config.train.rollout_every or jax.process_index() != 0:
     return None
   from dpjax import rollout  # needs the `env` extra
   def evaluate(state, normalizer, spec, step):
     # The EMA weights stay where they are (replicated on the devices): nothing is copied to the host and back.
     pol = policy.Policy(params=state.ema_params, normalizer=normalizer, spec=spec)
-    result = rollout.evaluate(pol, num_episodes=config.train.eval_episodes, seed_start=config.eval.seed_start,
-                              max_steps=config.eval.max_steps, out_dir=workdir / "eval" / f"step_{step}",
+    result = rollout.evaluate(pol, num_episodes=config.train.rollout_episodes, seed_start=config.rollout.seed_start,
+                              max_steps=config.rollout.max_steps, out_dir=workdir / "eval" / f"step_{step}",
                               num_videos=0, show_progress=False)
-    return {"eval/mean_score": result["mean_score"], "eval/success_rate": result["success_rate"]}
+    return {"rollout/mean_score": result["mean_score"], "rollout/success_rate": result["success_rate"]}
   return evaluate
 
 

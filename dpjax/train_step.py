@@ -81,7 +81,7 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
   return jax.lax.scan(body, state, batches)
 
 
-def eval_loss(params, batch, key: jax.Array, normalizer, distillation: policy.Distillation | None = None, *,
+def validation_loss(params, batch, key: jax.Array, normalizer, distillation: policy.Distillation | None = None, *,
               spec: policy.PolicySpec) -> jax.Array:
   """Loss with the network in evaluation mode (no dropout, centre crop); the key fixes the noise draw. A reflow
   student's validation loss is against its teacher's chunks."""
@@ -107,7 +107,7 @@ def jit_train_steps(spec, optimizer, ema_config, state_sharding, stacked_batch_s
                  out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 
-def jit_eval_loss(spec, batch_sharding, replicated):
-  fn = functools.partial(eval_loss, spec=spec)
+def jit_validation_loss(spec, batch_sharding, replicated):
+  fn = functools.partial(validation_loss, spec=spec)
   return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated, replicated),
                  out_shardings=replicated)

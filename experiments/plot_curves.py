@@ -32,10 +32,10 @@ def plot(run_dir, out_path) -> None:
   ax_lr.set_xlabel("step")
   ax_lr.set_ylabel("learning rate")
   ax_lr.grid(alpha=0.3)
-  scores = series("eval/mean_score")
+  scores = series("rollout/mean_score")
   if scores:
     ax_score = ax_lr.twinx()
-    ax_score.plot(*zip(*scores), color="tab:green", marker="s", label="eval/mean_score")
+    ax_score.plot(*zip(*scores), color="tab:green", marker="s", label="rollout/mean_score")
     ax_score.set_ylabel("mean score")
   fig.suptitle(str(run_dir))
   fig.tight_layout()

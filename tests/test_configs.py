@@ -1,8 +1,12 @@
 """configs/pusht.py: the paper's per-variant hyper-parameters (from the original's released Push-T configs)."""
+import pathlib
+
 import pytest
 
 from dpjax import train
 from tests import smoke
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # variant -> (horizon, down_dims or None, lr, (b1, b2), weight_decay, warmup, batch, attn_dropout or None)
 # Sources (real-stanford/diffusion_policy): train_diffusion_unet_lowdim_workspace / pusht_lowdim,
@@ -61,3 +65,16 @@ def test_image_transformer_synonym_and_unknown_words():
   assert _config("image_transformer").to_dict() == _config("image,transformer").to_dict()
   with pytest.raises(ValueError, match="Unknown config variant"):
     _config("imgae")
+
+
+def test_an_older_runs_config_json_loads_with_current_names():
+  """experiments/pusht_lowdim_cnn_small/config.json was written before the rollout fields were renamed and before
+  flow matching, distillation or epochs existed; passed back as --config it still trains the same policy, the
+  fields it lacks at today's defaults."""
+  from dpjax import config_json, policy
+  config = config_json.get_config(REPO / "experiments" / "pusht_lowdim_cnn_small" / "config.json")
+  assert (config.train.rollout_every, config.rollout.max_steps) == (0, 300) and "eval" not in config
+  assert (config.train.num_steps, config.optim.learning_rate, config.distill.teacher) == (4000, 3e-4, "")
+  train.validate_config(config)
+  spec = policy.spec_from_config(config, {"low_dim": (20,)}, 2)
+  assert (spec.objective, dict(spec.denoiser_kwargs)["down_dims"]) == ("ddpm", (64, 128, 256))

@@ -32,7 +32,7 @@ def _fields(data_path, num_steps) -> dict:
   """Config fields set on top of the smoke config, for the processes (as flags) and this process alike."""
   return {"data.path": str(data_path), "data.val_ratio": 0.2, "train.num_steps": num_steps,
           "optim.schedule": "constant",   # so a 4-step run resumed to 6 steps equals a 6-step run
-          "train.eval_every": 4, "train.eval_episodes": 2, "eval.max_steps": 8}
+          "train.rollout_every": 4, "train.rollout_episodes": 2, "rollout.max_steps": 8}
 
 
 def _overrides(data_path, num_steps):
@@ -88,5 +88,5 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
   assert sorted(got) == sorted(want) == [1, 2, 3, 4, 5, 6]
   np.testing.assert_allclose([got[s] for s in want], [want[s] for s in want], rtol=1e-5, atol=1e-6)
   logged = metrics.read_metrics(multi)
-  assert 0.0 <= logged[4]["eval/mean_score"] <= 1.0
+  assert 0.0 <= logged[4]["rollout/mean_score"] <= 1.0
   assert "val/loss" in logged[6]

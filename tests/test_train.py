@@ -210,15 +210,15 @@ def test_every_variant_trains_end_to_end(tmp_path, variant):
   assert policy.spec.objective == ("flow" if "flow" in variant else "ddpm")
 
 
-def test_evaluation_rollouts_during_training_are_logged(data_path, tmp_path):
+def test_rollouts_during_training_are_logged(data_path, tmp_path):
   config = smoke.smoke_config(data_path)
   config.train.num_steps = 2
-  config.train.eval_every = 2
-  config.train.eval_episodes = 2
-  config.eval.max_steps = 8
+  config.train.rollout_every = 2
+  config.train.rollout_episodes = 2
+  config.rollout.max_steps = 8
   final = train.train_and_evaluate(config, tmp_path)
-  assert 0.0 <= final["eval/mean_score"] <= 1.0
-  assert "eval/success_rate" in metrics.read_metrics(tmp_path)[2]
+  assert 0.0 <= final["rollout/mean_score"] <= 1.0
+  assert "rollout/success_rate" in metrics.read_metrics(tmp_path)[2]
   assert (tmp_path / "eval" / "step_2" / "eval.json").exists()
 
 
