@@ -2,10 +2,12 @@
 
     python experiments/frontier/plot.py experiments/frontier      # writes frontier.md and frontier.png there
 
-Each subfolder of the given folder is one policy (its name is the label); each of its subfolders one setting.
+Each subfolder of the given folder is one policy (its name is the label); each of its subfolders named
+<sampler><steps> one setting (other folders, e.g. flow_checkpoints/, are left out).
 """
 import json
 import pathlib
+import re
 import sys
 
 import matplotlib
@@ -18,7 +20,8 @@ def read(root: pathlib.Path) -> dict[str, list[dict]]:
   """{policy label: [eval.json records sorted by network calls]}."""
   out = {}
   for policy_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-    records = [json.loads(f.read_text()) for f in policy_dir.glob("*/eval.json")]
+    records = [json.loads(f.read_text()) for f in policy_dir.glob("*/eval.json")
+               if re.fullmatch(r"(ddpm|ddim|euler|heun)\d+", f.parent.name)]   # evaluate.sh's setting folders
     if records:
       out[policy_dir.name] = sorted(records, key=lambda r: (r["network_calls_per_chunk"], r["sampler"]))
   return out
@@ -40,8 +43,11 @@ def table(results: dict[str, list[dict]]) -> str:
 def plot(results: dict[str, list[dict]], out_path: pathlib.Path) -> None:
   fig, ax = plt.subplots(figsize=(6.5, 4))
   for label, records in results.items():
-    ax.plot([r["network_calls_per_chunk"] for r in records], [r["mean_score"] for r in records], marker="o",
-            label=label)
+    for sampler in dict.fromkeys(r["sampler"] for r in records):   # one line per (policy, sampler)
+      points = [r for r in records if r["sampler"] == sampler]
+      ax.plot([r["network_calls_per_chunk"] for r in points], [r["mean_score"] for r in points],
+              marker="o" if len(points) > 1 else "*", markersize=6 if len(points) > 1 else 12,
+              label=f"{label} ({sampler})")
   ax.set_xscale("log")
   ax.set_xlabel("network calls per action chunk")
   ax.set_ylabel("Push-T mean score (50 episodes)")
