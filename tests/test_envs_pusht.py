@@ -1,5 +1,8 @@
 """Push-T environment: keypoint constants, seed resets, coverage and reward, vector env, video."""
+import warnings
+
 import imageio
+import jax
 import numpy as np
 import pytest
 import zarr
@@ -112,9 +115,13 @@ def test_vector_env_freezes_done_envs():
   assert not np.array_equal(later["low_dim"][1], obs["low_dim"][1])
 
 
-def test_write_video_mp4_is_readable(tmp_path):
+def test_write_video_mp4_is_readable_without_a_fork_warning(tmp_path):
+  jax.numpy.ones(3).block_until_ready()   # JAX running: it warns at every os.fork() from then on
   frames = np.random.default_rng(0).integers(0, 255, size=(5, 64, 64, 3), dtype=np.uint8)
-  path = video.write_video(tmp_path / "rollout.mp4", frames, fps=10)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    path = video.write_video(tmp_path / "rollout.mp4", frames, fps=10)
+  assert not [w for w in caught if "fork" in str(w.message)], [str(w.message) for w in caught]
   assert path.suffix == ".mp4"
   read = np.stack(imageio.mimread(path, format="FFMPEG"))
   assert read.shape == frames.shape

@@ -1,5 +1,6 @@
 """Rollout videos: mp4 through imageio-ffmpeg, gif where ffmpeg is unavailable."""
 import pathlib
+import warnings
 
 import imageio
 import numpy as np
@@ -32,10 +33,14 @@ def write_video(path, frames, fps=10):
   path.parent.mkdir(parents=True, exist_ok=True)
   if path.suffix.lower() == ".mp4" and _ffmpeg_available():
     # macro_block_size=2: yuv420p needs even sides; 96 and 256 pass unchanged.
-    with imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", macro_block_size=2,
-                            pixelformat="yuv420p") as writer:
-      for frame in frames:
-        writer.append_data(frame)
+    with warnings.catch_warnings():
+      # JAX warns at every fork; this one is subprocess starting ffmpeg: the child execs at once and runs no
+      # Python or JAX code, so the deadlock the warning is about cannot happen.
+      warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+      with imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", macro_block_size=2,
+                              pixelformat="yuv420p") as writer:
+        for frame in frames:
+          writer.append_data(frame)
     return path
   path = path.with_suffix(".gif")
   imageio.mimsave(path, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
