@@ -8,6 +8,7 @@ Everything is validated where it enters: a malformed file fails here with a `Dat
 the file, the problem and the fix, instead of as a shape error deep inside a jitted train step.
 """
 import dataclasses
+import logging
 import pathlib
 from typing import Mapping, Sequence
 
@@ -92,9 +93,24 @@ def _read(path: pathlib.Path, name: str, array: zarr.Array, rows: slice = slice(
   try:
     return np.asarray(array[rows])
   except (RuntimeError, ValueError, TypeError, OSError, zarr.errors.BaseZarrError) as error:
+    _quiet_abandoned_chunk_reads()
     raise _fail(path, f"array '{name}' could not be decoded, a chunk is corrupt or truncated "
                 f"({type(error).__name__}: {error})",
                 "Re-download or re-copy the dataset (python -m dpjax.data.download).") from error
+
+
+def _drop_abandoned_zarr_task(record: logging.LogRecord) -> bool:
+  message = record.getMessage()
+  return not (message.startswith("Task was destroyed but it is pending") and "zarr" in message)
+
+
+def _quiet_abandoned_chunk_reads() -> None:
+  """After one chunk fails to decode, zarr's reads of the other chunks are left pending on its event loop, and
+  asyncio logs each as "Task was destroyed but it is pending!" when the program exits: hundreds of lines after the
+  one that names the damage. Drops exactly those records."""
+  asyncio_logger = logging.getLogger("asyncio")
+  if _drop_abandoned_zarr_task not in asyncio_logger.filters:
+    asyncio_logger.addFilter(_drop_abandoned_zarr_task)
 
 
 def _check_episode_ends(path: pathlib.Path, episode_ends: np.ndarray) -> np.ndarray:
