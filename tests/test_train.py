@@ -113,8 +113,11 @@ def test_batch_size_not_divisible_by_devices_is_clear_error(data_path, tmp_path)
 
 def test_bad_config_values_are_clear_errors(data_path, tmp_path):
   config = smoke.smoke_config(data_path)
-  config.train.num_steps = 0
+  config.train.num_steps = -1
   with pytest.raises(ValueError, match="num_steps"):
+    train.train_and_evaluate(config, tmp_path)
+  config.train.num_steps, config.train.num_epochs = 0, 0   # 0 steps means "count epochs": then epochs must be >= 1
+  with pytest.raises(ValueError, match="num_epochs >= 1"):
     train.train_and_evaluate(config, tmp_path)
   config = smoke.smoke_config(data_path)
   config.policy.denoiser = "lstm"
