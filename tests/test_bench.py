@@ -17,7 +17,7 @@ def is_positive_finite(x) -> bool:
 
 def test_quick_bench_writes_positive_finite_numbers(tmp_path):
   out = tmp_path / "bench.json"
-  records = bench.run(["lowdim", "transformer"], out=out, log=lambda *_: None, quick=True)
+  records = bench.run(["lowdim", "transformer"], out=out, log=lambda *_: None, quick=True, steps=1, repeats=1)
   written = json.loads(out.read_text())
   assert written["records"] == json.loads(json.dumps(records))
   assert written["device"]["device_count"] >= 1 and written["device"]["host_cpu_count"] >= 1
