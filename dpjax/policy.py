@@ -86,16 +86,15 @@ def _freeze(value):
 def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_dim: int) -> PolicySpec:
   """Builds the static spec from a config and the data's per-step observation shapes."""
   p, d = config.policy, config.diffusion
-  objective, compute_dtype = d.objective, p.compute_dtype
   _check_choice("config.policy.encoder", p.encoder, ENCODERS)
   _check_choice("config.policy.denoiser", p.denoiser, DENOISERS)
-  _check_choice("config.diffusion.objective", objective, sampler.OBJECTIVES)
+  _check_choice("config.diffusion.objective", d.objective, sampler.OBJECTIVES)
   _check_choice("config.diffusion.sampler", d.sampler, SAMPLERS)
-  if d.sampler not in sampler.METHODS_BY_OBJECTIVE[objective]:
+  if d.sampler not in sampler.METHODS_BY_OBJECTIVE[d.objective]:
     raise ValueError(f"config.diffusion.sampler={d.sampler!r} does not apply to config.diffusion.objective="
-                     f"{objective!r}; use one of {sampler.METHODS_BY_OBJECTIVE[objective]} (or the variant "
+                     f"{d.objective!r}; use one of {sampler.METHODS_BY_OBJECTIVE[d.objective]} (or the variant "
                      f"configs/pusht.py:flow).")
-  _check_choice("config.policy.compute_dtype", compute_dtype, COMPUTE_DTYPES)
+  _check_choice("config.policy.compute_dtype", p.compute_dtype, COMPUTE_DTYPES)
   has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
   if has_images and p.encoder != "resnet18":
     raise ValueError(f"Observations {dict(obs_shapes)} contain images but config.policy.encoder is {p.encoder!r}; "
@@ -105,7 +104,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   if not 1 <= config.n_action_steps <= config.horizon - config.n_obs_steps + 1:
     raise ValueError(f"n_action_steps={config.n_action_steps} must be in [1, horizon - n_obs_steps + 1 = "
                      f"{config.horizon - config.n_obs_steps + 1}] so executed actions lie inside the chunk.")
-  sampler.check_num_inference_steps(objective, d.num_train_steps, d.num_inference_steps,
+  sampler.check_num_inference_steps(d.objective, d.num_train_steps, d.num_inference_steps,
                                     "config.diffusion.num_inference_steps")
   encoder_kwargs = {}
   if p.encoder == "resnet18":
@@ -128,7 +127,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       denoiser=p.denoiser, denoiser_kwargs=tuple(sorted(denoiser_kwargs.items())),
       num_train_steps=d.num_train_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
-      num_inference_steps=d.num_inference_steps, compute_dtype=compute_dtype, objective=objective)
+      num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective)
 
 
 def _check_choice(name, value, choices):
