@@ -187,16 +187,16 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
        f"objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; {config.train.num_steps:,} "
        f"steps of batch {config.train.batch_size}")
   distillation = None
-  distill_config = config.distill
-  if distill_config.teacher:
-    distillation = distill.load_teacher(distill_config, spec)
-    normalizer_host = distillation.teacher.normalizer   # the student acts in the teacher's normalised space
+  if config.distill.teacher:
+    distillation = distill.load_teacher(config.distill, spec)
     teacher_spec = distillation.teacher.spec
-    if distill_config.init_from_teacher:
-      params, copied = distill.initial_params(distillation, params)
-      if not copied:
-        _say("the teacher's network differs from the student's: the student starts from fresh weights")
-    _say(f"distilling {distill_config.teacher} ({teacher_spec.objective}, {teacher_spec.sampler} "
+    if not resuming:   # a resumed student has its own normaliser (the teacher's, saved) and weights
+      normalizer_host = distillation.teacher.normalizer   # the student acts in the teacher's normalised space
+      if config.distill.init_from_teacher:
+        params, copied = distill.initial_params(distillation, params)
+        if not copied:
+          _say("the teacher's network differs from the student's: the student starts from fresh weights")
+    _say(f"distilling {config.distill.teacher} ({teacher_spec.objective}, {teacher_spec.sampler} "
          f"{teacher_spec.num_inference_steps} steps per batch)")
     distillation = sharding.put_replicated(distillation, mesh)
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
