@@ -28,6 +28,7 @@ markdown table is printed.
 """
 import datetime
 import functools
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -134,7 +135,7 @@ def device_info() -> dict:
   device = jax.devices()[0]
   return {"device_kind": device.device_kind, "platform": device.platform, "device_count": jax.device_count(),
           "local_device_count": jax.local_device_count(), "process_count": jax.process_count(),
-          "jax_version": jax.__version__, "jaxlib_version": jax.lib.__version__,
+          "jax_version": jax.__version__, "jaxlib_version": importlib.metadata.version("jaxlib"),
           "host_cpu_count": os.cpu_count(), "python": platform.python_version(),
           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
@@ -220,8 +221,9 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
                   compute_dtype: str | None = None, steps_per_dispatch: int | None = None,
                   repeats: int | None = None, samplers: Sequence[tuple[str, int]] | None = None,
                   objective: str = "ddpm", sample_batch_sizes: Sequence[int] = (1, 50), config_path=DEFAULT_CONFIG,
-                  log=functools.partial(print, flush=True)) -> dict:
-  """All measurements for one variant as a JSON-ready dict."""
+                  time_train: bool = True, log=functools.partial(print, flush=True)) -> dict:
+  """All measurements for one variant as a JSON-ready dict (`time_train=False` skips the train step; an empty
+  `sample_batch_sizes` skips sampling)."""
   wall_start = time.perf_counter()
   steps = steps or (3 if quick else 20)
   repeats = repeats or (2 if quick else 5)
@@ -254,9 +256,11 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
   device = jax.devices()[0]
   pol = policy.Policy(params=jax.device_put(params, device), normalizer=jax.device_put(normalizer, device),
                       spec=spec)
-  train = bench_train(config, spec, params, normalizer, config.train.batch_size, steps, rng)
-  log(f"[{variant}] train: compile {train['compile_s']:.1f} s, {train['steps_per_s']:.3f} steps/s, "
-      f"{train['samples_per_s']:.1f} samples/s")
+  train = None
+  if time_train:
+    train = bench_train(config, spec, params, normalizer, config.train.batch_size, steps, rng)
+    log(f"[{variant}] train: compile {train['compile_s']:.1f} s, {train['steps_per_s']:.3f} steps/s, "
+        f"{train['samples_per_s']:.1f} samples/s")
 
   kernels = {f"b{b}": denoiser_call_kernels(pol, int(b)) for b in sample_batch_sizes}
   log(f"[{variant}] kernels per denoiser call: {kernels}")
@@ -304,8 +308,9 @@ def markdown_table(records: Sequence[Mapping[str, Any]]) -> str:
     t = r["train"]
     row = [r["variant"] + (" (quick)" if r["quick"] else ""),
            f"{r['device']['device_count']}x {r['device']['device_kind']}", r.get("compute_dtype", "float32"),
-           f"{r['num_params'] / 1e6:.2f}",
-           str(t["batch_size"]), f"{t['compile_s']:.1f}", f"{t['steps_per_s']:.3g}", f"{t['samples_per_s']:.3g}"]
+           f"{r['num_params'] / 1e6:.2f}"]
+    row += ([str(t["batch_size"]), f"{t['compile_s']:.1f}", f"{t['steps_per_s']:.3g}", f"{t['samples_per_s']:.3g}"]
+            if t else ["-"] * 4)
     for s in settings:
       m = r["sampling"].get(s)
       row.append(f"{m['median_ms']:.4g} ({m['compile_s']:.1f})" if m else "-")
@@ -323,7 +328,8 @@ def define_flags() -> None:
   flags.DEFINE_enum("objective", "ddpm", list(sampler.OBJECTIVES), "Benchmark DDPM or flow-matching policies.")
   flags.DEFINE_list("samplers", None, "method:num_inference_steps pairs to time (default: ddpm:100,ddim:10 for "
                     "--objective=ddpm, euler:1,euler:10 for flow).")
-  flags.DEFINE_list("sample_batch_sizes", ["1", "50"], "Batch sizes for sampling latency.")
+  flags.DEFINE_list("sample_batch_sizes", ["1", "50"], "Batch sizes for sampling latency (empty: no sampling).")
+  flags.DEFINE_bool("train", True, "Time the train step (--notrain: sampling only).")
   flags.DEFINE_bool("quick", False, "Use the `smoke` variant sizes (tiny networks) and few steps.")
   flags.DEFINE_enum("compute_dtype", None, list(policy.COMPUTE_DTYPES),
                     "Compute dtype of the networks (default: the config's, \"auto\").")
@@ -341,7 +347,8 @@ def main(argv):
     records = run(opts.variants, out=opts.out, quick=opts.quick, batch_size=opts.batch_size,
                   compute_dtype=opts.compute_dtype, steps_per_dispatch=opts.steps_per_dispatch,
                   steps=opts.steps, repeats=opts.repeats, samplers=samplers, objective=opts.objective,
-                  sample_batch_sizes=[int(b) for b in opts.sample_batch_sizes], config_path=opts.config)
+                  sample_batch_sizes=[int(b) for b in opts.sample_batch_sizes], config_path=opts.config,
+                  time_train=opts.train)
   except ValueError as e:
     raise SystemExit(f"dpjax.bench: {e}") from None
   print(markdown_table(records))

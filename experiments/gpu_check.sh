@@ -1,97 +1,131 @@
 #!/usr/bin/env bash
-# One-command GPU check (issue 12): the full-size low-dim CNN trained for a wall-clock budget on this machine's
-# accelerator, then the paper's evaluation (50 episodes, seeds 100000..100049, DDPM-100, EMA) of its last three
-# checkpoints. Everything it measures goes to one JSON file; it is sized to finish in under 9 minutes on one
-# H100/H200 (~2 min of benchmarks, TRAIN_BUDGET_S of training, ~1 min per evaluation).
+# One-command GPU check (issues 12 and 13), sized to a wall-clock deadline (default 540 s, under 9 minutes):
+#   1. benchmark the full-size low-dim CNN: train step (the run's settings) and DDPM-100 / DDIM-10 latency at
+#      batch 1 and 50 (`python -m dpjax.bench`); a failure here stops the check at once;
+#   2. train it for the time left after reserving the evaluation and the extra benchmarks: the number of steps is
+#      0.85 x (measured steps/s) x (budget), so the cosine schedule ends when the budget does;
+#   3. evaluate its last three checkpoints with the paper's protocol (50 episodes, seeds 100000..100049, DDPM-100,
+#      EMA), the three evaluations side by side;
+#   4. extra benchmarks: flow-matching Euler-1/2 latency (issue 13) and the image CNN train step.
+# Everything measured goes to one JSON file, gpu_check_<device>.json, next to the log and the benchmark JSONs.
 #
-#   bash experiments/gpu_check.sh                       # writes experiments/gpu_check/<device>_<date>.json
-#   OUT=$OUT bash experiments/gpu_check.sh              # on the lent device machine: results come back via $OUT
+#   bash experiments/gpu_check.sh                       # writes experiments/gpu_check/<date>/gpu_check_<device>.json
+#   OUT=$OUT RUN_DIR=/tmp/gpu_run bash experiments/gpu_check.sh   # on the lent device machine (6 files in $OUT)
 #
-# The number of steps is chosen from the measured throughput: the run first times the real train step
-# (`python -m dpjax.bench`, 30 steps, the run's compute dtype and steps per dispatch), then trains
-# steps_per_s * TRAIN_BUDGET_S steps so the cosine schedule ends when the budget does. Batch 256 and learning
-# rate 1e-4 are the paper's (BUILD_NOTES.md, "GPU check").
-#
-# Environment (all optional): PYTHON (default: .venv/bin/python, else python3), OUT (folder for the JSON, logs and
-# metrics: 7 files), RUN_DIR (the training run with its checkpoints; default OUT/run), TRAIN_BUDGET_S (default
-# 300), CONFIG (default configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300),
-# EXTRA (more --config.* flags for dpjax.train, e.g. --config.policy.compute_dtype=float32).
+# Environment (all optional): PYTHON (default: .venv/bin/python, else python3), OUT (folder for the JSON files, the
+# log and the metrics), RUN_DIR (the training run; default OUT/run), DEADLINE_S (whole check, default 540),
+# TRAIN_BUDGET_S (fixes the training budget instead of deriving it from the deadline), CONFIG (default
+# configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300), EXTRA (more --config.*
+# flags for dpjax.train, e.g. --config.policy.compute_dtype=float32), EXTRA_BENCHES (default 1; 0 skips stage 4).
 # On the lent device machine: experiments/prepare_device.sh says how (wheels, data, the command).
 # A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke TRAIN_BUDGET_S=20 EPISODES=2 MAX_STEPS=10 bash ...
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-budget=${TRAIN_BUDGET_S:-300}
+deadline=${DEADLINE_S:-540}
 config=${CONFIG:-configs/pusht.py}
 episodes=${EPISODES:-50}
 max_steps=${MAX_STEPS:-300}
 extra=${EXTRA:-}
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-out=${OUT:-experiments/gpu_check/$stamp}
+extra_benches=${EXTRA_BENCHES:-1}
+out=${OUT:-experiments/gpu_check/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 run=${RUN_DIR:-$out/run}
+log="$out/check.log"
 start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+left() { echo $(( deadline - $(elapsed) )); }
+say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
 
+eval_reserve=100                                   # three evaluations side by side, incl. start-up and compile
+bench_reserve=$([ "$extra_benches" = 1 ] && echo 110 || echo 0)
+train_overhead=60                                  # start-up, data to device, compile, validation, last save
 variant=${config#*:}; [ "$variant" = "$config" ] && variant=lowdim
-bench_variant=lowdim; quick=""
-case "$variant" in *smoke*) quick="--quick" ;; esac
+quick=""; case "$variant" in *smoke*) quick="--quick" ;; esac
 
-echo "== 1/3 benchmark the train step ($(date -u +%T))"
-"$python" -m dpjax.bench --variants="$bench_variant" $quick --steps=30 --repeats=3 --samplers=ddpm:100,ddim:10 \
-    --sample_batch_sizes=1,50 --out="$out/bench.json" 2>&1 | tee "$out/bench.log"
-echo "== 1b/3 the same step in float32, one step per dispatch (what auto is compared against) ($(date -u +%T))"
-"$python" -m dpjax.bench --variants="$bench_variant" $quick --steps=30 --repeats=3 --samplers=ddpm:100 \
-    --sample_batch_sizes=1 --compute_dtype=float32 --steps_per_dispatch=1 --out="$out/bench_float32.json" \
-    2>&1 | tee -a "$out/bench.log"
+say "device"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true; } | tee -a "$log"
+
+say "1/4 benchmark the low-dim CNN: train step and sampling latency"
+timeout $(( $(left) - 60 )) "$python" -m dpjax.bench --variants=lowdim $quick --steps=50 --repeats=5 \
+    --samplers=ddpm:100,ddim:10 --sample_batch_sizes=1,50 --out="$out/bench_lowdim.json" 2>&1 | tee -a "$log"
+if [ ! -s "$out/bench_lowdim.json" ]; then say "the benchmark failed: stopping"; exit 1; fi
 steps_per_s=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['records'][0]['train']['steps_per_s'])" \
-    "$out/bench.json")
-num_steps=$("$python" -c "import sys; print(max(int(float(sys.argv[1]) * float(sys.argv[2]) / 10) * 10, 30))" \
+    "$out/bench_lowdim.json")
+budget=${TRAIN_BUDGET_S:-$(( $(left) - eval_reserve - bench_reserve - train_overhead ))}
+num_steps=$("$python" -c "import sys; print(max(int(0.85 * float(sys.argv[1]) * float(sys.argv[2]) / 10) * 10, 30))" \
     "$steps_per_s" "$budget")
 every=$(( num_steps / 10 ))
-echo "== 2/3 train $num_steps steps (${steps_per_s} steps/s measured, budget ${budget} s) ($(date -u +%T))"
+
+say "2/4 train $num_steps steps (${steps_per_s} steps/s measured, budget ${budget} s)"
 train_start=$(date +%s)
-"$python" -m dpjax.train --config="$config" --workdir="$run" --config.train.num_steps="$num_steps" \
-    --config.train.checkpoint_every="$every" --config.train.val_every="$every" $extra 2>&1 | tee "$out/train.log"
+timeout $(( $(left) - eval_reserve - bench_reserve )) "$python" -m dpjax.train --config="$config" --workdir="$run" \
+    --config.train.num_steps="$num_steps" --config.train.checkpoint_every="$every" --config.train.val_every="$every" \
+    $extra 2>&1 | tr '\r' '\n' | grep -v "^train: .*step" | tee -a "$log"
+train_rc=${PIPESTATUS[0]}
 train_s=$(( $(date +%s) - train_start ))
+say "training ended (exit status $train_rc, ${train_s} s)"
+if [ "$train_rc" != 0 ] && [ "$train_rc" != 124 ] && [ ! -d "$run/checkpoints" ]; then say "no checkpoint: stopping"; exit 1; fi
 
-echo "== 3/3 evaluate the last 3 checkpoints ($(date -u +%T))"
+say "3/4 evaluate the last 3 checkpoints side by side"
 eval_start=$(date +%s)
-for step in $(ls "$run/checkpoints" | grep -E '^[0-9]+$' | sort -n | tail -3); do
-  "$python" -m dpjax.rollout --checkpoint="$run" --step="$step" --num_episodes="$episodes" --max_steps="$max_steps" \
-      --out="$run/eval_step_$step" --num_videos=0 2>&1 | tee -a "$out/eval.log"
+steps=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -3)
+for step in $steps; do
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.25 timeout $(( $(left) - bench_reserve + 20 )) "$python" -m dpjax.rollout \
+      --checkpoint="$run" --step="$step" --num_episodes="$episodes" --max_steps="$max_steps" \
+      --out="$run/eval_step_$step" --num_videos=0 > "$run/eval_step_$step.log" 2>&1 &
 done
+wait
+for step in $steps; do tr '\r' '\n' < "$run/eval_step_$step.log" | grep -v "^rollout: " | tail -4 | tee -a "$log"; done
 eval_s=$(( $(date +%s) - eval_start ))
-cp "$run/metrics.jsonl" "$out/metrics.jsonl"
 
-"$python" - "$out" "$run" "$budget" "$num_steps" "$train_s" "$eval_s" "$(( $(date +%s) - start ))" <<'EOF'
+if [ "$extra_benches" = 1 ]; then
+  say "4/4 extra benchmarks: flow-matching Euler-1/2 latency, image CNN train step"
+  timeout $(( $(left) / 2 )) "$python" -m dpjax.bench --variants=lowdim $quick --objective=flow --notrain \
+      --repeats=10 --samplers=euler:1,euler:2 --sample_batch_sizes=1,50 --out="$out/bench_flow.json" 2>&1 \
+      | tee -a "$log"
+  timeout $(( $(left) - 5 )) "$python" -m dpjax.bench --variants=image $quick --steps=30 --sample_batch_sizes= \
+      --out="$out/bench_image.json" 2>&1 | tee -a "$log"
+fi
+[ -f "$run/metrics.jsonl" ] && cp "$run/metrics.jsonl" "$out/metrics.jsonl"
+
+"$python" - "$out" "$run" "$budget" "$num_steps" "$train_s" "$eval_s" "$(elapsed)" "$train_rc" <<'EOF' 2>&1 | tee -a "$log"
 """Collects the check's numbers into one JSON file named after the device."""
 import glob, json, pathlib, re, sys
 out, run = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-budget, num_steps, train_s, eval_s, total_s = (float(x) for x in sys.argv[3:])
-bench = json.loads((out / "bench.json").read_text())
-metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+budget, num_steps, train_s, eval_s, total_s, train_rc = (float(x) for x in sys.argv[3:])
+
+def bench(name):
+  path = out / f"bench_{name}.json"
+  return json.loads(path.read_text())["records"][0] if path.exists() else None
+
+lowdim = bench("lowdim")
+metrics_path = run / "metrics.jsonl"
+metrics = ([json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+           if metrics_path.exists() else [])
 rates = [m["train/steps_per_second"] for m in metrics if "train/steps_per_second" in m]
 blocking = [m["train/checkpoint_blocking_s"] for m in metrics if "train/checkpoint_blocking_s" in m]
 evals = {int(re.search(r"eval_step_(\d+)", p).group(1)): json.loads(pathlib.Path(p).read_text())
          for p in glob.glob(str(run / "eval_step_*" / "eval.json"))}
 scores = [evals[s]["mean_score"] for s in sorted(evals)]
+config_path = run / "config.json"
 record = {
-    "device": bench["device"], "config": json.loads((run / "config.json").read_text()),
-    "bench": bench["records"][0],
-    "bench_float32_one_step_per_dispatch": json.loads((out / "bench_float32.json").read_text())["records"][0],
-    "train_budget_s": budget, "num_steps": int(num_steps),
+    "device": lowdim["device"], "config": json.loads(config_path.read_text()) if config_path.exists() else None,
+    "bench_lowdim": lowdim, "bench_flow": bench("flow"), "bench_image": bench("image"),
+    "train_budget_s": budget, "num_steps": int(num_steps), "train_exit_status": int(train_rc),
     "train_wall_s": train_s, "eval_wall_s": eval_s, "total_wall_s": total_s,
     "train_steps_per_s": {"first_window": rates[0] if rates else None,
                           "median": sorted(rates)[len(rates) // 2] if rates else None},
-    "checkpoint_blocking_s": {"first": blocking[0] if blocking else None, "max": max(blocking, default=None)},
+    "checkpoint_blocking_s": {"first": blocking[0] if blocking else None, "max": max(blocking, default=None),
+                              "all": blocking},
     "final_train_loss": next((m["train/loss"] for m in reversed(metrics) if "train/loss" in m), None),
     "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(metrics) if "val/loss_ema" in m), None),
-    "eval": {str(s): {k: evals[s][k] for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
+    "eval": {str(s): {k: evals[s].get(k) for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
              for s in sorted(evals)},
     "best_mean_score": max(scores, default=None),
     "mean_of_last_3": sum(scores[-3:]) / len(scores[-3:]) if scores else None,
 }
-kind = re.sub(r"[^A-Za-z0-9]+", "_", bench["device"]["device_kind"]).strip("_").lower()
+kind = re.sub(r"[^A-Za-z0-9]+", "_", lowdim["device"]["device_kind"]).strip("_").lower()
 path = out / f"gpu_check_{kind}.json"
 path.write_text(json.dumps(record, indent=2))
 print(json.dumps({k: record[k] for k in ("num_steps", "train_wall_s", "eval_wall_s", "total_wall_s",
@@ -99,3 +133,4 @@ print(json.dumps({k: record[k] for k in ("num_steps", "train_wall_s", "eval_wall
                                           "mean_of_last_3")}, indent=2))
 print(f"wrote {path}")
 EOF
+say "done"
