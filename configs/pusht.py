@@ -96,7 +96,7 @@ def get_config(arg=None):
   # "ddpm": predict the noise of a K-step DDPM (the paper); "flow": flow matching, predict the velocity of the
   # linear noise-to-data path (BUILD_NOTES.md, "Flow matching and distillation").
   config.diffusion.objective = "flow" if "flow" in variant else "ddpm"
-  config.diffusion.num_train_steps = 100                  # K, the DDPM's diffusion steps (unused by "flow")
+  config.diffusion.num_diffusion_steps = 100              # K, the DDPM's diffusion steps (unused by "flow")
   config.diffusion.beta_schedule = "squaredcos_cap_v2"   # or "linear"
   config.diffusion.beta_start = 1e-4                      # linear schedule only
   config.diffusion.beta_end = 2e-2                        # linear schedule only
@@ -180,7 +180,7 @@ def get_config(arg=None):
     config.policy.resnet18.width = 16
     config.policy.resnet18.num_keypoints = 4
     config.policy.resnet18.feature_dim = 8
-    config.diffusion.num_train_steps = 10
+    config.diffusion.num_diffusion_steps = 10
     config.diffusion.num_inference_steps = 10
     config.optim.warmup_steps = 2
     config.train.batch_size = 8

@@ -18,8 +18,9 @@ Random weights and synthetic batches: no dataset is read, and the numbers measur
   for each batch size and sampler, with the policy's weights on one device. The first call compiles; compile time
   is reported as (first call - median latency). Latency is the median of `--repeats` calls after that first call.
 - kernels per denoiser call: the top-level instructions of one compiled denoiser call at each sampling batch size
-  (XLA's optimised HLO, after fusion): on a GPU each is about one kernel launch, which at batch 1 costs more than
-  the arithmetic (`denoiser_call_kernels`).
+  (XLA's optimised HLO, after fusion), as the chain's loop runs it (on a step's precomputed conditioning, with the
+  bfloat16 kernels cast before the loop): on a GPU each is about one kernel launch, which at batch 1 costs more
+  than the arithmetic (`denoiser_call_kernels`).
 
 `--objective=flow` benchmarks flow-matching policies (samplers euler/heun) instead of DDPM ones.
 
@@ -206,15 +207,19 @@ def bench_sampling(pol: policy.Policy, method: str, num_inference_steps: int, ba
 
 
 def denoiser_call_kernels(pol: policy.Policy, batch_size: int) -> int:
-  """Kernels of one denoiser call (the body of the sampling chain) at `batch_size`, as XLA compiles it alone."""
+  """Kernels of one iteration's denoiser call at `batch_size` as the sampling chain runs it (on its step's
+  conditioning, computed before the loop: `PolicyNet.denoise_conditioned`), compiled alone."""
   spec = pol.spec
   net = policy.PolicyNet(spec)
-  features = jax.eval_shape(lambda p, o: net.apply({"params": p}, o, False, method=policy.PolicyNet.encode),
-                            pol.params, {k: jax.numpy.asarray(v) for k, v in policy.example_obs(spec, batch_size).items()})
+  params = policy.inference_params(pol.params, spec)
+  obs = {k: jax.numpy.asarray(v) for k, v in policy.example_obs(spec, batch_size).items()}
+  k = jax.numpy.zeros((batch_size,), np.int32 if spec.objective == "ddpm" else np.float32)
+  conditioning = jax.eval_shape(
+      lambda p, o, k: net.apply({"params": p}, k, net.apply({"params": p}, o, False, method=policy.PolicyNet.encode),
+                                method=policy.PolicyNet.condition), params, obs, k)
   x = jax.ShapeDtypeStruct((batch_size, spec.horizon, spec.action_dim), np.float32)
-  k = jax.ShapeDtypeStruct((batch_size,), np.int32 if spec.objective == "ddpm" else np.float32)
-  call = jax.jit(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise))
-  return hlo.kernel_count(call.lower(pol.params, x, k, features).compile().as_text())
+  call = jax.jit(lambda p, x, c: net.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned))
+  return hlo.kernel_count(call.lower(params, x, conditioning).compile().as_text())
 
 
 def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None = None, steps: int | None = None,
@@ -268,7 +273,7 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
   for method, requested_steps in samplers:
     num_steps = requested_steps
     if objective == "ddpm":
-      num_steps = min(requested_steps, spec.num_train_steps)   # the smoke schedule has only 10 steps
+      num_steps = min(requested_steps, spec.num_diffusion_steps)   # the smoke schedule has only 10 steps
     for sample_batch in sample_batch_sizes:
       result = bench_sampling(pol, method, num_steps, int(sample_batch), repeats, rng)
       result["requested_num_inference_steps"] = requested_steps

@@ -4,7 +4,8 @@ mid-save leaves the previous checkpoints intact).
 
 Saves are asynchronous: `save` returns once the state has been copied off the devices (so the next, donating train
 step cannot touch it) and the files are written by a background thread while training goes on. The data-iterator
-position is captured when `save` is called, not when its file is written.
+position is captured when `save` is called, not when its file is written. Training saves through
+`BackgroundSaver`, which does even the copy off the devices in a worker thread, from a copy made on the devices.
 
 Layout: RUN_DIR/checkpoints/<step>/{params, ema_params, opt_state, data_iterator, meta}.
 
@@ -19,10 +20,12 @@ import os
 import pathlib
 import re
 import sys
+import threading
 from typing import Any, Callable
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -88,7 +91,10 @@ class IteratorPosition:
 def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec: policy_lib.PolicySpec,
          config) -> None:
   """Starts saving everything needed to resume training or to load the policy, at `state.step`; returns once the
-  state is off the devices, while the files are still being written."""
+  state is off the devices, while the files are still being written. `data_iterator` may be an `IteratorPosition`
+  taken earlier."""
+  if not isinstance(data_iterator, IteratorPosition):
+    data_iterator = IteratorPosition(data_iterator)
   step = int(jax.device_get(state.step))
   meta = {"step": step, "spec": spec.to_json(), "normalizer": normalizer_lib.to_json_tree(normalizer),
           "config": config.to_json_best_effort()}
@@ -96,10 +102,70 @@ def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec:
       params=ocp.args.StandardSave(state.params),
       ema_params=ocp.args.StandardSave(state.ema_params),
       opt_state=ocp.args.StandardSave(state.opt_state),
-      data_iterator=grain.checkpoint.CheckpointSave(IteratorPosition(data_iterator)),
+      data_iterator=grain.checkpoint.CheckpointSave(data_iterator),
       meta=ocp.args.JsonSave(meta),
   )
   manager.save(step, args=args, force=True)
+
+
+@jax.jit
+def _copy_on_devices(tree):
+  """A copy of `tree` in new buffers on the same devices and shardings (one dispatch)."""
+  return jax.tree.map(jnp.copy, tree)
+
+
+class BackgroundSaver:
+  """`save` from a worker thread: the training loop stops only to dispatch a copy of the state on its devices.
+
+  The copy is needed because the next train step donates the state's buffers. The data-iterator position is
+  captured at the call; the worker then runs `save`, whose host copy and file writes overlap training, and orbax
+  renames the folder into place only once complete, so a kill at any moment leaves the earlier checkpoints intact.
+  One save is in hand at a time (a new one first waits for the last hand-off). `wait()` joins the worker and
+  re-raises its error; `close()` also waits for the files and closes the manager. Given `like` (a state of the
+  same structure, shapes and shardings), the copy is compiled at once rather than at the first save.
+
+  With several processes the save stays in the training thread (`threaded=False`, the default there): orbax's
+  save synchronises the processes with collectives, and a worker thread's collectives interleaving with the train
+  step's in a different order on each process would deadlock them.
+  """
+
+  def __init__(self, manager: ocp.CheckpointManager, like=None, threaded: bool | None = None):
+    self.manager = manager
+    self.threaded = jax.process_count() == 1 if threaded is None else threaded
+    self._copy = (_copy_on_devices if like is None or not self.threaded
+                  else _copy_on_devices.lower(like).compile())
+    self._thread: threading.Thread | None = None
+    self._error: BaseException | None = None
+
+  def save(self, state, data_iterator, normalizer, spec: policy_lib.PolicySpec, config) -> None:
+    if not self.threaded:
+      save(self.manager, state, data_iterator, normalizer, spec, config)
+      return
+    self.wait()
+    snapshot, position = self._copy(state), IteratorPosition(data_iterator)
+
+    def work():
+      try:
+        save(self.manager, snapshot, position, normalizer, spec, config)
+      except BaseException as e:   # re-raised in the training thread by wait()
+        self._error = e
+
+    self._thread = threading.Thread(target=work, name="dpjax-checkpoint", daemon=True)
+    self._thread.start()
+
+  def wait(self) -> None:
+    if self._thread is not None:
+      self._thread.join()
+      self._thread = None
+    if self._error is not None:
+      error, self._error = self._error, None
+      raise error
+
+  def close(self) -> None:
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
 
 
 def restore_train_state(manager: ocp.CheckpointManager, target_state, data_iterator,

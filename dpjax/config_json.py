@@ -22,7 +22,7 @@ def from_json_tree(tree):
 
 # Fields renamed since older runs wrote their config.json: old dotted path -> new dotted path.
 RENAMED = {"train.eval_every": "train.rollout_every", "train.eval_episodes": "train.rollout_episodes",
-           "eval": "rollout"}
+           "eval": "rollout", "diffusion.num_train_steps": "diffusion.num_diffusion_steps"}
 
 
 def upgrade(tree: dict) -> dict:

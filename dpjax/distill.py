@@ -39,7 +39,7 @@ def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Dist
     raise ValueError(f"config.distill.teacher_sampler={method!r} is not deterministic; use one of "
                      f"{DETERMINISTIC_SAMPLERS} (ddim for a ddpm teacher, euler or heun for a flow teacher).")
   sampler.check_method(teacher.spec.objective, method)
-  sampler.check_num_inference_steps(teacher.spec.objective, teacher.spec.num_train_steps, d.teacher_steps,
+  sampler.check_num_inference_steps(teacher.spec.objective, teacher.spec.num_diffusion_steps, d.teacher_steps,
                                     "config.distill.teacher_steps")
   mismatched = [f for f in SHARED_FIELDS if getattr(teacher.spec, f) != getattr(student_spec, f)]
   if mismatched:

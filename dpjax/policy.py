@@ -43,7 +43,7 @@ class PolicySpec:
   encoder_kwargs: tuple[tuple[str, Any], ...]
   denoiser: str
   denoiser_kwargs: tuple[tuple[str, Any], ...]
-  num_train_steps: int
+  num_diffusion_steps: int
   beta_schedule: str
   beta_start: float
   beta_end: float
@@ -60,6 +60,8 @@ class PolicySpec:
   @classmethod
   def from_json(cls, text: str) -> "PolicySpec":
     raw = json.loads(text)
+    if "num_train_steps" in raw:   # runs written before the rename (K, the diffusion steps)
+      raw["num_diffusion_steps"] = raw.pop("num_train_steps")
     raw["obs_shapes"] = tuple((k, tuple(s)) for k, s in raw["obs_shapes"])
     for field in ("encoder_kwargs", "denoiser_kwargs"):
       raw[field] = tuple((k, _freeze(v)) for k, v in raw[field])
@@ -104,30 +106,30 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   if not 1 <= config.n_action_steps <= config.horizon - config.n_obs_steps + 1:
     raise ValueError(f"n_action_steps={config.n_action_steps} must be in [1, horizon - n_obs_steps + 1 = "
                      f"{config.horizon - config.n_obs_steps + 1}] so executed actions lie inside the chunk.")
-  sampler.check_num_inference_steps(d.objective, d.num_train_steps, d.num_inference_steps,
+  sampler.check_num_inference_steps(d.objective, d.num_diffusion_steps, d.num_inference_steps,
                                     "config.diffusion.num_inference_steps")
-  encoder_kwargs = {}
-  if p.encoder == "resnet18":
-    r = p.resnet18
-    encoder_kwargs = dict(crop_shape=tuple(r.crop_shape) if r.crop_shape else None, width=r.width,
-                          num_keypoints=r.num_keypoints, feature_dim=r.feature_dim)
-  if p.denoiser == "unet1d":
-    u = p.unet1d
-    denoiser_kwargs = dict(down_dims=tuple(u.down_dims), kernel_size=u.kernel_size, n_groups=u.n_groups,
-                           step_embed_dim=u.step_embed_dim)
-  else:
-    t = p.transformer
-    denoiser_kwargs = dict(horizon=config.horizon, n_obs_steps=config.n_obs_steps, num_layers=t.num_layers,
-                           num_heads=t.num_heads, width=t.width, embed_dropout=t.embed_dropout,
-                           attn_dropout=t.attn_dropout, causal_attn=t.causal_attn, time_as_cond=t.time_as_cond)
+  # Each network is built from its config block (config.policy.<name>: its fields are the module's attributes), so
+  # a new setting is added to the block and the module only. The low-dim encoder has no settings.
+  encoder_kwargs = _block_kwargs(p[p.encoder]) if p.encoder in p else {}
+  denoiser_kwargs = _block_kwargs(p[p.denoiser])
+  if p.denoiser == "transformer":   # its token counts are the sequence shape's
+    denoiser_kwargs.update(horizon=config.horizon, n_obs_steps=config.n_obs_steps)
   return PolicySpec(
       horizon=config.horizon, n_obs_steps=config.n_obs_steps, n_action_steps=config.n_action_steps,
       action_dim=int(action_dim), obs_shapes=tuple(sorted((k, tuple(int(i) for i in s)) for k, s in obs_shapes.items())),
       encoder=p.encoder, encoder_kwargs=tuple(sorted(encoder_kwargs.items())),
       denoiser=p.denoiser, denoiser_kwargs=tuple(sorted(denoiser_kwargs.items())),
-      num_train_steps=d.num_train_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
+      num_diffusion_steps=d.num_diffusion_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
       num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective)
+
+
+def _block_kwargs(block) -> dict[str, Any]:
+  """A network's config block as hashable module attributes (lists become tuples; an empty crop_shape, None)."""
+  kwargs = {key: _freeze(value) for key, value in block.items()}
+  if "crop_shape" in kwargs and not kwargs["crop_shape"]:
+    kwargs["crop_shape"] = None
+  return kwargs
 
 
 def _check_choice(name, value, choices):
@@ -154,6 +156,15 @@ class PolicyNet(nn.Module):
     """x: [B, T, Da] noisy actions, k: int32 [B] steps, features: [B, To, F] -> [B, T, Da]."""
     return self.denoiser(x, k, features, train=train)
 
+  def condition(self, k, features):
+    """k [B] steps (int32; flow: float times), features [B, To, F] -> the denoiser's conditioning at that step:
+    everything that does not depend on x (the U-Net's FiLM embeddings, the transformer's memory). Evaluation mode."""
+    return self.denoiser(None, k, features, train=False, conditioning_only=True)
+
+  def denoise_conditioned(self, x, conditioning):
+    """x: [B, T, Da], conditioning from `condition` -> [B, T, Da], equal to `denoise` in evaluation mode."""
+    return self.denoiser(x, None, None, train=False, conditioning=conditioning)
+
   def __call__(self, obs, x, k, train: bool = False):
     return self.denoise(x, k, self.encode(obs, train), train)
 
@@ -167,7 +178,7 @@ class Policy:
 
 
 def make_schedule(spec: PolicySpec) -> schedules.NoiseSchedule:
-  return schedules.make_schedule(spec.beta_schedule, spec.num_train_steps, beta_start=spec.beta_start,
+  return schedules.make_schedule(spec.beta_schedule, spec.num_diffusion_steps, beta_start=spec.beta_start,
                                  beta_end=spec.beta_end)
 
 
@@ -336,10 +347,12 @@ def _chain_from_normalized(policy: Policy, obs, noise: jax.Array | None = None, 
   features = net.apply({"params": params}, obs, False, method=PolicyNet.encode)
   batch_size = features.shape[0]
 
-  def denoise_fn(x, k):
-    return net.apply({"params": params}, x, k, features, False, method=PolicyNet.denoise)
-
-  return sampler.sample_chain(denoise_fn, make_schedule(spec), (batch_size, spec.horizon, spec.action_dim),
+  # Split at x: the chain computes every step's conditioning in one pass before its loop.
+  denoiser = sampler.ConditionedDenoiser(
+      condition=lambda k: net.apply({"params": params}, k, features, method=PolicyNet.condition),
+      apply=lambda x, conditioning: net.apply({"params": params}, x, conditioning,
+                                              method=PolicyNet.denoise_conditioned))
+  return sampler.sample_chain(denoiser, make_schedule(spec), (batch_size, spec.horizon, spec.action_dim),
                               jax.random.key(0) if key is None else key, method=method,
                               num_inference_steps=num_inference_steps, clip_sample=spec.clip_sample,
                               prediction_type=spec.prediction_type, noise=noise)
@@ -373,7 +386,7 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   sampler.check_method(spec.objective, method)
-  sampler.check_num_inference_steps(spec.objective, spec.num_train_steps, num_inference_steps)
+  sampler.check_num_inference_steps(spec.objective, spec.num_diffusion_steps, num_inference_steps)
   obs, batched = check_obs(spec, obs)
   obs = {k: (v if batched else v[None]) for k, v in obs.items()}
   actions = _sample_batched(policy, dict(obs), key, method, num_inference_steps)

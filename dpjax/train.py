@@ -139,6 +139,12 @@ def steps_in_next_dispatch(step: int, most: int, intervals, num_steps: int) -> i
   return end - step
 
 
+def misaligned_intervals(most: int, intervals: dict[str, int]) -> list[str]:
+  """Names of the event intervals (0 = off) that are not multiples of `most` steps per dispatch: around each such
+  event a dispatch runs fewer steps, and each new dispatch length compiles the train step once more."""
+  return [name for name, interval in intervals.items() if interval and interval % most]
+
+
 def train_and_evaluate(config, workdir, devices=None) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the last logged metrics."""
   validate_config(config)
@@ -216,13 +222,21 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     _say(f"resumed from {workdir} at step {step}")
     _record_resumed_config(config, workdir, step)
 
+  t = config.train
+  misaligned = misaligned_intervals(steps_per_dispatch, {"log_every": t.log_every, "val_every": t.val_every,
+                                                         "checkpoint_every": t.checkpoint_every,
+                                                         "rollout_every": t.rollout_every})
+  if misaligned:
+    _say(f"{', '.join(f'train.{name}={t[name]}' for name in misaligned)} not a multiple of the {steps_per_dispatch} "
+         "steps per dispatch: each shorter dispatch length compiles the train step once more (as long as the first "
+         f"compile); multiples of {steps_per_dispatch} avoid it")
   steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated,
-                                        sharding.stacked_batch_sharding(mesh), replicated)
+                                        sharding.stacked_batch_sharding(mesh), replicated,
+                                        learning_rate=optim.learning_rate_schedule(config.optim, t.num_steps))
   validation_fn = train_step.jit_validation_loss(spec, sharding.batch_sharding(mesh), replicated)
   writer = metrics.MetricsWriter(workdir, resume_step=int(state.step) if resuming else None)
   evaluator = _make_rollout_evaluator(config, workdir)
 
-  t = config.train
   val_every = t.val_every if val_batches else 0
   rollout_every = t.rollout_every if evaluator is not None else 0
   step = int(jax.device_get(state.step))
@@ -233,6 +247,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   window_start, window_steps = time.perf_counter(), 0
   eta_start, eta_said = None, False   # (step, time) once the first dispatch has compiled; said at a log step
   checkpoint_timer = preemption.CheckpointTimer(t.checkpoint_every_minutes)
+  saver = checkpoint.BackgroundSaver(manager, like=state)
   try:
     with preemption.SignalCatcher() as stop_signal:
       while step < t.num_steps:
@@ -257,6 +272,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         if not (is_log or is_ckpt or is_val or is_rollout):
           continue
         if not bool(finite):
+          saver.wait()
           kept = (f"The last good checkpoint (step {manager.latest_step()}) in {workdir} is kept."
                   if manager.latest_step() is not None else "No checkpoint had been written yet.")
           raise NonFiniteLossError(
@@ -268,7 +284,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           elapsed = time.perf_counter() - window_start
           last = {"train/loss": host["loss"], "train/grad_norm": host["grad_norm"],
                   "train/ema_decay": host["ema_decay"],
-                  "train/learning_rate": optim.learning_rate_schedule(config.optim, t.num_steps)(step - 1),
+                  "train/learning_rate": host["learning_rate"],
                   "train/steps_per_second": window_steps / elapsed,
                   "train/samples_per_second": window_steps * t.batch_size / elapsed}
           writer.write(step, last)
@@ -288,10 +304,11 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           writer.write(step, scores)
           last.update(scores)
         if is_ckpt:
-          # Asynchronous: blocks only while the state is copied off the devices; the files are written while
-          # training goes on, and a checkpoint becomes visible (renamed into place) only once complete.
+          # Blocks only to dispatch a copy of the state on the devices (and, rarely, for the previous save's
+          # hand-off); the host copy and the files are written while training goes on, and a checkpoint becomes
+          # visible (renamed into place) only once complete.
           save_start = time.perf_counter()
-          checkpoint.save(manager, state, train_iterator, normalizer_host, spec, config)
+          saver.save(state, train_iterator, normalizer_host, spec, config)
           writer.write(step, {"train/checkpoint_blocking_s": time.perf_counter() - save_start})
           checkpoint_timer.reset()
         if stop:
@@ -300,7 +317,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   finally:
     progress.close()
     writer.close()
-    manager.close()   # waits for a save still being written
+    saver.close()   # waits for a save still being handed off or written
   return {k: float(v) for k, v in last.items()}
 
 

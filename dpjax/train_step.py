@@ -36,9 +36,11 @@ def create_train_state(params, optimizer: optax.GradientTransformation) -> Train
 
 def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spec: policy.PolicySpec,
                optimizer: optax.GradientTransformation, ema_config,
-               distillation: policy.Distillation | None = None) -> tuple[TrainState, dict]:
+               distillation: policy.Distillation | None = None,
+               learning_rate: optax.Schedule | None = None) -> tuple[TrainState, dict]:
   """One optimiser step on a global batch; returns the new state and scalar metrics. With `distillation` the
-  targets come from the frozen teacher (`policy.loss_fn`)."""
+  targets come from the frozen teacher (`policy.loss_fn`). With `learning_rate` (the optimiser's schedule) the
+  metrics hold the rate this step applied."""
   key = jax.random.fold_in(base_key, state.step)
   grad_fn = jax.value_and_grad(policy.loss_fn, has_aux=True)
   (loss, _), grads = grad_fn(state.params, spec, normalizer, batch, key, True, distillation)
@@ -50,12 +52,15 @@ def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spe
                          opt_state=opt_state)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "ema_decay": decay,
              "finite": jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))}
+  if learning_rate is not None:
+    metrics["learning_rate"] = jnp.asarray(learning_rate(state.step), jnp.float32)
   return new_state, metrics
 
 
 def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, data,
                 distillation: policy.Distillation | None = None, *, spec: policy.PolicySpec,
-                optimizer: optax.GradientTransformation, ema_config) -> tuple[TrainState, dict]:
+                optimizer: optax.GradientTransformation, ema_config,
+                learning_rate: optax.Schedule | None = None) -> tuple[TrainState, dict]:
   """n optimiser steps in one call; equal to n calls of `train_step`.
 
   Args:
@@ -71,7 +76,7 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
     if data is not None:
       batch = device_data.gather(data, batch)
     return train_step(state, batch, base_key, normalizer, spec=spec, optimizer=optimizer, ema_config=ema_config,
-                      distillation=distillation)
+                      distillation=distillation, learning_rate=learning_rate)
 
   if jax.tree.leaves(batches)[0].shape[0] == 1:
     # No loop for one step: XLA:CPU runs convolutions inside a loop body several times slower (the image
@@ -99,9 +104,11 @@ def resolve_steps_per_dispatch(value: int, backend: str | None = None) -> int:
   return 1 if (backend or jax.default_backend()) == "cpu" else AUTO_STEPS_PER_DISPATCH
 
 
-def jit_train_steps(spec, optimizer, ema_config, state_sharding, stacked_batch_sharding, replicated):
+def jit_train_steps(spec, optimizer, ema_config, state_sharding, stacked_batch_sharding, replicated,
+                    learning_rate: optax.Schedule | None = None):
   """`train_steps` jitted; the state is donated. Compiles once per (n, data placement)."""
-  step_fn = functools.partial(train_steps, spec=spec, optimizer=optimizer, ema_config=ema_config)
+  step_fn = functools.partial(train_steps, spec=spec, optimizer=optimizer, ema_config=ema_config,
+                              learning_rate=learning_rate)
   return jax.jit(step_fn, in_shardings=(state_sharding, stacked_batch_sharding, replicated, replicated, replicated,
                                         replicated),
                  out_shardings=(state_sharding, replicated), donate_argnums=(0,))

@@ -6,17 +6,18 @@
 #      0.85 x (measured steps/s) x (budget), so the cosine schedule ends when the budget does;
 #   3. evaluate its last three checkpoints with the paper's protocol (50 episodes, seeds 100000..100049, DDPM-100,
 #      EMA), the three evaluations side by side;
-#   4. extra benchmarks: flow-matching Euler-1/2 latency (issue 13) and the image CNN train step.
+#   4. with EXTRA_BENCHES=1, extra benchmarks: flow-matching Euler-1/2 latency (issue 13) and the image CNN train
+#      step (they take ~110 s of the training budget; experiments/gpu_bench.sh has every benchmark).
 # Everything measured goes to one JSON file, gpu_check_<device>.json, next to the log and the benchmark JSONs.
 #
 #   bash experiments/gpu_check.sh                       # writes experiments/gpu_check/<date>/gpu_check_<device>.json
-#   OUT=$OUT RUN_DIR=/tmp/gpu_run bash experiments/gpu_check.sh   # on the lent device machine (6 files in $OUT)
+#   OUT=$OUT RUN_DIR=/tmp/gpu_run bash experiments/gpu_check.sh   # on the lent device machine (4-6 files in $OUT)
 #
 # Environment (all optional): PYTHON (default: .venv/bin/python, else python3), OUT (folder for the JSON files, the
 # log and the metrics), RUN_DIR (the training run; default OUT/run), DEADLINE_S (whole check, default 540),
 # TRAIN_BUDGET_S (fixes the training budget instead of deriving it from the deadline), CONFIG (default
 # configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300), EXTRA (more --config.*
-# flags for dpjax.train, e.g. --config.policy.compute_dtype=float32), EXTRA_BENCHES (default 1; 0 skips stage 4).
+# flags for dpjax.train, e.g. --config.policy.compute_dtype=float32), EXTRA_BENCHES (default 0; 1 runs stage 4).
 # On the lent device machine: experiments/prepare_device.sh says how (wheels, data, the command).
 # A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke TRAIN_BUDGET_S=20 EPISODES=2 MAX_STEPS=10 bash ...
 set -uo pipefail
@@ -27,7 +28,7 @@ config=${CONFIG:-configs/pusht.py}
 episodes=${EPISODES:-50}
 max_steps=${MAX_STEPS:-300}
 extra=${EXTRA:-}
-extra_benches=${EXTRA_BENCHES:-1}
+extra_benches=${EXTRA_BENCHES:-0}
 out=${OUT:-experiments/gpu_check/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 run=${RUN_DIR:-$out/run}
@@ -53,7 +54,9 @@ if [ ! -s "$out/bench_lowdim.json" ]; then say "the benchmark failed: stopping";
 steps_per_s=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['records'][0]['train']['steps_per_s'])" \
     "$out/bench_lowdim.json")
 budget=${TRAIN_BUDGET_S:-$(( $(left) - eval_reserve - bench_reserve - train_overhead ))}
-num_steps=$("$python" -c "import sys; print(max(int(0.85 * float(sys.argv[1]) * float(sys.argv[2]) / 10) * 10, 30))" \
+# Whole multiples of 500 steps, so every tenth (checkpoints, validation) is a multiple of the 50-step log interval
+# and of the 10 steps per dispatch: another interval would compile shorter dispatches (~25 s each, H100 check).
+num_steps=$("$python" -c "import sys; print(max(int(0.85 * float(sys.argv[1]) * float(sys.argv[2]) / 500) * 500, 500))" \
     "$steps_per_s" "$budget")
 every=$(( num_steps / 10 ))
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from dpjax import checkpoint, cli, config_json, metrics, train
+from dpjax import checkpoint, cli, config_json, metrics, train, train_step
 from tests import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -178,3 +178,36 @@ def test_train_cli_reports_a_config_typo_and_a_bad_value_in_one_line():
   assert horizon.stderr.splitlines() == ["dpjax.train: config.n_obs_steps=2 must be in [1, config.horizon=1]: the "
                                          "observed steps are the first of each predicted chunk; raise "
                                          "--config.horizon."], horizon.stderr
+
+
+class _ExplodingSpec:
+  def to_json(self):
+    raise RuntimeError("disk on fire")
+
+
+def test_background_saver_snapshots_before_donation_and_reraises_a_worker_error(tmp_path):
+  # The saver copies the state on its devices, so a donating step right after cannot change what is written.
+  state = train_step.TrainState(step=jax.numpy.int32(3), params={"w": jax.numpy.arange(4.0)}, ema_params={},
+                                opt_state=())
+  saver = checkpoint.BackgroundSaver(None)
+  snapshot = checkpoint._copy_on_devices(state)
+  state = jax.jit(lambda s: s.replace(params={"w": s.params["w"] + 1.0}), donate_argnums=0)(state)
+  np.testing.assert_array_equal(snapshot.params["w"], np.arange(4.0))
+  # An error in the worker (here: the spec cannot be written) reaches the training thread at the next wait.
+  iterator = type("It", (), {"get_state": lambda self: {"position": 3}})()
+  saver.save(state, iterator, {}, _ExplodingSpec(), None)
+  with pytest.raises(RuntimeError, match="disk on fire"):
+    saver.wait()
+  saver.wait()   # reported once
+
+
+def test_atomic_writes_from_many_threads_leave_one_whole_file(tmp_path):
+  import concurrent.futures
+  from dpjax import files
+  path = tmp_path / "eval.json"
+  texts = [json.dumps({"writer": i, "pad": "x" * 10_000}) for i in range(16)]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    list(pool.map(lambda text: files.write_text_atomic(path, text), texts))
+  assert path.read_text() in texts
+  assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]   # no temporary file left behind
+  assert path.stat().st_mode & 0o777 == 0o666 & ~files._umask()

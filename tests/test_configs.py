@@ -42,7 +42,7 @@ def test_variant_defaults_match_the_paper(variant):
   assert config.optim.weight_decay == weight_decay
   assert config.optim.warmup_steps == warmup
   assert config.train.batch_size == batch
-  assert (config.diffusion.num_train_steps, config.diffusion.num_inference_steps) == (100, 100)
+  assert (config.diffusion.num_diffusion_steps, config.diffusion.num_inference_steps) == (100, 100)
   assert config.data.max_train_episodes == 90
 
 
@@ -76,5 +76,10 @@ def test_an_older_runs_config_json_loads_with_current_names():
   assert (config.train.rollout_every, config.rollout.max_steps) == (0, 300) and "eval" not in config
   assert (config.train.num_steps, config.optim.learning_rate, config.distill.teacher) == (4000, 3e-4, "")
   train.validate_config(config)
+  assert config.diffusion.num_diffusion_steps == 100 and "num_train_steps" not in config.diffusion
   spec = policy.spec_from_config(config, {"low_dim": (20,)}, 2)
   assert (spec.objective, dict(spec.denoiser_kwargs)["down_dims"]) == ("ddpm", (64, 128, 256))
+  # Its policy_spec.json (and checkpoints' metadata) still says num_train_steps: it reads as the same spec.
+  stored = (REPO / "experiments" / "pusht_lowdim_cnn_small" / "policy_spec.json").read_text()
+  assert "num_train_steps" in stored
+  assert policy.PolicySpec.from_json(stored).network_fields() == spec.network_fields()

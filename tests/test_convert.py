@@ -101,10 +101,10 @@ def test_ddim10_chain_reproduces_the_original(run_dirs, name):
   vectors = _vectors(name)
   policy = dpjax.load_policy(run_dirs[name])
   schedule = policy_lib.make_schedule(policy.spec)
-  timesteps = schedules.inference_timesteps(policy.spec.num_train_steps, 10)
+  timesteps = schedules.inference_timesteps(policy.spec.num_diffusion_steps, 10)
   np.testing.assert_array_equal(timesteps, vectors["ddim10_timesteps"])
   # The original's chain started from a given x; dpjax.sample draws its own, so the steps run here one by one.
-  x, step_ratio = jnp.asarray(vectors["ddim10_x_init"]), policy.spec.num_train_steps // 10
+  x, step_ratio = jnp.asarray(vectors["ddim10_x_init"]), policy.spec.num_diffusion_steps // 10
   for k in timesteps:
     eps = _eps(policy, vectors["obs_raw"], x, np.full((4,), k))
     x = steps.ddim_step(schedule, x, eps, k, k - step_ratio, None, clip_sample=policy.spec.clip_sample)
@@ -168,7 +168,7 @@ def test_unsupported_checkpoints_are_clear_errors(unet_payload, updates, message
 
 def test_scheduler_settings_are_carried_over(unet_payload):
   converted = convert.convert_payload(unet_payload)
-  assert (converted.spec.beta_schedule, converted.spec.num_train_steps, converted.spec.clip_sample,
+  assert (converted.spec.beta_schedule, converted.spec.num_diffusion_steps, converted.spec.clip_sample,
           converted.spec.prediction_type, converted.spec.sampler) == ("squaredcos_cap_v2", 100, True, "epsilon", "ddpm")
   ddim = _with(unet_payload, **{"policy.noise_scheduler._target_": "diffusers.schedulers.scheduling_ddim.DDIMScheduler",
                                 "policy.noise_scheduler.set_alpha_to_one": True, "policy.num_inference_steps": 10})

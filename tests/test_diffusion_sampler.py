@@ -76,3 +76,18 @@ def test_compiles_once_and_is_one_scan():
 def test_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     sampler.sample_chain(lambda x, k: x, SCHEDULE, SHAPE, jax.random.key(0), **kwargs)
+
+
+def test_a_conditioned_denoiser_is_conditioned_once_before_the_loop():
+  # The conditioning (here the only op using sin) is computed for every step before the scan, not inside it.
+  denoiser = sampler.ConditionedDenoiser(condition=lambda k: jnp.sin(k.astype(jnp.float32))[:, None, None],
+                                         apply=lambda x, c: 0.1 * x + c)
+  plain = lambda x, k: 0.1 * x + jnp.sin(k.astype(jnp.float32))[:, None, None]  # noqa: E731
+  chain = lambda fn: sampler.sample_chain(fn, SCHEDULE, SHAPE, jax.random.key(0), method="ddim",  # noqa: E731
+                                          num_inference_steps=5)
+  np.testing.assert_allclose(chain(denoiser), chain(plain), rtol=1e-6)
+  jaxpr = jax.make_jaxpr(lambda: chain(denoiser))()
+  scans = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+  assert len(scans) == 1
+  assert "sin" not in {e.primitive.name for e in scans[0].params["jaxpr"].eqns}
+  assert "sin" in {e.primitive.name for e in jaxpr.eqns}

@@ -43,3 +43,25 @@ def test_adamw_step_applies_decoupled_weight_decay():
   # A zero gradient leaves only the decay term: w <- w - lr * wd * w.
   updates, _ = opt.update({"denoiser": {"w": jnp.zeros(2)}}, opt.init(params), params)
   np.testing.assert_allclose(optax.apply_updates(params, updates)["denoiser"]["w"], 0.95 * np.ones(2), rtol=1e-6)
+
+
+def test_the_step_reports_the_learning_rate_it_applied():
+  import jax
+  from dpjax import train_step
+  from tests import smoke
+  pol = smoke.random_policy()
+  config = _optim_config(learning_rate=0.03, warmup_steps=0, weight_decay=0.0, encoder_weight_decay=0.0)
+  schedule = optim.learning_rate_schedule(config, num_steps=20)
+  opt = optim.make_optimizer(config, pol.params, "unet1d", 20)
+  state = train_step.create_train_state(pol.params, opt)
+  ema_config = ml_collections.ConfigDict(dict(power=0.75, inv_gamma=1.0, min_decay=0.0, max_decay=0.9999,
+                                              update_after_step=0))
+  batch = smoke.random_batch(pol.spec, batch_size=2, seed=0)
+  step = jax.jit(lambda s, b, k, n: train_step.train_step(s, b, k, n, spec=pol.spec, optimizer=opt,
+                                                          ema_config=ema_config, learning_rate=schedule))
+  new, metrics = step(state, batch, jax.random.key(0), pol.normalizer)
+  # Adam's first update is lr * g / |g| for every weight with a gradient: the largest move is the rate applied
+  # (lr(0) = 0.03 here; lr(1) would be 0.6 % lower).
+  moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(pol.params)))
+  np.testing.assert_allclose(metrics["learning_rate"], moved, rtol=1e-3)
+  np.testing.assert_allclose(metrics["learning_rate"], 0.03, rtol=1e-6)

@@ -119,7 +119,7 @@ def test_flow_policy_samples_with_euler_and_heun_and_refuses_ddpm():
   heun = dpjax.sample(policy, obs, jax.random.key(0), method="heun", num_inference_steps=2)
   assert euler.shape == heun.shape == (3, 16, 2) and np.all(np.isfinite(heun))
   # More steps than a DDPM's K are fine for a flow policy (its time is continuous).
-  assert dpjax.sample(policy, obs, jax.random.key(0), num_inference_steps=policy.spec.num_train_steps + 1).shape \
+  assert dpjax.sample(policy, obs, jax.random.key(0), num_inference_steps=policy.spec.num_diffusion_steps + 1).shape \
       == (3, 16, 2)
   with pytest.raises(ValueError, match="use one of \\('euler', 'heun'\\)"):
     dpjax.sample(policy, obs, jax.random.key(0), method="ddim")
@@ -130,3 +130,20 @@ def test_sampler_must_match_the_objective_in_the_config():
   config.diffusion.sampler = "ddpm"
   with pytest.raises(ValueError, match="does not apply to config.diffusion.objective='flow'"):
     policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
+
+
+@pytest.mark.parametrize("variant", ["smoke", "smoke,transformer"])
+def test_conditioned_call_equals_the_whole_call(variant):
+  # The chain runs `denoise_conditioned` on conditioning computed before its loop; it must be the same network.
+  policy = _policy(variant)
+  spec, net = policy.spec, policy_lib.PolicyNet(policy.spec)
+  variables = {"params": policy.params}
+  rng = np.random.default_rng(0)
+  features = net.apply(variables, {"low_dim": rng.normal(size=(3, spec.n_obs_steps, 20)).astype(np.float32)}, False,
+                       method=policy_lib.PolicyNet.encode)
+  x = rng.normal(size=(3, spec.horizon, spec.action_dim)).astype(np.float32)
+  k = np.array([0, 3, 9], np.int32)
+  whole = net.apply(variables, x, k, features, False, method=policy_lib.PolicyNet.denoise)
+  conditioning = net.apply(variables, k, features, method=policy_lib.PolicyNet.condition)
+  split = net.apply(variables, x, conditioning, method=policy_lib.PolicyNet.denoise_conditioned)
+  np.testing.assert_array_equal(split, whole)

@@ -104,6 +104,14 @@ def test_steps_in_next_dispatch_end_on_every_event():
     train_step.resolve_steps_per_dispatch(-1)
 
 
+def test_misaligned_intervals_name_the_events_that_cost_a_compile():
+  # The H100 check's checkpoint_every=3474 with 10 steps per dispatch ran 4- and 6-step dispatches: two compiles.
+  intervals = {"log_every": 50, "val_every": 3474, "checkpoint_every": 3474, "rollout_every": 0}
+  assert train.misaligned_intervals(10, intervals) == ["val_every", "checkpoint_every"]
+  assert {train.steps_in_next_dispatch(s, 10, (50, 3474), 34_740) for s in (3470, 3494)} == {4, 6}
+  assert train.misaligned_intervals(1, intervals) == []
+
+
 def test_batch_size_not_divisible_by_devices_is_clear_error(data_path, tmp_path):
   config = smoke.smoke_config(data_path)
   config.train.batch_size = 12

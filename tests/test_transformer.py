@@ -179,3 +179,14 @@ def test_image_encoder_and_transformer_train_together():
     for name in ("stem_conv", "spatial_softmax"):
       assert jnp.any(jax.tree.leaves(grads["encoder"]["image"][name])[0] != 0), name
   assert eval_loss(params) < 0.7 * initial
+
+
+def test_conditioning_split_in_every_mode():
+  # conditioning_only returns what depends on (k, obs) only; passing it back gives the whole call's output.
+  x, k, obs = _tiny_inputs()
+  for model, cond in ((_tiny_model(), obs), (_tiny_model(n_cond_layers=1), obs), (_tiny_model(obs_as_cond=False), None),
+                      (_tiny_model(time_as_cond=False, obs_as_cond=False), None)):
+    params = model.init(jax.random.key(0), x, k, cond, train=False)
+    conditioning = model.apply(params, None, k, cond, train=False, conditioning_only=True)
+    np.testing.assert_array_equal(model.apply(params, x, None, None, train=False, conditioning=conditioning),
+                                  model.apply(params, x, k, cond, train=False))

@@ -122,7 +122,7 @@ def diffusion_settings(cfg) -> dict[str, Any]:
   if target not in SCHEDULERS:
     raise UnsupportedCheckpointError(f"Noise scheduler {target} is not supported; dpjax.convert supports "
                                      f"{sorted(SCHEDULERS)}.")
-  settings = dict(sampler=SCHEDULERS[target], num_train_steps=int(scheduler.pop("num_train_timesteps", 1000)),
+  settings = dict(sampler=SCHEDULERS[target], num_diffusion_steps=int(scheduler.pop("num_train_timesteps", 1000)),
                   beta_start=float(scheduler.pop("beta_start", 1e-4)), beta_end=float(scheduler.pop("beta_end", 2e-2)),
                   beta_schedule=scheduler.pop("beta_schedule", "linear"),
                   clip_sample=bool(scheduler.pop("clip_sample", True)),

@@ -30,6 +30,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import zarr
+from flax import traverse_util
 
 from dpjax.data import replay, tfds_source
 
@@ -52,7 +53,7 @@ def step_feature_spec(data: Mapping[str, np.ndarray], key_map: Mapping[str, str]
                                                encoding_format="png")
     else:
       flat[key_map[key]] = tfds.features.Tensor(shape=values.shape[1:], dtype=values.dtype)
-  return tfds_source.nest_paths(flat)
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -75,7 +76,7 @@ def episode_examples(buffer: replay.ReplayBuffer,
       for key, values in buffer.data.items():
         value = values[rows.start + t]
         flat[key_map[key]] = _png(value) if value.ndim == 3 else value
-      steps.append(tfds_source.nest_paths(flat))
+      steps.append(traverse_util.unflatten_dict(flat, sep="/"))
     yield f"{episode:08d}", {"steps": steps, "episode_metadata": {tfds_source.EPISODE_INDEX: episode}}
 
 

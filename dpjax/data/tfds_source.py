@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from absl import logging
 import numpy as np
+from flax import traverse_util
 
 from dpjax.data import replay
 
@@ -136,24 +137,6 @@ def resolve_key_map(builder, key_map: Mapping[str, str] | None = None) -> dict[s
   return dict(DEFAULT_KEY_MAP)
 
 
-def _get(tree: Mapping[str, Any], path: str) -> Any:
-  for part in path.split("/"):
-    tree = tree[part]
-  return tree
-
-
-def nest_paths(flat: Mapping[str, Any]) -> dict:
-  """{"a/b": x} -> {"a": {"b": x}}."""
-  out = {}
-  for path, value in flat.items():
-    *parents, leaf = path.split("/")
-    node = out
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return out
-
-
 def _check_features(path, features: Mapping[str, Any], key_map: Mapping[str, str], keys: Sequence[str],
                     step_shapes: Mapping[str, tuple[int, ...]]) -> None:
   """Every requested key maps to a step feature of the expected shape (from metadata, before reading)."""
@@ -176,8 +159,8 @@ def _check_features(path, features: Mapping[str, Any], key_map: Mapping[str, str
 
 def _episode_arrays(path, episode: int, steps, step_paths: Sequence[str]) -> dict[str, np.ndarray]:
   """Stacks the wanted step paths of one episode: path -> [L, ...]."""
-  rows = [steps[t] for t in range(len(steps))]
-  arrays = {p: np.stack([np.asarray(_get(row, p)) for row in rows]) for p in step_paths}
+  rows = [traverse_util.flatten_dict(steps[t], sep="/") for t in range(len(steps))]
+  arrays = {p: np.stack([np.asarray(row[p]) for row in rows]) for p in step_paths}
   for flag, position in zip(_RLDS_FLAGS, (0, -1)):
     if flag in arrays and not (arrays[flag][position] and arrays[flag].sum() == 1):
       raise _fail(path, f"episode {episode} has {flag} = {arrays[flag].astype(int).tolist()}; RLDS needs "
@@ -229,7 +212,8 @@ def load_tfds_replay(path, keys: Sequence[str], *, name: str = "", split: str = 
   _check_features(version_dir, features, key_map, keys, step_shapes)
   wanted = sorted({key_map[k] for k in keys} | {f for f in _RLDS_FLAGS if f in features})
   # Unwanted images etc. are left as raw bytes: low-dim training never decodes the camera.
-  decoders = {"steps": nest_paths({p: tfds.decode.SkipDecoding() for p in features if p not in wanted})}
+  skipped = {p: tfds.decode.SkipDecoding() for p in features if p not in wanted}
+  decoders = {"steps": traverse_util.unflatten_dict(skipped, sep="/")}
   try:
     source = builder.as_data_source(split=split, decoders=decoders)
   except Exception as error:  # pylint: disable=broad-except

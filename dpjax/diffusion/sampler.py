@@ -5,6 +5,7 @@ scan length), so a jitted caller compiles the whole chain once per (shape, metho
 runs a Python loop over steps.
 """
 import functools
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -20,6 +21,15 @@ SAMPLING_METHODS = tuple(m for methods in METHODS_BY_OBJECTIVE.values() for m in
 OBJECTIVES = tuple(METHODS_BY_OBJECTIVE)
 
 
+class ConditionedDenoiser(NamedTuple):
+  """A denoiser split at what depends on x: `condition(k [B]) -> conditioning` (any pytree; the step embedding and
+  whatever else depends only on the step and the observations) and `apply(x [B, T, Da], conditioning) -> [B, T, Da]`.
+  A DDPM/DDIM chain conditions every step in one batched pass before its loop, so each loop iteration runs only
+  `apply` (fewer kernels per network call). A plain `denoise_fn(x, k)` is the split whose conditioning is k."""
+  condition: Callable[[jax.Array], Any]
+  apply: Callable[[jax.Array, Any], jax.Array]
+
+
 def check_method(objective: str, method: str) -> None:
   """Raises ValueError unless `method` samples a model trained with `objective`."""
   if objective not in METHODS_BY_OBJECTIVE:
@@ -29,11 +39,11 @@ def check_method(objective: str, method: str) -> None:
                      f"{METHODS_BY_OBJECTIVE[objective]}.")
 
 
-def check_num_inference_steps(objective: str, num_train_steps: int, num_inference_steps: int,
+def check_num_inference_steps(objective: str, num_diffusion_steps: int, num_inference_steps: int,
                               name: str = "num_inference_steps") -> None:
   """DDPM/DDIM chains take 1..K steps of the training schedule; flow chains any number >= 1."""
   if objective == "ddpm":
-    validate_num_inference_steps(num_train_steps, num_inference_steps, name)
+    validate_num_inference_steps(num_diffusion_steps, num_inference_steps, name)
   else:
     flow.validate_num_steps(num_inference_steps, name)
 
@@ -43,7 +53,7 @@ def network_calls(method: str, num_inference_steps: int) -> int:
   return 2 * num_inference_steps if method == "heun" else num_inference_steps
 
 
-def sample_chain(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[int, ...],
+def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSchedule, shape: tuple[int, ...],
                  key: jax.Array, *, method: str = "ddpm", num_inference_steps: int | None = None,
                  clip_sample: bool = True, prediction_type: str = "epsilon",
                  eta: float = 0.0, noise: jax.Array | None = None) -> jax.Array:
@@ -51,7 +61,8 @@ def sample_chain(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[in
 
   Args:
     denoise_fn: (x [B, T, Da], k [B]) -> [B, T, Da]; conditioning is closed over. k is the int32 step index for
-      DDPM/DDIM, the float t * flow.TIME_SCALE for Euler/Heun.
+      DDPM/DDIM, the float t * flow.TIME_SCALE for Euler/Heun. Or a `ConditionedDenoiser`: DDPM/DDIM then
+      condition every step before the loop (Euler/Heun, with few steps, condition at each call).
     schedule: the training noise schedule (K = schedule.num_steps); unused by the flow samplers.
     shape: static (B, T, Da) of the samples.
     key: PRNG key for the initial noise and every step's noise.
@@ -69,13 +80,15 @@ def sample_chain(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[in
   """
   if method not in SAMPLING_METHODS:
     raise ValueError(f"Unknown sampling method {method!r}; choose from {SAMPLING_METHODS}.")
+  split = (denoise_fn if isinstance(denoise_fn, ConditionedDenoiser)
+           else ConditionedDenoiser(condition=lambda k: k, apply=denoise_fn))
   init_key, key = jax.random.split(key)
   x = jax.random.normal(init_key, shape, jnp.float32) if noise is None else noise
   chex.assert_shape(x, shape)
   if method in METHODS_BY_OBJECTIVE["flow"]:
     if num_inference_steps is None:
       raise ValueError("The flow samplers need num_inference_steps (the number of steps from t = 1 to 0).")
-    return _flow_chain(denoise_fn, x, method, num_inference_steps, clip_sample)
+    return _flow_chain(lambda x, t: split.apply(x, split.condition(t)), x, method, num_inference_steps, clip_sample)
   if num_inference_steps is None:
     num_inference_steps = schedule.num_steps
   timesteps = inference_timesteps(schedule.num_steps, num_inference_steps)
@@ -87,16 +100,18 @@ def sample_chain(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[in
     step_fn = functools.partial(steps.ddim_step, prediction_type=prediction_type,
                                 clip_sample=clip_sample, eta=eta)
   batch = shape[0]
+  # Every step's conditioning in one batched pass: [S, ...] leaves, one slice per loop iteration.
+  conditioning = jax.vmap(lambda k: split.condition(jnp.full((batch,), k, jnp.int32)))(jnp.asarray(timesteps))
 
   def body(carry, step):
     x, key = carry
-    k, t_prev = step
+    k, t_prev, step_conditioning = step
     key, step_key = jax.random.split(key)
-    model_output = denoise_fn(x, jnp.full((batch,), k, jnp.int32))
+    model_output = split.apply(x, step_conditioning)
     x = step_fn(schedule, x, model_output, k, t_prev, step_key)
     return (x, key), None
 
-  (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(timesteps), jnp.asarray(prev_timesteps)))
+  (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(timesteps), jnp.asarray(prev_timesteps), conditioning))
   chex.assert_shape(x, shape)
   return x
 

@@ -107,21 +107,21 @@ def make_schedule(kind: str, num_steps: int, beta_start: float = 1e-4,
                        num_steps=num_steps, kind=kind)
 
 
-def inference_timesteps(num_train_steps: int, num_inference_steps: int) -> np.ndarray:
+def inference_timesteps(num_diffusion_steps: int, num_inference_steps: int) -> np.ndarray:
   """diffusers' "leading" spacing: (arange(n) * (K // n)).round()[::-1], as int32 [n].
 
   A static NumPy array: the sampler's scan length and step indices are fixed at trace time.
   """
-  validate_num_inference_steps(num_train_steps, num_inference_steps)
-  step_ratio = num_train_steps // num_inference_steps
+  validate_num_inference_steps(num_diffusion_steps, num_inference_steps)
+  step_ratio = num_diffusion_steps // num_inference_steps
   return (np.arange(num_inference_steps) * step_ratio).round()[::-1].astype(np.int32)
 
 
-def validate_num_inference_steps(num_train_steps: int, num_inference_steps: int,
+def validate_num_inference_steps(num_diffusion_steps: int, num_inference_steps: int,
                                  name: str = "num_inference_steps") -> None:
-  """Raises ValueError unless 1 <= num_inference_steps <= num_train_steps; `name` is how the message calls it."""
+  """Raises ValueError unless 1 <= num_inference_steps <= num_diffusion_steps; `name` is how the message calls it."""
   if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
-      or not 1 <= num_inference_steps <= num_train_steps):
-    raise ValueError(f"{name} must be an int in [1, {num_train_steps}] (the number of training diffusion steps), "
+      or not 1 <= num_inference_steps <= num_diffusion_steps):
+    raise ValueError(f"{name} must be an int in [1, {num_diffusion_steps}] (the number of training diffusion steps), "
                      f"got {num_inference_steps!r}.")
 

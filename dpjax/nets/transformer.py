@@ -166,43 +166,60 @@ class TransformerDenoiser(nn.Module):
     return _dense(self.width, self.dtype, "cond_mlp2")(jax.nn.mish(cond))
 
   @nn.compact
-  def __call__(self, x: jax.Array, k: jax.Array, obs_features: Optional[jax.Array], train: bool) -> jax.Array:
-    """x: [B, T, Da]; k: int [B] diffusion steps; obs_features: [B, To, F] (or None) -> [B, T, Da]."""
+  def __call__(self, x: Optional[jax.Array], k: Optional[jax.Array], obs_features: Optional[jax.Array], train: bool,
+               conditioning: Optional[jax.Array] = None, conditioning_only: bool = False) -> jax.Array:
+    """x: [B, T, Da]; k: int [B] diffusion steps; obs_features: [B, To, F] (or None) -> [B, T, Da].
+
+    `conditioning` is what depends on (k, obs_features) only, from an earlier `conditioning_only=True` call (which
+    returns it and runs nothing else): the decoder's memory [B, 1 + To, w] (time_as_cond), or the time token
+    [B, 1, w] of the encoder-only trunk. Given, k and obs_features are unused.
+    """
+    if not self.time_as_cond and self.obs_as_cond:
+      raise ValueError("obs_as_cond requires time_as_cond, as in the original")
+    if conditioning is None:
+      conditioning = self._condition(k, obs_features, train)
+    if conditioning_only:
+      return conditioning
+
     batch, horizon, action_dim = x.shape
     chex.assert_shape(x, (batch, self.horizon, action_dim),
                       custom_message=f"x must be [B, horizon={self.horizon}, Da]")
-    chex.assert_shape(k, (batch,), custom_message="k must be [B]")
-    if self.obs_as_cond:
-      chex.assert_shape(obs_features, (batch, self.n_obs_steps, None),
-                        custom_message=f"obs_features must be [B={batch}, To={self.n_obs_steps}, F]")
-    elif obs_features is not None:
-      raise ValueError("obs_as_cond=False: fold observations into x and pass obs_features=None")
-    if not self.time_as_cond and self.obs_as_cond:
-      raise ValueError("obs_as_cond requires time_as_cond, as in the original")
-
-    time_emb = sinusoidal_embedding(k.astype(jnp.float32), self.width)[:, None, :]  # [B, 1, w]
     tokens = _dense(self.width, self.dtype, "input_emb")(x)  # [B, T, w]
 
     if not self.time_as_cond:
       # Encoder-only (BERT): [time, actions] with one causal self-attention over T + 1 tokens.
-      h = self._embed(jnp.concatenate([time_emb.astype(tokens.dtype), tokens], axis=1), "pos_emb", True, train)
+      h = self._embed(jnp.concatenate([conditioning.astype(tokens.dtype), tokens], axis=1), "pos_emb", True, train)
       mask = causal_mask(horizon + 1) if self.causal_attn else None
       for i in range(self.num_layers):
         h = EncoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, name=f"layer{i}")(h, mask, train)
       h = h[:, 1:]
     else:
-      cond = time_emb
-      if self.obs_as_cond:
-        obs_emb = _dense(self.width, self.dtype, "cond_obs_emb")(obs_features)
-        cond = jnp.concatenate([cond.astype(obs_emb.dtype), obs_emb], axis=1)  # [B, 1 + To, w]
-      # The original leaves cond_pos_emb at zero init without obs conditioning.
-      memory = self._cond_encoder(self._embed(cond, "cond_pos_emb", self.obs_as_cond, train), train)
+      memory = conditioning
       h = self._embed(tokens, "pos_emb", True, train)
       self_mask = causal_mask(horizon) if self.causal_attn else None
-      cross_mask = memory_mask(horizon, cond.shape[1]) if self.causal_attn and self.obs_as_cond else None
+      cross_mask = memory_mask(horizon, memory.shape[1]) if self.causal_attn and self.obs_as_cond else None
       for i in range(self.num_layers):
         h = DecoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, name=f"layer{i}")(
             h, memory, self_mask, cross_mask, train)
 
     h = _layer_norm(self.dtype, "ln_f")(h)
     return _dense(action_dim, self.dtype, "head")(h).astype(jnp.float32)
+
+  def _condition(self, k: jax.Array, obs_features: Optional[jax.Array], train: bool) -> jax.Array:
+    """k [B], obs_features [B, To, F] -> the memory [B, 1 + To, w] (time_as_cond) or the time token [B, 1, w]."""
+    batch = jnp.shape(k)[0]
+    chex.assert_shape(k, (batch,), custom_message="k must be [B]")
+    if self.obs_as_cond:
+      chex.assert_shape(obs_features, (batch, self.n_obs_steps, None),
+                        custom_message=f"obs_features must be [B={batch}, To={self.n_obs_steps}, F]")
+    elif obs_features is not None:
+      raise ValueError("obs_as_cond=False: fold observations into x and pass obs_features=None")
+    time_emb = sinusoidal_embedding(k.astype(jnp.float32), self.width)[:, None, :]  # [B, 1, w]
+    if not self.time_as_cond:
+      return time_emb
+    cond = time_emb
+    if self.obs_as_cond:
+      obs_emb = _dense(self.width, self.dtype, "cond_obs_emb")(obs_features)
+      cond = jnp.concatenate([cond.astype(obs_emb.dtype), obs_emb], axis=1)  # [B, 1 + To, w]
+    # The original leaves cond_pos_emb at zero init without obs conditioning.
+    return self._cond_encoder(self._embed(cond, "cond_pos_emb", self.obs_as_cond, train), train)

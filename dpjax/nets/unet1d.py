@@ -146,7 +146,9 @@ class Upsample1d(nn.Module):
 class ConditionalResidualBlock1D(nn.Module):
   """Two Conv1dBlocks with FiLM from the condition between them, plus a residual.
 
-  x: [B, T, C_in], cond: [B, D] -> [B, T, features].
+  x: [B, T, C_in], cond: [B, D] -> [B, T, features]. The FiLM embedding depends on the condition only, so it can
+  be computed apart (`film_only=True` returns it, [B, 1, W]) and passed back in (`film=`; then cond is unused):
+  a sampling chain computes every step's embeddings before its loop.
   """
   features: int
   kernel_size: int = 3
@@ -155,19 +157,34 @@ class ConditionalResidualBlock1D(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
+  def __call__(self, x: Optional[jax.Array], cond: Optional[jax.Array], film: Optional[jax.Array] = None,
+               film_only: bool = False) -> jax.Array:
+    if film is None:
+      # FiLM (Perez et al. 2018): per-channel scale and bias predicted from the condition.
+      film_width = 2 * self.features if self.cond_predict_scale else self.features
+      film = _dense(jax.nn.mish(cond), film_width, self.dtype, name="cond_encoder")[:, None, :]  # [B, 1, W]
+    if film_only:
+      return film
     out = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_0")(x)
-    # FiLM (Perez et al. 2018): per-channel scale and bias predicted from the condition.
-    film_width = 2 * self.features if self.cond_predict_scale else self.features
-    embed = _dense(jax.nn.mish(cond), film_width, self.dtype, name="cond_encoder")[:, None, :]  # [B, 1, film_width]
     if self.cond_predict_scale:
-      scale, bias = embed[..., :self.features], embed[..., self.features:]
+      scale, bias = film[..., :self.features], film[..., self.features:]
       out = scale * out + bias
     else:
-      out = out + embed
+      out = out + film
     out = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_1")(out)
     residual = x if x.shape[-1] == self.features else _conv(x, self.features, 1, self.dtype, name="residual_conv")
     return out + residual
+
+
+def block_widths(down_dims: Sequence[int]) -> dict[str, int]:
+  """Residual block name -> output channels, in the order the U-Net runs them."""
+  widths = {}
+  for level, features in enumerate(down_dims):
+    widths[f"down_{level}_res_0"] = widths[f"down_{level}_res_1"] = features
+  widths["mid_0"] = widths["mid_1"] = down_dims[-1]
+  for level, features in enumerate(reversed(down_dims[:-1])):
+    widths[f"up_{level}_res_0"] = widths[f"up_{level}_res_1"] = features
+  return widths
 
 
 class ConditionalUnet1D(nn.Module):
@@ -190,28 +207,65 @@ class ConditionalUnet1D(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, k: jax.Array, obs_features: Optional[jax.Array] = None,
-               train: bool = False) -> jax.Array:
+  def __call__(self, x: Optional[jax.Array], k: Optional[jax.Array], obs_features: Optional[jax.Array] = None,
+               train: bool = False, conditioning: Optional[dict] = None, conditioning_only: bool = False):
     """Predicts the noise (or clean sample) for a noisy action chunk.
 
     Args:
-      x: [B, T, Da] noisy actions; T divisible by 2 ** (len(down_dims) - 1).
-      k: int [B] or scalar diffusion steps.
-      obs_features: [B, To, F] observation features (global condition), or None.
+      x: [B, T, Da] noisy actions; T divisible by 2 ** (len(down_dims) - 1). Unused with conditioning_only.
+      k: int [B] or scalar diffusion steps. Unused when `conditioning` is given.
+      obs_features: [B, To, F] observation features (global condition), or None. Unused with `conditioning`.
       train: unused (no dropout or batch statistics); part of the shared denoiser signature.
+      conditioning: what depends on (k, obs_features) only, from an earlier `conditioning_only=True` call: the
+        FiLM embedding of every residual block, {block name: [B, 1, W]}. None: computed here.
+      conditioning_only: return that conditioning and run nothing else.
 
     Returns:
-      [B, T, Da].
+      [B, T, Da] (or the conditioning).
     """
     del train
+    blocks = {name: ConditionalResidualBlock1D(features, self.kernel_size, self.n_groups, self.cond_predict_scale,
+                                               self.dtype, name=name)
+              for name, features in block_widths(self.down_dims).items()}
+    if conditioning is None:
+      cond = self._condition(k, obs_features, batch=None if x is None else x.shape[0])
+      conditioning = {name: block(None, cond, film_only=True) for name, block in blocks.items()}
+    if conditioning_only:
+      return conditioning
+
     chex.assert_rank(x, 3)
     batch, horizon, action_dim = x.shape
     factor = 2 ** (len(self.down_dims) - 1)
     if horizon % factor:
       raise ValueError(f"Horizon {horizon} must be divisible by 2 ** (len(down_dims) - 1) = {factor} "
                        f"for down_dims={tuple(self.down_dims)}: each level but the last halves it.")
-    k = jnp.broadcast_to(jnp.asarray(k), (batch,))
+    run = lambda name, x: blocks[name](x, None, film=conditioning[name])
 
+    skips = []
+    for level in range(len(self.down_dims)):
+      x = run(f"down_{level}_res_1", run(f"down_{level}_res_0", x))
+      skips.append(x)
+      if level < len(self.down_dims) - 1:
+        x = Downsample1d(self.dtype, name=f"down_{level}_downsample")(x)
+
+    x = run("mid_1", run("mid_0", x))
+
+    for level in range(len(self.down_dims) - 1):
+      x = jnp.concatenate([x, skips.pop()], axis=-1)
+      x = run(f"up_{level}_res_1", run(f"up_{level}_res_0", x))
+      x = Upsample1d(dtype=self.dtype, name=f"up_{level}_upsample")(x)
+
+    x = Conv1dBlock(self.down_dims[0], self.kernel_size, _FINAL_BLOCK_GROUPS, self.dtype, name="final_block")(x)
+    x = _conv(x, action_dim, 1, self.dtype, name="final_conv")
+    chex.assert_shape(x, (batch, horizon, action_dim))
+    return x.astype(jnp.float32)
+
+  def _condition(self, k: jax.Array, obs_features: Optional[jax.Array], batch: Optional[int]) -> jax.Array:
+    """The global condition [B, dsed + To * F]: step feature (sinusoid -> Dense -> Mish -> Dense) and observation
+    features. B is `batch`, else obs_features' or k's leading axis."""
+    if batch is None:
+      batch = obs_features.shape[0] if obs_features is not None else jnp.shape(k)[0]
+    k = jnp.broadcast_to(jnp.asarray(k), (batch,))
     dsed = self.step_embed_dim
     cond = sinusoidal_embedding(k, dsed)
     cond = _dense(cond, 4 * dsed, self.dtype, name="step_encoder_0")
@@ -220,29 +274,4 @@ class ConditionalUnet1D(nn.Module):
       chex.assert_rank(obs_features, 3)
       chex.assert_axis_dimension(obs_features, 0, batch)
       cond = jnp.concatenate([cond, obs_features.reshape(batch, -1).astype(cond.dtype)], axis=-1)
-
-    def block(features, name):
-      return ConditionalResidualBlock1D(features, self.kernel_size, self.n_groups,
-                                        self.cond_predict_scale, self.dtype, name=name)
-
-    skips = []
-    for level, features in enumerate(self.down_dims):
-      x = block(features, f"down_{level}_res_0")(x, cond)
-      x = block(features, f"down_{level}_res_1")(x, cond)
-      skips.append(x)
-      if level < len(self.down_dims) - 1:
-        x = Downsample1d(self.dtype, name=f"down_{level}_downsample")(x)
-
-    x = block(self.down_dims[-1], "mid_0")(x, cond)
-    x = block(self.down_dims[-1], "mid_1")(x, cond)
-
-    for level, features in enumerate(reversed(self.down_dims[:-1])):
-      x = jnp.concatenate([x, skips.pop()], axis=-1)
-      x = block(features, f"up_{level}_res_0")(x, cond)
-      x = block(features, f"up_{level}_res_1")(x, cond)
-      x = Upsample1d(dtype=self.dtype, name=f"up_{level}_upsample")(x)
-
-    x = Conv1dBlock(self.down_dims[0], self.kernel_size, _FINAL_BLOCK_GROUPS, self.dtype, name="final_block")(x)
-    x = _conv(x, action_dim, 1, self.dtype, name="final_conv")
-    chex.assert_shape(x, (batch, horizon, action_dim))
-    return x.astype(jnp.float32)
+    return cond

@@ -5,7 +5,10 @@
       PYTHONPATH=/tmp/dpjax_old .venv/bin/python experiments/bench/kernels_per_call.py   # an older one
 
 Full-size Push-T variants, random weights, batch 1 and 50, compiled for the local backend. The count is
-`dpjax/hlo.py`'s, loaded from this checkout by path.
+`dpjax/hlo.py`'s, loaded from this checkout by path. `<variant>_b<B>` is the whole call (`PolicyNet.denoise`:
+step embedding, conditioning and network); where the checkout splits the call (`PolicyNet.denoise_conditioned`,
+what its sampling chain runs per step once every step's conditioning is computed before the loop),
+`<variant>_b<B>_in_chain` counts that call too. float32 weights (the CPU's compute dtype).
 """
 import importlib.util
 import json
@@ -46,6 +49,13 @@ def main():
       call = jax.jit(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise))
       out[f"{variant}_b{batch}"] = hlo.kernel_count(call.lower(params, x, k, features).compile().as_text())
       print(variant, batch, out[f"{variant}_b{batch}"], flush=True)
+      if hasattr(policy.PolicyNet, "denoise_conditioned"):
+        conditioning = jax.eval_shape(lambda p, k, f: net.apply({"params": p}, k, f, method=policy.PolicyNet.condition),
+                                      params, k, features)
+        in_chain = jax.jit(lambda p, x, c: net.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned))
+        name = f"{variant}_b{batch}_in_chain"
+        out[name] = hlo.kernel_count(in_chain.lower(params, x, conditioning).compile().as_text())
+        print(variant, batch, "in chain", out[name], flush=True)
   json.dump(out, sys.stdout, indent=2)
   print()
 

@@ -1,0 +1,129 @@
+r"""Where a train step's time goes: the step and its parts timed and kernel-counted apart (issue 12).
+
+    PYTHONPATH=. python experiments/bench/train_step_parts.py --variant=lowdim --out=parts.json
+    PYTHONPATH=. python experiments/bench/train_step_parts.py --variant=lowdim --quick    # smoke sizes, a dry run
+
+On one H100 the low-dim CNN step (65.8 M parameters) and the low-dim transformer's (9.0 M) both take ~5.4 ms at
+batch 256, and batch 64 -> 1024 costs 3.6 -> 8.7 ms: a fixed cost per step that neither the parameters nor the batch
+sets. This splits the step into what it runs, each part jitted alone on the variant's synthetic batch:
+
+  step       `train_step.train_step`, one step per call (forward, backward, optimiser, EMA)
+  step_x10   `train_step.train_steps`, 10 steps per call (what training runs on an accelerator), per step
+  forward    `policy.loss_fn` only
+  grad       `jax.value_and_grad(policy.loss_fn)`: forward + backward
+  optimizer  `optimizer.update` + `optax.apply_updates` on fixed gradients (state donated, as in training)
+  ema        `ema.ema_update` (donated)
+
+For each: compile seconds, kernels (top-level instructions of the compiled HLO, `dpjax/hlo.py`; about one launch
+each on a GPU) and median milliseconds per call over `--repeats` back-to-back calls (dispatch overlaps the device,
+so a device-bound part reads its device time). Random weights; no dataset is read.
+"""
+import argparse
+import functools
+import json
+import statistics
+import time
+
+import jax
+import numpy as np
+import optax
+
+from dpjax import bench, ema, hlo, optim, policy, train_step
+from dpjax.data import pusht
+
+
+def time_calls(fn, args, repeats: int, carry=None) -> float:
+  """Median ms per call of `fn(*args)` over `repeats` rounds of 5 back-to-back calls; `carry(out)` (if given) is the
+  new first argument, which the call donated."""
+  args = list(args)
+
+  def call():
+    out = fn(*args)
+    if carry is not None:
+      args[0] = carry(out)
+    return out
+
+  jax.block_until_ready(call())
+  rounds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(5):
+      out = call()
+    jax.block_until_ready(out)
+    rounds.append((time.perf_counter() - start) / 5)
+  return 1e3 * statistics.median(rounds)
+
+
+def measure(name: str, jitted, args, repeats: int, carry=None, steps_per_call: int = 1) -> dict:
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  kernels = hlo.kernel_count(compiled.as_text())
+  ms = time_calls(compiled, args, repeats, carry) / steps_per_call
+  print(f"{name:10s} {ms:8.3f} ms/step  {kernels:5d} kernels (top level)  compile {compile_s:.1f} s", flush=True)
+  return {"ms_per_step": ms, "kernels": kernels, "compile_s": compile_s, "steps_per_call": steps_per_call}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--variant", default="lowdim", choices=list(bench.VARIANTS))
+  parser.add_argument("--batch_size", type=int, default=None)
+  parser.add_argument("--repeats", type=int, default=10)
+  parser.add_argument("--quick", action="store_true", help="smoke sizes")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+
+  config = bench.load_config(args.variant, args.quick)
+  batch_size = args.batch_size or int(config.train.batch_size)
+  rng = np.random.default_rng(0)
+  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
+  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
+  normalizer = jax.device_put(bench.synthetic_normalizer(obs_shapes, rng))
+  params = jax.device_put(bench.random_params(spec, rng))
+  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, 10_000)
+  fresh_state = lambda: train_step.create_train_state(jax.tree.map(jax.numpy.copy, params), optimizer)  # donated
+  batch = jax.device_put(bench.synthetic_batch(spec, batch_size, rng))
+  stack = jax.device_put(jax.tree.map(lambda x: np.stack([x] * 10), bench.synthetic_batch(spec, batch_size, rng)))
+  key = jax.random.key(0)
+  grads = jax.tree.map(lambda p: 1e-3 * jax.numpy.ones_like(p), params)
+  print(f"{args.variant}: {policy.count_params(params):,} parameters, batch {batch_size}, "
+        f"{jax.devices()[0].device_kind}, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}")
+
+  loss = lambda p, b, k: policy.loss_fn(p, spec, normalizer, b, k, True, None)[0]
+  step = functools.partial(train_step.train_step, spec=spec, optimizer=optimizer, ema_config=config.ema)
+  steps = functools.partial(train_step.train_steps, spec=spec, optimizer=optimizer, ema_config=config.ema)
+
+  def apply_optimizer(params, opt_state, grads):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  def optimizer_step(carry, grads):
+    return apply_optimizer(*carry, grads)
+
+  parts = {
+      "step": measure("step", jax.jit(step, donate_argnums=0), (fresh_state(), batch, key, normalizer), args.repeats,
+                  carry=lambda out: out[0]),
+  }
+  parts["step_x10"] = measure("step_x10", jax.jit(steps, donate_argnums=0),
+                              (fresh_state(), stack, key, normalizer, None), args.repeats, carry=lambda out: out[0],
+                              steps_per_call=10)
+  parts["forward"] = measure("forward", jax.jit(loss), (params, batch, key), args.repeats)
+  parts["grad"] = measure("grad", jax.jit(jax.value_and_grad(loss)), (params, batch, key), args.repeats)
+  carry = (jax.tree.map(jax.numpy.copy, params), optimizer.init(params))
+  parts["optimizer"] = measure("optimizer", jax.jit(optimizer_step, donate_argnums=0), (carry, grads),
+                               args.repeats, carry=lambda out: out)
+  ema_params = jax.tree.map(jax.numpy.copy, params)
+  parts["ema"] = measure("ema", jax.jit(ema.ema_update, donate_argnums=0),
+                         (ema_params, params, jax.numpy.float32(0.999)), args.repeats, carry=lambda out: out)
+  record = {"variant": args.variant, "quick": args.quick, "batch_size": batch_size,
+            "num_params": policy.count_params(params),
+            "compute_dtype": str(policy.resolve_compute_dtype(spec.compute_dtype)),
+            "device": bench.device_info(), "parts": parts}
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(record, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

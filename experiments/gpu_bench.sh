@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU benchmarks that gpu_check.sh leaves out (issues 12 and 13), in order of what they decide, each stopped by
+# one wall-clock deadline (default 240 s) so the whole fits a short device call:
+#   1. where the low-dim CNN's train step goes (experiments/bench/train_step_parts.py: step, forward, backward,
+#      optimiser, EMA, each timed and kernel-counted);
+#   2. low-dim CNN sampling latency, DDPM-100 / DDIM-10 at batch 1 and 50, and flow Euler-1/2 (`dpjax.bench
+#      --notrain`);
+#   3. the image transformer (never measured on a GPU): train step, DDPM-100 / DDIM-10 at batch 1;
+#   4. the low-dim transformer's train step parts.
+# One JSON per stage and one log in OUT (6 files).
+#
+#   OUT=$OUT bash experiments/gpu_bench.sh       # on the lent device machine, after experiments/prepare_device.sh
+#   QUICK=1 DEADLINE_S=900 bash experiments/gpu_bench.sh   # CPU dry run with the smoke sizes
+set -uo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+deadline=${DEADLINE_S:-240}
+out=${OUT:-experiments/gpu_bench/$(date -u +%Y%m%dT%H%M%SZ)}
+quick=$([ "${QUICK:-0}" = 1 ] && echo "--quick" || echo "")
+mkdir -p "$out"
+log="$out/bench.log"
+start=$(date +%s)
+left() { echo $(( deadline - $(date +%s) + start )); }
+stage() {   # stage NAME COMMAND...: runs COMMAND within the time left, its output appended to the log
+  local name=$1; shift
+  if [ "$(left)" -le 10 ]; then echo "== $name: skipped, deadline reached" | tee -a "$log"; return; fi
+  echo "== $name ($(date -u +%T), $(left) s left)" | tee -a "$log"
+  timeout "$(left)" "$@" 2>&1 | grep -v "libtpu\|cuda_timer" | tee -a "$log"
+}
+export PYTHONPATH=${PYTHONPATH:-$PWD}
+stage "1/4 low-dim CNN train step parts" "$python" experiments/bench/train_step_parts.py --variant=lowdim $quick \
+    --out="$out/parts_lowdim.json"
+stage "2/4 low-dim CNN sampling" "$python" -m dpjax.bench --variants=lowdim $quick --notrain --repeats=10 \
+    --samplers=ddpm:100,ddim:10 --sample_batch_sizes=1,50 --out="$out/sampling_lowdim.json"
+stage "2/4 low-dim CNN flow sampling" "$python" -m dpjax.bench --variants=lowdim $quick --notrain --repeats=10 \
+    --objective=flow --samplers=euler:1,euler:2 --sample_batch_sizes=1,50 --out="$out/sampling_lowdim_flow.json"
+stage "3/4 image transformer" "$python" -m dpjax.bench --variants=image_transformer $quick --steps=50 --repeats=5 \
+    --samplers=ddpm:100,ddim:10 --sample_batch_sizes=1 --out="$out/bench_image_transformer.json"
+stage "4/4 low-dim transformer train step parts" "$python" experiments/bench/train_step_parts.py \
+    --variant=transformer $quick --out="$out/parts_transformer.json"
+echo "== done ($(date -u +%T))" | tee -a "$log"
