@@ -83,7 +83,6 @@ def get_config(arg=None):
   config.policy.transformer.embed_dropout = 0.0
   config.policy.transformer.attn_dropout = 0.3 if image else 0.01
   config.policy.transformer.causal_attn = True
-  config.policy.transformer.time_as_cond = True
 
   config.policy.resnet18 = ml_collections.ConfigDict()
   config.policy.resnet18.num_keypoints = 32

@@ -30,10 +30,8 @@ markdown table is printed.
 import datetime
 import functools
 import importlib.metadata
-import importlib.util
 import json
 import os
-import pathlib
 import platform
 import statistics
 import time
@@ -43,12 +41,11 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from dpjax import files, hlo, optim, policy, sharding, train_step
+from dpjax import config_files, files, hlo, optim, policy, sharding, train_step
 from dpjax.data import normalizer as normalizer_lib, pusht
 from dpjax.diffusion import sampler
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "pusht.py"
+DEFAULT_CONFIG = config_files.PUSHT_CONFIG
 
 # Bench variant name -> configs/pusht.py variant string.
 VARIANTS = {"lowdim": "lowdim", "image": "image", "transformer": "transformer",
@@ -60,10 +57,7 @@ NUM_TRAIN_BATCHES = 2        # distinct synthetic batches cycled through the tim
 
 def load_config(variant: str, quick: bool = False, config_path=DEFAULT_CONFIG):
   """configs/pusht.py:<variant>[,smoke] as a ConfigDict."""
-  module_spec = importlib.util.spec_from_file_location("pusht_config", config_path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(config_arg(variant, quick))
+  return config_files.get_config(config_arg(variant, quick), config_path)
 
 
 def config_arg(variant: str, quick: bool) -> str:

@@ -21,12 +21,11 @@ import pathlib
 import re
 import sys
 import threading
-from typing import Any, Callable
+from typing import Callable
 
 import grain
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 

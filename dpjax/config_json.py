@@ -3,11 +3,12 @@
 config_flags runs a config file as Python, which JSON is not (`true`, `null`); `dpjax.cli` points it at this
 module's `get_config` instead, with the JSON path as the config string. Overrides work as with configs/*.py.
 """
-import importlib.util
 import json
 import pathlib
 
 import ml_collections
+
+from dpjax import config_files
 
 
 def from_json_tree(tree):
@@ -23,10 +24,20 @@ def from_json_tree(tree):
 # Fields renamed since older runs wrote their config.json: old dotted path -> new dotted path.
 RENAMED = {"train.eval_every": "train.rollout_every", "train.eval_episodes": "train.rollout_episodes",
            "eval": "rollout", "diffusion.num_train_steps": "diffusion.num_diffusion_steps"}
+# Fields removed since (dotted path -> the one value older runs could hold, which is now built in).
+REMOVED = {"policy.transformer.time_as_cond": True}
 
 
 def upgrade(tree: dict) -> dict:
-  """An older run's config tree with renamed fields moved to their current names."""
+  """An older run's config tree with renamed fields moved to their current names and removed fields dropped
+  (a removed field holding another value than today's built-in one is a ValueError: that run cannot be rebuilt)."""
+  for path, built_in in REMOVED.items():
+    *parents, leaf = path.split(".")
+    parent = tree
+    for name in parents:
+      parent = parent.get(name, {})
+    if leaf in parent and parent.pop(leaf) != built_in:
+      raise ValueError(f"this config sets {path} to another value than {built_in!r}, the only one dpjax supports.")
   for old, new in RENAMED.items():
     *old_parents, old_leaf = old.split(".")
     *new_parents, new_leaf = new.split(".")
@@ -52,14 +63,10 @@ def with_defaults(tree: dict, defaults: dict) -> dict:
 
 def variant_defaults(variant: str | None) -> dict:
   """configs/pusht.py:<variant> as a plain dict ({} when the file or the variant is not there)."""
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "pusht.py"
-  if not path.exists():
+  if not config_files.PUSHT_CONFIG.exists():
     return {}
-  spec = importlib.util.spec_from_file_location("pusht_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
   try:
-    return json.loads(module.get_config(variant if variant != "lowdim" else None).to_json())
+    return json.loads(config_files.get_config(variant if variant != "lowdim" else None).to_json())
   except ValueError:
     return {}
 

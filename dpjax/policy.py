@@ -62,6 +62,8 @@ class PolicySpec:
     raw = json.loads(text)
     if "num_train_steps" in raw:   # runs written before the rename (K, the diffusion steps)
       raw["num_diffusion_steps"] = raw.pop("num_train_steps")
+    # Runs written when the transformer still had its (only supported) time_as_cond=True attribute.
+    raw["denoiser_kwargs"] = [kv for kv in raw["denoiser_kwargs"] if kv != ["time_as_cond", True]]
     raw["obs_shapes"] = tuple((k, tuple(s)) for k, s in raw["obs_shapes"])
     for field in ("encoder_kwargs", "denoiser_kwargs"):
       raw[field] = tuple((k, _freeze(v)) for k, v in raw[field])
@@ -226,7 +228,7 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
 
   batch: {"obs": {key: [B, To, ...]}, "action": [B, T, Da]} unnormalised (images uint8). Observation steps past To
   are ignored. With `distillation` (flow objective only) the targets are the teacher's chunks for the same
-  observations, not the demonstrated actions. Returns (scalar loss, aux metrics).
+  observations, not the demonstrated actions. Returns the scalar loss.
   """
   obs = {k: v[:, :spec.n_obs_steps] for k, v in batch["obs"].items()}
   actions = normalizer_lib.normalize(normalizer["action"], batch["action"])
@@ -252,8 +254,7 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
   else:
     actions = jax.lax.stop_gradient(_chain_from_normalized(distillation.teacher, obs, noise))
     t = flow.sample_times(time_key, actions.shape[0], distillation.fraction_at_noise)
-  loss = flow.flow_loss(denoise_fn, actions, noise, t)
-  return loss, {"loss": loss}
+  return flow.flow_loss(denoise_fn, actions, noise, t)
 
 
 def _check_obs_values(key: str, value: Any, image: bool) -> np.ndarray:

@@ -42,8 +42,7 @@ def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spe
   targets come from the frozen teacher (`policy.loss_fn`). With `learning_rate` (the optimiser's schedule) the
   metrics hold the rate this step applied."""
   key = jax.random.fold_in(base_key, state.step)
-  grad_fn = jax.value_and_grad(policy.loss_fn, has_aux=True)
-  (loss, _), grads = grad_fn(state.params, spec, normalizer, batch, key, True, distillation)
+  loss, grads = jax.value_and_grad(policy.loss_fn)(state.params, spec, normalizer, batch, key, True, distillation)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   step = state.step + 1
@@ -90,8 +89,7 @@ def validation_loss(params, batch, key: jax.Array, normalizer, distillation: pol
               spec: policy.PolicySpec) -> jax.Array:
   """Loss with the network in evaluation mode (no dropout, centre crop); the key fixes the noise draw. A reflow
   student's validation loss is against its teacher's chunks."""
-  loss, _ = policy.loss_fn(params, spec, normalizer, batch, key, False, distillation)
-  return loss
+  return policy.loss_fn(params, spec, normalizer, batch, key, False, distillation)
 
 
 def resolve_steps_per_dispatch(value: int, backend: str | None = None) -> int:

@@ -34,7 +34,7 @@ def outputs() -> dict[str, np.ndarray]:
   for variant, obs_shapes, samplers in CASES:
     policy = smoke.random_policy(variant, obs_shapes)
     batch = smoke.random_batch(policy.spec, batch_size=2, seed=1234)
-    loss, _ = policy_lib.loss_fn(policy.params, policy.spec, policy.normalizer, batch, jax.random.key(7), False)
+    loss = policy_lib.loss_fn(policy.params, policy.spec, policy.normalizer, batch, jax.random.key(7), False)
     out[f"{variant}/loss"] = np.asarray(loss)
     for method, steps in samplers:
       actions = dpjax.sample(policy, batch["obs"], jax.random.key(11), method=method, num_inference_steps=steps)

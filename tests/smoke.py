@@ -1,29 +1,19 @@
 """The tiny `smoke` config used by tests that train, sample or roll out end to end, and random-weight policies."""
 import functools
-import importlib.util
-import pathlib
 
 import jax
 import numpy as np
 
-from dpjax import policy as policy_lib
+from dpjax import config_files, policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
 
 # Episode lengths of the random-walk replay buffers the end-to-end tests train on.
 SMOKE_EPISODE_LENGTHS = (30, 25, 40, 35, 28, 33)
 
 
-def load_config_module(path=pathlib.Path(__file__).resolve().parents[1] / "configs" / "pusht.py"):
-  """A config file as a module (its `get_config(variant)`), as `--config=PATH` loads it."""
-  spec = importlib.util.spec_from_file_location("config_file", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def smoke_config(data_path, variant: str = "smoke"):
   """configs/pusht.py with the tiny `smoke` variant pointed at `data_path`."""
-  config = load_config_module().get_config(variant)
+  config = config_files.get_config(variant)
   config.data.path = str(data_path)
   config.data.val_ratio = 0.2
   return config

@@ -83,3 +83,17 @@ def test_an_older_runs_config_json_loads_with_current_names():
   stored = (REPO / "experiments" / "pusht_lowdim_cnn_small" / "policy_spec.json").read_text()
   assert "num_train_steps" in stored
   assert policy.PolicySpec.from_json(stored).network_fields() == spec.network_fields()
+
+
+def test_an_older_transformer_run_loads_without_its_removed_field():
+  """The low-dim transformer run was written when `time_as_cond` (always True) was still a setting."""
+  from dpjax import config_json, policy
+  run = REPO / "experiments" / "pusht_lowdim_transformer_small"
+  config = config_json.get_config(run / "config.json")
+  assert "time_as_cond" not in config.policy.transformer
+  spec = policy.spec_from_config(config, {"low_dim": (20,)}, 2)
+  stored = (run / "policy_spec.json").read_text()
+  assert "time_as_cond" in stored
+  assert policy.PolicySpec.from_json(stored).network_fields() == spec.network_fields()
+  with pytest.raises(ValueError, match="time_as_cond"):
+    config_json.upgrade({"policy": {"transformer": {"time_as_cond": False}}})

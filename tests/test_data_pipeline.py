@@ -1,5 +1,4 @@
 """Grain pipeline: determinism, exact resume, per-process sharding, validation batches, build_data."""
-import importlib.util
 import pathlib
 
 import grain
@@ -8,6 +7,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import dpjax.data
+from dpjax import config_files
 from dpjax.data import locate, pipeline, synthetic, windows
 
 LENGTHS = (20, 12, 30, 9, 25, 17)
@@ -109,11 +109,7 @@ def test_validation_batches_fixed_and_cover_every_window(source):
 
 
 def _load_config(arg=None):
-  path = locate.REPO_ROOT / "configs" / "pusht.py"
-  spec = importlib.util.spec_from_file_location("pusht_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_files.get_config(arg)
 
 
 @pytest.mark.parametrize("obs_type", ["lowdim", "image"])

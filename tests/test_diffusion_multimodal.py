@@ -69,7 +69,7 @@ def _train(loss_fn, params, key, learning_rate=3e-3):
 
 
 def _ddpm_loss(denoise_fn, schedule, x0, key):
-  return objective.diffusion_loss(denoise_fn, schedule, x0, key)[0]
+  return objective.diffusion_loss(denoise_fn, schedule, x0, key)
 
 
 def _flow_loss(denoise_fn, schedule, x0, key):

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from dpjax.diffusion import schedules, steps
+from tests import schedule_oracles
 
 K = 100
 SCHEDULE = schedules.make_schedule("squaredcos_cap_v2", K)
+ORACLE = {name: np.float32(table) for name, table in schedule_oracles.tables(SCHEDULE).items()}
 
 
 def _inputs(shape=(4, 8, 2), seed=0):
@@ -16,18 +18,18 @@ def _inputs(shape=(4, 8, 2), seed=0):
 
 
 def _x0_hat(x_k, eps, k):
-  return SCHEDULE.sqrt_recip_alphas_cumprod[k] * x_k - SCHEDULE.sqrt_recipm1_alphas_cumprod[k] * eps
+  return ORACLE["sqrt_recip_alphas_cumprod"][k] * x_k - ORACLE["sqrt_recipm1_alphas_cumprod"][k] * eps
 
 
 def test_ddpm_step_is_posterior_mean_plus_fixed_small_noise():
   k = 37
   x_k, eps = _inputs((5000, 4, 2))
-  mu = SCHEDULE.posterior_mean_coef1[k] * _x0_hat(x_k, eps, k) + SCHEDULE.posterior_mean_coef2[k] * x_k
+  mu = ORACLE["posterior_mean_coef1"][k] * _x0_hat(x_k, eps, k) + ORACLE["posterior_mean_coef2"][k] * x_k
   out = steps.ddpm_step(SCHEDULE, x_k, eps, k, k - 1, jax.random.key(1), prediction_type="epsilon",
                         clip_sample=False)
   residual = np.asarray(out - mu)
   np.testing.assert_allclose(residual.mean(), 0.0, atol=3e-3)
-  np.testing.assert_allclose(residual.var(), float(SCHEDULE.posterior_variance[k]), rtol=0.05)
+  np.testing.assert_allclose(residual.var(), float(ORACLE["posterior_variance"][k]), rtol=0.05)
 
 
 def test_ddpm_last_step_is_noiseless_and_clipped():
@@ -50,10 +52,15 @@ def test_ddpm_equals_ddim_with_eta_one(k, t_prev):
   """
   x_k, eps = _inputs()
   key = jax.random.key(3)
-  kwargs = dict(prediction_type="epsilon", clip_sample=False)
-  ddpm = steps.ddpm_step(SCHEDULE, x_k, eps, k, t_prev, key, **kwargs)
-  ddim = steps.ddim_step(SCHEDULE, x_k, eps, k, t_prev, key, eta=1.0, **kwargs)
-  np.testing.assert_allclose(np.asarray(ddpm), np.asarray(ddim), atol=1e-5)
+  ddpm = steps.ddpm_step(SCHEDULE, x_k, eps, k, t_prev, key, prediction_type="epsilon", clip_sample=False)
+  # DDIM with eta = 1 (diffusers' formula; dpjax's DDIM is the eta = 0 member), with DDPM's noise draw.
+  abar = float(SCHEDULE.alphas_cumprod[k])
+  abar_prev = float(SCHEDULE.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
+  s2 = (1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)
+  x0 = (np.asarray(x_k) - np.sqrt(1 - abar) * np.asarray(eps)) / np.sqrt(abar)
+  z = np.asarray(jax.random.normal(key, x_k.shape))
+  ddim_eta_one = np.sqrt(abar_prev) * x0 + np.sqrt(max(1 - abar_prev - s2, 0.0)) * np.asarray(eps) + np.sqrt(s2) * z
+  np.testing.assert_allclose(np.asarray(ddpm), ddim_eta_one, atol=1e-5)
 
 
 @pytest.mark.parametrize("k, t_prev", [(99, 98), (50, 40), (10, 0)])

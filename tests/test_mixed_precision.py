@@ -31,7 +31,7 @@ def _with_dtype(policy: policy_lib.Policy, dtype: str) -> policy_lib.Policy:
 def _loss_and_grad(policy: policy_lib.Policy, batch: dict):
   spec = policy.spec
   fn = jax.jit(jax.value_and_grad(lambda p: policy_lib.loss_fn(p, spec, policy.normalizer, batch,
-                                                               jax.random.key(1), True)[0]))
+                                                               jax.random.key(1), True)))
   return fn(policy.params), fn
 
 

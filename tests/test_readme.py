@@ -1,14 +1,13 @@
 """The README cannot drift: its commands name real modules, flags, config fields, make targets and files, use run
 directories an earlier command creates, run in the venv, and its Python snippets run as written (against a tiny
 trained run in place of the quickstart's)."""
-import os
 import pathlib
 import re
 import shlex
 
 import pytest
 
-from dpjax import train
+from dpjax import config_files, train
 from dpjax.data import synthetic
 from tests import smoke
 
@@ -53,7 +52,7 @@ def _flag(token: str) -> tuple[str, str]:
 
 def _config(value: str):
   path, _, variant = value.partition(":")
-  module = smoke.load_config_module(REPO / path)
+  module = config_files.load_module(REPO / path)
   return module.get_config(variant or None)
 
 

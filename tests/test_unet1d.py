@@ -10,10 +10,10 @@ TINY = dict(down_dims=(8, 16), kernel_size=3, n_groups=4, step_embed_dim=8)
 B, T, DA, TO, F = 2, 8, 2, 2, 3
 
 
-def _torch_param_count(action_dim, down_dims, dsed, kernel_size, global_cond_dim, cond_predict_scale=True):
+def _torch_param_count(action_dim, down_dims, dsed, kernel_size, global_cond_dim):
   """Parameters of the original PyTorch ConditionalUnet1D, counted from its constructor."""
   cond_dim = dsed + global_cond_dim
-  film = 2 if cond_predict_scale else 1
+  film = 2   # cond_predict_scale: scale and bias
 
   def conv(c_in, c_out, k):
     return c_in * c_out * k + c_out
@@ -147,13 +147,12 @@ def test_conv1d_matches_torch_for_long_and_short_inputs(length):
 
 
 def test_film_width_and_residual_conv():
-  """FiLM predicts 2C values (scale and bias) with cond_predict_scale, else C; 1x1 residual only if C changes."""
-  block = unet1d.ConditionalResidualBlock1D(features=8, kernel_size=3, n_groups=4, cond_predict_scale=True)
+  """FiLM predicts 2C values (scale and bias, the paper's cond_predict_scale); 1x1 residual only if C changes."""
+  block = unet1d.ConditionalResidualBlock1D(features=8, kernel_size=3, n_groups=4)
   x, cond = jnp.ones((1, 4, 8)), jnp.ones((1, 5))
   params = jax.eval_shape(block.init, jax.random.key(0), x, cond)["params"]
   assert params["cond_encoder"]["kernel"].shape == (5, 16)
   assert "residual_conv" not in params
-  params_bias_only = jax.eval_shape(unet1d.ConditionalResidualBlock1D(8, 3, 4, cond_predict_scale=False).init,
-                                    jax.random.key(0), jnp.ones((1, 4, 6)), cond)["params"]
-  assert params_bias_only["cond_encoder"]["kernel"].shape == (5, 8)
-  assert params_bias_only["residual_conv"]["kernel"].shape == (1, 6, 8)
+  params_wider = jax.eval_shape(unet1d.ConditionalResidualBlock1D(8, 3, 4).init,
+                                jax.random.key(0), jnp.ones((1, 4, 6)), cond)["params"]
+  assert params_wider["residual_conv"]["kernel"].shape == (1, 6, 8)

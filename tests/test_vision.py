@@ -61,7 +61,7 @@ def test_soft_argmax_finds_bright_spot():
   np.testing.assert_allclose(keypoints[0, 1], [0.0, 0.0], atol=1e-6)  # flat map: the image centre
 
 
-def test_spatial_softmax_flattens_x_y_pairs_and_has_no_temperature_by_default():
+def test_spatial_softmax_flattens_x_y_pairs_and_has_no_temperature():
   model = vision.SpatialSoftmax(num_keypoints=3)
   features = jax.random.normal(jax.random.key(0), (2, 4, 4, 8))
   params = model.init(jax.random.key(1), features)
@@ -69,6 +69,3 @@ def test_spatial_softmax_flattens_x_y_pairs_and_has_no_temperature_by_default():
   out = model.apply(params, features)
   assert out.shape == (2, 6)
   assert np.all(np.abs(out) <= 1.0)
-  learnable = vision.SpatialSoftmax(num_keypoints=3, learnable_temperature=True)
-  params = learnable.init(jax.random.key(1), features)
-  np.testing.assert_array_equal(params["params"]["temperature"], [1.0])

@@ -5,13 +5,13 @@ and `DiffusionTransformerLowdimPolicy` (TransformerForDiffusion, observations as
 DDPM or DDIM scheduler. Every architectural value comes from the cfg; the settings dpjax has no equivalent for must
 hold their default (the `REQUIRED` tables) or the conversion stops, naming the setting.
 """
-import importlib.util
 import pathlib
 from typing import Any
 
+from dpjax import config_files
 from dpjax.convert.payload import UnsupportedCheckpointError
 
-CONFIG_FILE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "pusht.py"
+CONFIG_FILE = config_files.PUSHT_CONFIG
 TASK = "pusht_lowdim"
 OBS_DIM, ACTION_DIM = 20, 2
 POLICIES = {
@@ -146,10 +146,7 @@ def load_base_config(variant: str, config_file=CONFIG_FILE):
   if not pathlib.Path(config_file).is_file():
     raise FileNotFoundError(f"{config_file} not found: converted runs build on configs/pusht.py; use dpjax from a "
                             "source checkout (pip install -e .).")
-  module_spec = importlib.util.spec_from_file_location("pusht_config", config_file)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.get_config(variant, config_file)
 
 
 def build_config(variant: str, overrides: dict[str, Any]):

@@ -4,18 +4,14 @@
     python -m dpjax.data.bench_pipeline --obs_type=image --batch_size=256 --num_batches=200
 """
 import argparse
-import importlib.util
 import time
 from typing import Sequence
 
-from dpjax.data import locate
+from dpjax import config_files
 
 
 def load_config(obs_type: str, config_path: str):
-  spec = importlib.util.spec_from_file_location("pusht_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config("image" if obs_type == "image" else None)
+  return config_files.get_config("image" if obs_type == "image" else None, config_path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -25,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument("--batch_size", type=int, default=256, help="global batch size")
   parser.add_argument("--num_batches", type=int, default=200)
   parser.add_argument("--path", default="", help="replay buffer (default: $DPJAX_PUSHT_ZARR, then shared)")
-  parser.add_argument("--config", default=str(locate.REPO_ROOT / "configs" / "pusht.py"))
+  parser.add_argument("--config", default=str(config_files.PUSHT_CONFIG))
   parser.add_argument("--prefetch", type=int, default=None, help="override config.data.prefetch")
   args = parser.parse_args(argv)
 

@@ -59,7 +59,7 @@ def diffusion_loss(denoise_fn: DenoiseFn, schedule: NoiseSchedule, x0: jax.Array
     prediction_type: "epsilon" (predict the noise, the paper's choice) or "sample" (predict x_0).
 
   Returns:
-    (loss, aux): loss is the scalar MSE averaged over every element; aux holds scalar metrics.
+    The scalar loss, the mean squared error over every element.
   """
   if prediction_type not in PREDICTION_TYPES:
     raise ValueError(f"Unknown prediction_type {prediction_type!r}; choose from {PREDICTION_TYPES}.")
@@ -72,5 +72,4 @@ def diffusion_loss(denoise_fn: DenoiseFn, schedule: NoiseSchedule, x0: jax.Array
   prediction = denoise_fn(x_noisy, k)
   chex.assert_equal_shape([prediction, x0])
   target = noise if prediction_type == "epsilon" else x0
-  loss = jnp.mean(jnp.square(prediction - target))
-  return loss, {"loss": loss}
+  return jnp.mean(jnp.square(prediction - target))

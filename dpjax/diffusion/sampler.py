@@ -56,7 +56,7 @@ def network_calls(method: str, num_inference_steps: int) -> int:
 def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSchedule, shape: tuple[int, ...],
                  key: jax.Array, *, method: str = "ddpm", num_inference_steps: int | None = None,
                  clip_sample: bool = True, prediction_type: str = "epsilon",
-                 eta: float = 0.0, noise: jax.Array | None = None) -> jax.Array:
+                 noise: jax.Array | None = None) -> jax.Array:
   """Samples x_0 by running the whole reverse chain.
 
   Args:
@@ -71,8 +71,7 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
       spacing (k = K // n * i). Euler/Heun: >= 1 uniform steps from t = 1 to 0 (required).
     clip_sample: clip each predicted x_0 (DDPM/DDIM) or the final sample (Euler/Heun) to [-1, 1].
     prediction_type: "epsilon" or "sample", as trained (DDPM/DDIM only).
-    eta: DDIM noise scale (ignored by the others).
-    noise: [B, T, Da] the starting x_K (default: drawn from `key`). DDIM with eta = 0, Euler and Heun are then
+    noise: [B, T, Da] the starting x_K (default: drawn from `key`). DDIM, Euler and Heun are then
       deterministic maps from this noise to x_0 (what distillation learns).
 
   Returns:
@@ -97,8 +96,7 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
     step_fn = functools.partial(steps.ddpm_step, prediction_type=prediction_type,
                                 clip_sample=clip_sample)
   else:
-    step_fn = functools.partial(steps.ddim_step, prediction_type=prediction_type,
-                                clip_sample=clip_sample, eta=eta)
+    step_fn = functools.partial(steps.ddim_step, prediction_type=prediction_type, clip_sample=clip_sample)
   batch = shape[0]
   # Every step's conditioning in one batched pass: [S, ...] leaves, one slice per loop iteration.
   conditioning = jax.vmap(lambda k: split.condition(jnp.full((batch,), k, jnp.int32)))(jnp.asarray(timesteps))

@@ -18,24 +18,15 @@ _COSINE_OFFSET = 0.008
 
 @flax.struct.dataclass
 class NoiseSchedule:
-  """Per-step constants of a K-step forward process; each array field has shape [K].
+  """Per-step constants of a K-step forward process that training and the samplers read; each array is [K].
 
-  Index k in 0..K-1 is the diffusion step (k = 0 is the least noisy), as in diffusers.
-  `alphas_cumprod_prev[k]` is abar_{k-1} with abar_{-1} = 1.
+  Index k in 0..K-1 is the diffusion step (k = 0 is the least noisy), as in diffusers: x_k = sqrt(abar_k) x_0 +
+  sqrt(1 - abar_k) eps. The textbook posterior tables are test oracles (tests/schedule_oracles.py).
   """
   betas: jnp.ndarray
-  alphas: jnp.ndarray
   alphas_cumprod: jnp.ndarray
-  alphas_cumprod_prev: jnp.ndarray
   sqrt_alphas_cumprod: jnp.ndarray
   sqrt_one_minus_alphas_cumprod: jnp.ndarray
-  sqrt_recip_alphas_cumprod: jnp.ndarray
-  sqrt_recipm1_alphas_cumprod: jnp.ndarray
-  # "fixed_small" variance of q(x_{k-1} | x_k, x_0): (1 - abar_{k-1}) / (1 - abar_k) * beta_k.
-  posterior_variance: jnp.ndarray
-  # Posterior mean = coef1 * x_0 + coef2 * x_k.
-  posterior_mean_coef1: jnp.ndarray
-  posterior_mean_coef2: jnp.ndarray
   # Static: the step count fixes array lengths and scan lengths, so it must be a Python int.
   num_steps: int = flax.struct.field(pytree_node=False, default=0)
   kind: str = flax.struct.field(pytree_node=False, default="")
@@ -86,22 +77,12 @@ def make_schedule(kind: str, num_steps: int, beta_start: float = 1e-4,
     raise ValueError(f"All betas must lie in (0, 1); the {kind!r} schedule with num_steps={num_steps}, "
                      f"beta_start={beta_start}, beta_end={beta_end} gives [{betas.min()}, {betas.max()}].")
 
-  alphas = 1.0 - betas
-  alphas_cumprod = np.cumprod(alphas)
-  alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
-  posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+  alphas_cumprod = np.cumprod(1.0 - betas)
   arrays = dict(
       betas=betas,
-      alphas=alphas,
       alphas_cumprod=alphas_cumprod,
-      alphas_cumprod_prev=alphas_cumprod_prev,
       sqrt_alphas_cumprod=np.sqrt(alphas_cumprod),
       sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - alphas_cumprod),
-      sqrt_recip_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod),
-      sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod - 1.0),
-      posterior_variance=posterior_variance,
-      posterior_mean_coef1=betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
-      posterior_mean_coef2=(1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
   )
   return NoiseSchedule(**{name: jnp.asarray(value, jnp.float32) for name, value in arrays.items()},
                        num_steps=num_steps, kind=kind)

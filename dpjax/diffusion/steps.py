@@ -88,29 +88,26 @@ def ddpm_step(schedule: NoiseSchedule, x_k: jax.Array, model_output: jax.Array, 
 
 def ddim_step(schedule: NoiseSchedule, x_k: jax.Array, model_output: jax.Array, k: jax.Array,
               t_prev: jax.Array, key: jax.Array, *, prediction_type: str = "epsilon",
-              clip_sample: bool = True, eta: float = 0.0,
-              set_alpha_to_one: bool = True) -> jax.Array:
-  """One DDIM step x_k -> x_{t_prev} (diffusers `DDIMScheduler.step`, Song et al. 2021).
+              clip_sample: bool = True) -> jax.Array:
+  """One deterministic DDIM step x_k -> x_{t_prev} (diffusers `DDIMScheduler.step` with eta = 0 and
+  set_alpha_to_one, as Diffusion Policy runs it; Song et al. 2021).
 
   Args:
     schedule: the noise schedule the model was trained with.
     x_k: [B, ...] current noisy sample.
     model_output: [B, ...] predicted noise ("epsilon") or clean sample ("sample").
     k: int scalar or [B], current step index.
-    t_prev: int scalar or [B], next step index (negative at the final step).
-    key: PRNG key, used only when eta > 0.
+    t_prev: int scalar or [B], next step index (negative at the final step, which goes to abar = 1).
+    key: unused (DDIM is deterministic); the argument keeps one signature for every step function.
     prediction_type: "epsilon" or "sample".
     clip_sample: clip the predicted x_0 to [-1, 1].
-    eta: Python float; 0 is deterministic DDIM, 1 gives DDPM-like noise.
-    set_alpha_to_one: the final step (t_prev < 0) goes to abar = 1, else to abar_0.
 
   Returns:
     x_{t_prev}, same shape as x_k.
   """
+  del key
   _check(x_k, model_output, prediction_type)
-  ndim = x_k.ndim
-  final_alpha_cumprod = 1.0 if set_alpha_to_one else schedule.alphas_cumprod[0]
-  abar_t, abar_prev = _alphas_cumprod_pair(schedule, k, t_prev, ndim, final_alpha_cumprod)
+  abar_t, abar_prev = _alphas_cumprod_pair(schedule, k, t_prev, x_k.ndim, 1.0)
   beta_prod_t = 1.0 - abar_t
 
   if prediction_type == "epsilon":
@@ -122,12 +119,4 @@ def ddim_step(schedule: NoiseSchedule, x_k: jax.Array, model_output: jax.Array, 
   # As in diffusers (use_clipped_model_output=False), clipping changes x0_hat but not eps_hat.
   if clip_sample:
     x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
-
-  variance = (1.0 - abar_prev) / beta_prod_t * (1.0 - abar_t / abar_prev)
-  std = eta * jnp.sqrt(variance)
-  # Clamped at 0: with eta > 0, rounding can make this a tiny negative number (a NaN under sqrt).
-  direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev - std**2, 0.0)) * eps_hat
-  x_prev = jnp.sqrt(abar_prev) * x0_hat + direction
-  if eta > 0:
-    x_prev = x_prev + std * jax.random.normal(key, x_k.shape, x_k.dtype)
-  return x_prev
+  return jnp.sqrt(abar_prev) * x0_hat + jnp.sqrt(1.0 - abar_prev) * eps_hat

@@ -1,8 +1,9 @@
 """Transformer denoiser: Diffusion Policy's `TransformerForDiffusion` (minGPT-style decoder) in flax.
 
 Action tokens (Linear(Da -> width) + learned positions) are decoded against condition tokens
-[time embedding, Linear(obs_features)] + learned positions, which first pass a condition encoder (an MLP, or
-`n_cond_layers` transformer encoder layers). Layers are torch's `TransformerDecoderLayer(norm_first=True,
+[time embedding, Linear(obs_features)] + learned positions, which first pass a condition encoder (an MLP). This is
+the original's Push-T setting (obs_as_cond, time_as_cond, n_cond_layers = 0); its other modes are not reachable
+from a dpjax config, and the PyTorch importer refuses them. Layers are torch's `TransformerDecoderLayer(norm_first=True,
 activation="gelu", dim_feedforward=4 * width, dropout=attn_dropout)`: pre-norm, exact GELU, dropout on attention
 weights and on every residual branch. With `causal_attn`, action token t sees action tokens <= t and condition
 tokens s <= t + 1 (token 0 of the condition is the time step, so obs step o is visible from action t >= o).
@@ -80,23 +81,6 @@ class FeedForward(nn.Module):
     return _dense(self.width, self.dtype, "linear2")(x)
 
 
-class EncoderLayer(nn.Module):
-  """Pre-norm self-attention + feed-forward (torch TransformerEncoderLayer, norm_first=True)."""
-  width: int
-  num_heads: int
-  dropout: float
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: Optional[jax.Array], train: bool) -> jax.Array:
-    drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
-    h = _layer_norm(self.dtype, "norm1")(x)
-    x = x + drop(_attention(self.num_heads, self.dropout, self.dtype, "self_attn")(
-        h, h, mask=_mask4(mask), deterministic=not train))
-    h = _layer_norm(self.dtype, "norm2")(x)
-    return x + drop(FeedForward(self.width, self.dropout, self.dtype, name="ff")(h, train))
-
-
 class DecoderLayer(nn.Module):
   """Pre-norm self-attention, cross-attention to memory, feed-forward (torch TransformerDecoderLayer)."""
   width: int
@@ -130,11 +114,6 @@ class TransformerDenoiser(nn.Module):
     embed_dropout: dropout on token + position embeddings (p_drop_emb).
     attn_dropout: dropout on attention weights and residual branches (p_drop_attn).
     causal_attn: causal self-attention and the memory mask above; False: full attention.
-    time_as_cond: the time step is a condition token (decoder); False: it is prepended to the action tokens
-      of an encoder-only (BERT) trunk, which needs obs_as_cond=False.
-    obs_as_cond: obs_features are condition tokens; False: the caller folds observations into x and passes
-      obs_features=None.
-    n_cond_layers: 0: the condition encoder is an MLP (Linear 4w, Mish, Linear w); else that many encoder layers.
     dtype: compute dtype of matmuls (float32 or bfloat16); parameters, LayerNorm statistics, attention softmax and
       the output stay float32.
   """
@@ -146,80 +125,45 @@ class TransformerDenoiser(nn.Module):
   embed_dropout: float = 0.0
   attn_dropout: float = 0.01
   causal_attn: bool = True
-  time_as_cond: bool = True
-  obs_as_cond: bool = True
-  n_cond_layers: int = 0
   dtype: Any = jnp.float32
 
-  def _embed(self, tokens: jax.Array, name: str, std_init: bool, train: bool) -> jax.Array:
-    init = _init if std_init else nn.initializers.zeros
-    positions = self.param(name, init, (1, tokens.shape[1], self.width))
+  def _embed(self, tokens: jax.Array, name: str, train: bool) -> jax.Array:
+    positions = self.param(name, _init, (1, tokens.shape[1], self.width))
     return nn.Dropout(self.embed_dropout)(tokens + positions, deterministic=not train)
-
-  def _cond_encoder(self, cond: jax.Array, train: bool) -> jax.Array:
-    if self.n_cond_layers > 0:
-      for i in range(self.n_cond_layers):
-        cond = EncoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype,
-                            name=f"cond_layer{i}")(cond, None, train)
-      return cond
-    cond = _dense(4 * self.width, self.dtype, "cond_mlp1")(cond)
-    return _dense(self.width, self.dtype, "cond_mlp2")(jax.nn.mish(cond))
 
   @nn.compact
   def __call__(self, x: Optional[jax.Array], k: Optional[jax.Array], obs_features: Optional[jax.Array], train: bool,
                conditioning: Optional[jax.Array] = None, conditioning_only: bool = False) -> jax.Array:
-    """x: [B, T, Da]; k: int [B] diffusion steps; obs_features: [B, To, F] (or None) -> [B, T, Da].
+    """x: [B, T, Da]; k: int [B] diffusion steps; obs_features: [B, To, F] -> [B, T, Da].
 
     `conditioning` is what depends on (k, obs_features) only, from an earlier `conditioning_only=True` call (which
-    returns it and runs nothing else): the decoder's memory [B, 1 + To, w] (time_as_cond), or the time token
-    [B, 1, w] of the encoder-only trunk. Given, k and obs_features are unused.
+    returns it and runs nothing else): the decoder's memory [B, 1 + To, w]. Given, k and obs_features are unused.
     """
-    if not self.time_as_cond and self.obs_as_cond:
-      raise ValueError("obs_as_cond requires time_as_cond, as in the original")
-    if conditioning is None:
-      conditioning = self._condition(k, obs_features, train)
+    memory = self._condition(k, obs_features, train) if conditioning is None else conditioning
     if conditioning_only:
-      return conditioning
+      return memory
 
     batch, horizon, action_dim = x.shape
     chex.assert_shape(x, (batch, self.horizon, action_dim),
                       custom_message=f"x must be [B, horizon={self.horizon}, Da]")
-    tokens = _dense(self.width, self.dtype, "input_emb")(x)  # [B, T, w]
-
-    if not self.time_as_cond:
-      # Encoder-only (BERT): [time, actions] with one causal self-attention over T + 1 tokens.
-      h = self._embed(jnp.concatenate([conditioning.astype(tokens.dtype), tokens], axis=1), "pos_emb", True, train)
-      mask = causal_mask(horizon + 1) if self.causal_attn else None
-      for i in range(self.num_layers):
-        h = EncoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, name=f"layer{i}")(h, mask, train)
-      h = h[:, 1:]
-    else:
-      memory = conditioning
-      h = self._embed(tokens, "pos_emb", True, train)
-      self_mask = causal_mask(horizon) if self.causal_attn else None
-      cross_mask = memory_mask(horizon, memory.shape[1]) if self.causal_attn and self.obs_as_cond else None
-      for i in range(self.num_layers):
-        h = DecoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, name=f"layer{i}")(
-            h, memory, self_mask, cross_mask, train)
-
+    h = self._embed(_dense(self.width, self.dtype, "input_emb")(x), "pos_emb", train)  # [B, T, w]
+    self_mask = causal_mask(horizon) if self.causal_attn else None
+    cross_mask = memory_mask(horizon, memory.shape[1]) if self.causal_attn else None
+    for i in range(self.num_layers):
+      h = DecoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, name=f"layer{i}")(
+          h, memory, self_mask, cross_mask, train)
     h = _layer_norm(self.dtype, "ln_f")(h)
     return _dense(action_dim, self.dtype, "head")(h).astype(jnp.float32)
 
-  def _condition(self, k: jax.Array, obs_features: Optional[jax.Array], train: bool) -> jax.Array:
-    """k [B], obs_features [B, To, F] -> the memory [B, 1 + To, w] (time_as_cond) or the time token [B, 1, w]."""
+  def _condition(self, k: jax.Array, obs_features: jax.Array, train: bool) -> jax.Array:
+    """k [B], obs_features [B, To, F] -> the memory [B, 1 + To, w]: [time token, observation tokens] + learned
+    positions, through the condition MLP (Linear 4w, Mish, Linear w)."""
     batch = jnp.shape(k)[0]
     chex.assert_shape(k, (batch,), custom_message="k must be [B]")
-    if self.obs_as_cond:
-      chex.assert_shape(obs_features, (batch, self.n_obs_steps, None),
-                        custom_message=f"obs_features must be [B={batch}, To={self.n_obs_steps}, F]")
-    elif obs_features is not None:
-      raise ValueError("obs_as_cond=False: fold observations into x and pass obs_features=None")
+    chex.assert_shape(obs_features, (batch, self.n_obs_steps, None),
+                      custom_message=f"obs_features must be [B={batch}, To={self.n_obs_steps}, F]")
     time_emb = sinusoidal_embedding(k.astype(jnp.float32), self.width)[:, None, :]  # [B, 1, w]
-    if not self.time_as_cond:
-      return time_emb
-    cond = time_emb
-    if self.obs_as_cond:
-      obs_emb = _dense(self.width, self.dtype, "cond_obs_emb")(obs_features)
-      cond = jnp.concatenate([cond.astype(obs_emb.dtype), obs_emb], axis=1)  # [B, 1 + To, w]
-    # The original leaves cond_pos_emb at zero init without obs conditioning.
-    return self._cond_encoder(self._embed(cond, "cond_pos_emb", self.obs_as_cond, train), train)
+    obs_emb = _dense(self.width, self.dtype, "cond_obs_emb")(obs_features)
+    cond = self._embed(jnp.concatenate([time_emb.astype(obs_emb.dtype), obs_emb], axis=1), "cond_pos_emb", train)
+    cond = _dense(4 * self.width, self.dtype, "cond_mlp1")(cond)
+    return _dense(self.width, self.dtype, "cond_mlp2")(jax.nn.mish(cond))

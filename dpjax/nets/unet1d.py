@@ -153,7 +153,6 @@ class ConditionalResidualBlock1D(nn.Module):
   features: int
   kernel_size: int = 3
   n_groups: int = 8
-  cond_predict_scale: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -161,16 +160,11 @@ class ConditionalResidualBlock1D(nn.Module):
                film_only: bool = False) -> jax.Array:
     if film is None:
       # FiLM (Perez et al. 2018): per-channel scale and bias predicted from the condition.
-      film_width = 2 * self.features if self.cond_predict_scale else self.features
-      film = _dense(jax.nn.mish(cond), film_width, self.dtype, name="cond_encoder")[:, None, :]  # [B, 1, W]
+      film = _dense(jax.nn.mish(cond), 2 * self.features, self.dtype, name="cond_encoder")[:, None, :]  # [B, 1, 2C]
     if film_only:
       return film
     out = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_0")(x)
-    if self.cond_predict_scale:
-      scale, bias = film[..., :self.features], film[..., self.features:]
-      out = scale * out + bias
-    else:
-      out = out + film
+    out = film[..., :self.features] * out + film[..., self.features:]
     out = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_1")(out)
     residual = x if x.shape[-1] == self.features else _conv(x, self.features, 1, self.dtype, name="residual_conv")
     return out + residual
@@ -195,7 +189,6 @@ class ConditionalUnet1D(nn.Module):
     kernel_size: temporal convolution kernel size.
     n_groups: GroupNorm groups in the residual blocks.
     step_embed_dim: width of the diffusion-step feature (dsed).
-    cond_predict_scale: FiLM predicts scale and bias (True, as in the paper's configs) or only bias.
     dtype: compute dtype of convolutions and matmuls (float32 or bfloat16); parameters, GroupNorm statistics and
       the output stay float32.
   """
@@ -203,7 +196,6 @@ class ConditionalUnet1D(nn.Module):
   kernel_size: int = 5
   n_groups: int = 8
   step_embed_dim: int = 256
-  cond_predict_scale: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -224,8 +216,7 @@ class ConditionalUnet1D(nn.Module):
       [B, T, Da] (or the conditioning).
     """
     del train
-    blocks = {name: ConditionalResidualBlock1D(features, self.kernel_size, self.n_groups, self.cond_predict_scale,
-                                               self.dtype, name=name)
+    blocks = {name: ConditionalResidualBlock1D(features, self.kernel_size, self.n_groups, self.dtype, name=name)
               for name, features in block_widths(self.down_dims).items()}
     if conditioning is None:
       cond = self._condition(k, obs_features, batch=None if x is None else x.shape[0])

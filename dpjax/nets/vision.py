@@ -39,7 +39,7 @@ def soft_argmax(logits: jax.Array) -> jax.Array:
   robomimic's `SpatialSoftmax` (`np.meshgrid(linspace(-1, 1, W), linspace(-1, 1, H))`).
 
   Args:
-    logits: [B, H, W, K] (already divided by the temperature).
+    logits: [B, H, W, K].
 
   Returns:
     [B, K, 2] keypoints (x, y).
@@ -56,14 +56,10 @@ class SpatialSoftmax(nn.Module):
   """1x1 conv to `num_keypoints` maps, softmax over space, expected coordinates.
 
   Attributes:
-    num_keypoints: K, the number of keypoints (robomimic `num_kp`).
-    temperature: initial softmax temperature.
-    learnable_temperature: learn the temperature (robomimic's default, which Diffusion Policy uses, is False:
-      the temperature stays 1 and the 1x1 conv can scale the logits anyway).
+    num_keypoints: K, the number of keypoints (robomimic `num_kp`). The softmax temperature is robomimic's fixed 1
+      (Diffusion Policy does not learn it; the 1x1 conv can scale the logits anyway).
   """
   num_keypoints: int = 32
-  temperature: float = 1.0
-  learnable_temperature: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -73,10 +69,7 @@ class SpatialSoftmax(nn.Module):
     logits = nn.Conv(self.num_keypoints, (1, 1), kernel_init=torch_init.kernel_init, dtype=self.dtype,
                      bias_init=torch_init.bias_init(features.shape[-1]), name="keypoint_conv")(features)
     logits = logits.astype(jnp.float32)  # the softmax and expected coordinates stay float32
-    temperature = self.temperature
-    if self.learnable_temperature:
-      temperature = self.param("temperature", nn.initializers.constant(self.temperature), (1,))
-    keypoints = soft_argmax(logits / temperature)
+    keypoints = soft_argmax(logits)
     return keypoints.reshape(keypoints.shape[0], -1)
 
 

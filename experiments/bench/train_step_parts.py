@@ -89,7 +89,7 @@ def main():
   print(f"{args.variant}: {policy.count_params(params):,} parameters, batch {batch_size}, "
         f"{jax.devices()[0].device_kind}, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}")
 
-  loss = lambda p, b, k: policy.loss_fn(p, spec, normalizer, b, k, True, None)[0]
+  loss = lambda p, b, k: policy.loss_fn(p, spec, normalizer, b, k, True, None)
   step = functools.partial(train_step.train_step, spec=spec, optimizer=optimizer, ema_config=config.ema)
   steps = functools.partial(train_step.train_steps, spec=spec, optimizer=optimizer, ema_config=config.ema)
 
