@@ -148,7 +148,7 @@ def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size:
   replicated = sharding.replicated(mesh)
   per_dispatch = train_step.resolve_steps_per_dispatch(int(config.train.steps_per_dispatch))
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
-  state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
+  state = train_step.init_train_state(params, optimizer, replicated)
   normalizer = sharding.put_replicated(normalizer, mesh)
   stacks = [sharding.put_global_stack([synthetic_batch(spec, batch_size, rng) for _ in range(per_dispatch)], mesh)
             for _ in range(NUM_TRAIN_BATCHES)]

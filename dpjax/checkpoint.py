@@ -14,6 +14,7 @@ the newest intact one and say, in one line, which step they skipped and why; res
 RUN_DIR/checkpoints_damaged/<step>.
 """
 import contextlib
+import dataclasses
 import json
 import logging as std_logging
 import os
@@ -21,7 +22,7 @@ import pathlib
 import re
 import sys
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import grain
 import jax
@@ -279,17 +280,33 @@ def _quiet_failed_restore_leftovers() -> None:
   _QUIETED.append(hook)
 
 
-def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
-  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+@dataclasses.dataclass(frozen=True)
+class RunMeta:
+  """What a checkpoint records besides arrays (its `meta` item, written by `save`): the one reader of it."""
+  step: int
+  spec: policy_lib.PolicySpec
+  normalizer: Any          # numpy leaves, `normalizer_lib.fit_normalizer`'s tree
+  config_json: str         # the run's config as JSON
 
 
-def newest_meta(manager: ocp.CheckpointManager) -> dict:
-  """The meta (spec, normaliser, config) of the newest checkpoint whose meta reads: a run writes the same spec and
-  normaliser into every checkpoint, so any intact one describes it; `restore_train_state` reports the damage."""
+def meta_at(manager: ocp.CheckpointManager, step: int) -> RunMeta:
+  """Checkpoint `step`'s RunMeta; DamagedCheckpointError when it cannot be read."""
+  raw = _restore_items(manager, step, {"meta": ocp.args.JsonRestore()})["meta"]
+  try:
+    return RunMeta(step=step, spec=policy_lib.PolicySpec.from_json(raw["spec"]),
+                   normalizer=normalizer_lib.from_json_tree(raw["normalizer"]), config_json=raw.get("config", ""))
+  except (KeyError, TypeError, ValueError) as e:
+    raise DamagedCheckpointError(step, f"no readable policy spec or normaliser ({type(e).__name__}: {e}); not "
+                                 "written by this version of dpjax.train") from e
+
+
+def run_meta(manager: ocp.CheckpointManager) -> RunMeta:
+  """The RunMeta of the newest checkpoint whose meta reads: a run writes the same spec and normaliser into every
+  checkpoint, so any intact one describes it; `restore_train_state` reports the damage."""
   damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      return _restore_items(manager, step, {"meta": ocp.args.JsonRestore()})["meta"]
+      return meta_at(manager, step)
     except DamagedCheckpointError as e:
       damaged.append(e)
   raise CheckpointError(f"no checkpoint in {manager.directory} has a readable meta ("
@@ -327,13 +344,8 @@ def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> po
 
 
 def _load_policy_at(manager: ocp.CheckpointManager, step: int, item: str) -> policy_lib.Policy:
-  meta = _restore_items(manager, step, {"meta": ocp.args.JsonRestore()})["meta"]
-  try:
-    spec = policy_lib.PolicySpec.from_json(meta["spec"])
-    normalizer = normalizer_lib.from_json_tree(meta["normalizer"])
-  except (KeyError, TypeError, ValueError) as e:
-    raise DamagedCheckpointError(step, f"no readable policy spec or normaliser ({type(e).__name__}: {e}); not "
-                                 "written by this version of dpjax.train") from e
+  meta = meta_at(manager, step)
+  spec, normalizer = meta.spec, meta.normalizer
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.eval_shape(lambda key: policy_lib.init_params(spec, key), jax.random.key(0))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)

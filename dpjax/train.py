@@ -9,6 +9,7 @@ checkpoint). Re-running the same command in a run directory that holds a checkpo
 data order and the same per-step randomness as an uninterrupted run; a damaged newest checkpoint is skipped (and
 moved to RUN/checkpoints_damaged/). Errors a person can fix are one line; --traceback shows the traceback.
 """
+import functools
 import json
 import pathlib
 import signal
@@ -22,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dpjax import checkpoint, cli, data, distill, files, metrics, optim, policy, preemption, sharding, train_step
-from dpjax.data import device_data, normalizer as normalizer_lib
+from dpjax.data import device_data
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant], or a "
@@ -180,38 +181,44 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   resuming = manager.latest_step() is not None
   if resuming:
     # Resuming: the run's own spec and normaliser win; a different policy in the same folder is an error.
-    meta = checkpoint.newest_meta(manager)
-    _check_same_spec(policy.PolicySpec.from_json(meta["spec"]), spec, workdir)
-    normalizer_host = normalizer_lib.from_json_tree(meta["normalizer"])
+    meta = checkpoint.run_meta(manager)
+    _check_same_spec(meta.spec, spec, workdir)
+    normalizer_host = meta.normalizer
   elif jax.process_index() == 0:
     files.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
     files.write_text_atomic(workdir / "policy_spec.json", spec.to_json())
   base_key = jax.random.key(config.seed)
   init_key, train_key, val_key = jax.random.split(base_key, 3)
-  params = policy.init_params(spec, init_key)
-  _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(params):,} parameters, {spec.objective} "
-       f"objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; {config.train.num_steps:,} "
+  # Shapes only: a resumed run restores its state straight into them; a new one initialises below.
+  abstract_params = jax.eval_shape(functools.partial(policy.init_params, spec), init_key)
+  _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(abstract_params):,} parameters, "
+       f"{spec.objective} objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; {config.train.num_steps:,} "
        f"steps of batch {config.train.batch_size}")
+  optimizer = optim.make_optimizer(config.optim, abstract_params, spec.denoiser, config.train.num_steps)
   distillation = None
   if config.distill.teacher:
     distillation = distill.load_teacher(config.distill, spec)
     teacher_spec = distillation.teacher.spec
-    if not resuming:   # a resumed student has its own normaliser (the teacher's, saved) and weights
+    _say(f"distilling {config.distill.teacher} ({teacher_spec.objective}, {teacher_spec.sampler} "
+         f"{teacher_spec.num_inference_steps} steps per batch)")
+  if not resuming:
+    params = policy.init_params(spec, init_key)
+    if distillation is not None:   # a resumed student has its own normaliser (the teacher's, saved) and weights
       normalizer_host = distillation.teacher.normalizer   # the student acts in the teacher's normalised space
       if config.distill.init_from_teacher:
         params, copied = distill.initial_params(distillation, params)
         if not copied:
           _say("the teacher's network differs from the student's: the student starts from fresh weights")
-    _say(f"distilling {config.distill.teacher} ({teacher_spec.objective}, {teacher_spec.sampler} "
-         f"{teacher_spec.num_inference_steps} steps per batch)")
+    state = train_step.init_train_state(params, optimizer, replicated)
+  if distillation is not None:
     distillation = sharding.put_replicated(distillation, mesh)
-  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
-  state = sharding.put_replicated(train_step.create_train_state(params, optimizer), mesh)
   normalizer = sharding.put_replicated(normalizer_host, mesh)
 
-  # Resume, from the newest intact checkpoint (a damaged newer one is moved aside, with a line saying so).
+  # Resume, from the newest intact checkpoint (a damaged newer one is moved aside, with a line saying so), straight
+  # into the state's shapes and shardings.
   if resuming:
-    state, train_iterator = checkpoint.restore_train_state(manager, state, train_iterator, say=_say)
+    target = train_step.abstract_train_state(abstract_params, optimizer, replicated)
+    state, train_iterator = checkpoint.restore_train_state(manager, target, train_iterator, say=_say)
     step = int(state.step)
     if step >= config.train.num_steps:
       manager.close()

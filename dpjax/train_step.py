@@ -34,6 +34,19 @@ def create_train_state(params, optimizer: optax.GradientTransformation) -> Train
                     ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params))
 
 
+def init_train_state(params, optimizer: optax.GradientTransformation, sharding) -> TrainState:
+  """The initial state (EMA = the weights, a fresh optimiser state) built by one jitted program straight into
+  `sharding`: the optimiser state is never built on the host and copied."""
+  return jax.jit(functools.partial(create_train_state, optimizer=optimizer), out_shardings=sharding)(params)
+
+
+def abstract_train_state(params, optimizer: optax.GradientTransformation, sharding) -> TrainState:
+  """The shapes, dtypes and `sharding` of the state `init_train_state` builds from `params` (arrays or
+  ShapeDtypeStructs), without building it: the target a checkpoint restores into."""
+  shapes = jax.eval_shape(functools.partial(create_train_state, optimizer=optimizer), params)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
 def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spec: policy.PolicySpec,
                optimizer: optax.GradientTransformation, ema_config,
                distillation: policy.Distillation | None = None,
