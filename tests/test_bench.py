@@ -17,11 +17,12 @@ def is_positive_finite(x) -> bool:
 
 def test_quick_bench_writes_positive_finite_numbers(tmp_path):
   out = tmp_path / "bench.json"
-  records = bench.run(["lowdim", "transformer"], out=out, log=lambda *_: None, quick=True, steps=1, repeats=1)
+  # One variant: the others run the same code on another network (~25 s more on the 2-core CI for nothing new).
+  records = bench.run(["lowdim"], out=out, log=lambda *_: None, quick=True, steps=1, repeats=1)
   written = json.loads(out.read_text())
   assert written["records"] == json.loads(json.dumps(records))
   assert written["device"]["device_count"] >= 1 and written["device"]["host_cpu_count"] >= 1
-  assert [r["variant"] for r in written["records"]] == ["lowdim", "transformer"]
+  assert [r["variant"] for r in written["records"]] == ["lowdim"]
   for record in written["records"]:
     assert record["quick"] and record["config"].endswith(",smoke")
     assert is_positive_finite(record["num_params"])
@@ -41,7 +42,7 @@ def test_quick_bench_writes_positive_finite_numbers(tmp_path):
     device = record["device"]
     assert device["platform"] and device["device_kind"] and device["jax_version"] and device["date"]
   table = bench.markdown_table(records)
-  assert table.count("\n") == 3 and "lowdim (quick)" in table and "ddpm10_b50" in table
+  assert table.count("\n") == 2 and "lowdim (quick)" in table and "ddpm10_b50" in table
 
 
 def test_parse_samplers_and_unknown_variant():

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dpjax.diffusion.objective import expand
+
 TIME_SCALE = 100.0
 
 # denoise_fn(x [B, T, Da], step_input float [B]) -> velocity [B, T, Da]; the conditioning is closed over. The
@@ -30,7 +32,7 @@ def velocity(denoise_fn: DenoiseFn, x: jax.Array, t: jax.Array) -> jax.Array:
 def interpolate(x0: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
   """x_t = (1 - t) x_0 + t noise; t scalar or [B]."""
   chex.assert_equal_shape([x0, noise])
-  t = _broadcast(t, x0.ndim)
+  t = expand(jnp.asarray(t, jnp.float32), x0.ndim)
   return (1.0 - t) * x0 + t * noise
 
 
@@ -85,9 +87,3 @@ def heun_step(denoise_fn: DenoiseFn, x: jax.Array, t: jax.Array, t_next: jax.Arr
   slope = velocity(denoise_fn, x, t)
   predicted = x + (t_next - t) * slope
   return x + (t_next - t) * 0.5 * (slope + velocity(denoise_fn, predicted, t_next))
-
-
-def _broadcast(t, ndim):
-  """Scalar stays scalar; [B] becomes [B, 1, ..., 1] with `ndim` dims."""
-  t = jnp.asarray(t, jnp.float32)
-  return t.reshape(t.shape + (1,) * (ndim - t.ndim))

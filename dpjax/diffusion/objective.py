@@ -13,21 +13,18 @@ PREDICTION_TYPES = ("epsilon", "sample")
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def gather(table: jax.Array, k: jax.Array, ndim: int) -> jax.Array:
-  """table[k] shaped to broadcast against a rank-`ndim` batch.
-
-  Args:
-    table: [K] per-step constants.
-    k: scalar or [B] int step indices.
-    ndim: rank of the tensor the result multiplies (e.g. 3 for [B, T, Da]).
-
-  Returns:
-    A scalar for scalar k, else [B, 1, ..., 1] with `ndim` dims.
-  """
-  values = table[k]
+def expand(values, ndim: int) -> jax.Array:
+  """Per-example values shaped to broadcast against a rank-`ndim` batch: a scalar stays a scalar, [B] becomes
+  [B, 1, ..., 1] with `ndim` dims."""
+  values = jnp.asarray(values)
   if values.ndim == 0:
     return values
   return values.reshape(values.shape + (1,) * (ndim - values.ndim))
+
+
+def gather(table: jax.Array, k: jax.Array, ndim: int) -> jax.Array:
+  """table[k] ([K] per-step constants at scalar or [B] int steps) shaped by `expand` for a rank-`ndim` batch."""
+  return expand(table[k], ndim)
 
 
 def q_sample(schedule: NoiseSchedule, x0: jax.Array, noise: jax.Array, k: jax.Array) -> jax.Array:

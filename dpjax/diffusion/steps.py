@@ -12,26 +12,18 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from dpjax.diffusion.objective import PREDICTION_TYPES, gather
+from dpjax.diffusion.objective import PREDICTION_TYPES, expand, gather
 from dpjax.diffusion.schedules import NoiseSchedule
 
 # diffusers clamps the "fixed_small" variance before the square root; it is 0 at k = 0.
 _MIN_VARIANCE = 1e-20
 
 
-def _expand(values, ndim):
-  """Scalar stays scalar; [B] becomes [B, 1, ..., 1] with `ndim` dims."""
-  values = jnp.asarray(values)
-  if values.ndim == 0:
-    return values
-  return values.reshape(values.shape + (1,) * (ndim - values.ndim))
-
-
 def _alphas_cumprod_pair(schedule, k, t_prev, ndim, final_alpha_cumprod):
   """(abar_k, abar_{t_prev}) shaped to broadcast over a rank-`ndim` batch."""
   abar_t = gather(schedule.alphas_cumprod, k, ndim)
   # Gather at a clamped index so it stays in range; `where` then substitutes the final value.
-  abar_prev = jnp.where(_expand(t_prev, ndim) >= 0,
+  abar_prev = jnp.where(expand(t_prev, ndim) >= 0,
                         gather(schedule.alphas_cumprod, jnp.maximum(t_prev, 0), ndim),
                         final_alpha_cumprod)
   return abar_t, abar_prev
@@ -82,7 +74,7 @@ def ddpm_step(schedule: NoiseSchedule, x_k: jax.Array, model_output: jax.Array, 
           + jnp.sqrt(current_alpha) * beta_prod_prev / beta_prod_t * x_k)
   variance = jnp.maximum(beta_prod_prev / beta_prod_t * current_beta, _MIN_VARIANCE)
   noise = jax.random.normal(key, x_k.shape, x_k.dtype)
-  add_noise = _expand(jnp.asarray(k) > 0, ndim)
+  add_noise = expand(jnp.asarray(k) > 0, ndim)
   return mean + jnp.where(add_noise, jnp.sqrt(variance) * noise, 0.0)
 
 
