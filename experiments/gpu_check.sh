@@ -17,7 +17,9 @@
 # log and the metrics), RUN_DIR (the training run; default OUT/run), DEADLINE_S (whole check, default 540),
 # TRAIN_BUDGET_S (fixes the training budget instead of deriving it from the deadline), CONFIG (default
 # configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300), EXTRA (more --config.*
-# flags for dpjax.train, e.g. --config.policy.compute_dtype=float32), EXTRA_BENCHES (default 0; 1 runs stage 4).
+# flags for dpjax.train, e.g. --config.optim.learning_rate=3e-4), BATCH_SIZE (the global batch of the benchmark and
+# the run alike, so the step count fits the budget; default: the config's 256), EXTRA_BENCHES (default 0; 1 runs
+# stage 4).
 # On the lent device machine: experiments/prepare_device.sh says how (wheels, data, the command).
 # A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke TRAIN_BUDGET_S=20 EPISODES=2 MAX_STEPS=10 bash ...
 set -uo pipefail
@@ -28,6 +30,10 @@ config=${CONFIG:-configs/pusht.py}
 episodes=${EPISODES:-50}
 max_steps=${MAX_STEPS:-300}
 extra=${EXTRA:-}
+batch_flag=""; train_batch_flag=""
+if [ -n "${BATCH_SIZE:-}" ]; then
+  batch_flag="--batch_size=$BATCH_SIZE"; train_batch_flag="--config.train.batch_size=$BATCH_SIZE"
+fi
 extra_benches=${EXTRA_BENCHES:-0}
 out=${OUT:-experiments/gpu_check/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
@@ -48,7 +54,7 @@ say "device"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true; } | tee -a "$log"
 
 say "1/4 benchmark the low-dim CNN: train step and sampling latency"
-timeout $(( $(left) - 60 )) "$python" -m dpjax.bench --variants=lowdim $quick --steps=50 --repeats=5 \
+timeout $(( $(left) - 60 )) "$python" -m dpjax.bench --variants=lowdim $quick $batch_flag --steps=50 --repeats=5 \
     --samplers=ddpm:100,ddim:10 --sample_batch_sizes=1,50 --out="$out/bench_lowdim.json" 2>&1 | tee -a "$log"
 if [ ! -s "$out/bench_lowdim.json" ]; then say "the benchmark failed: stopping"; exit 1; fi
 steps_per_s=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['records'][0]['train']['steps_per_s'])" \
@@ -64,7 +70,7 @@ say "2/4 train $num_steps steps (${steps_per_s} steps/s measured, budget ${budge
 train_start=$(date +%s)
 timeout $(( $(left) - eval_reserve - bench_reserve )) "$python" -m dpjax.train --config="$config" --workdir="$run" \
     --config.train.num_steps="$num_steps" --config.train.checkpoint_every="$every" --config.train.val_every="$every" \
-    $extra 2>&1 | tr '\r' '\n' | grep -v "^train: .*step" | tee -a "$log"
+    $train_batch_flag $extra 2>&1 | tr '\r' '\n' | grep -v "^train: .*step" | tee -a "$log"
 train_rc=${PIPESTATUS[0]}
 train_s=$(( $(date +%s) - train_start ))
 say "training ended (exit status $train_rc, ${train_s} s)"
