@@ -28,27 +28,33 @@ RENAMED = {"train.eval_every": "train.rollout_every", "train.eval_episodes": "tr
 REMOVED = {"policy.transformer.time_as_cond": True}
 
 
+_ABSENT = object()
+
+
+def _pop(tree: dict, dotted: str):
+  """Removes the field at a dotted path from a nested dict and returns its value (_ABSENT if it is not there)."""
+  *parents, leaf = dotted.split(".")
+  for name in parents:
+    tree = tree.get(name, {})
+  return tree.pop(leaf, _ABSENT)
+
+
 def upgrade(tree: dict) -> dict:
   """An older run's config tree with renamed fields moved to their current names and removed fields dropped
   (a removed field holding another value than today's built-in one is a ValueError: that run cannot be rebuilt)."""
   for path, built_in in REMOVED.items():
-    *parents, leaf = path.split(".")
-    parent = tree
-    for name in parents:
-      parent = parent.get(name, {})
-    if leaf in parent and parent.pop(leaf) != built_in:
-      raise ValueError(f"this config sets {path} to another value than {built_in!r}, the only one dpjax supports.")
+    value = _pop(tree, path)
+    if value is not _ABSENT and value != built_in:
+      raise ValueError(f"this config sets {path}={value!r}, but dpjax builds only {built_in!r} (the field is gone); "
+                       "that run's network cannot be rebuilt: delete the field to train the supported one.")
   for old, new in RENAMED.items():
-    *old_parents, old_leaf = old.split(".")
-    *new_parents, new_leaf = new.split(".")
-    parent = tree
-    for name in old_parents:
-      parent = parent.get(name, {})
-    if old_leaf in parent:
+    value = _pop(tree, old)
+    if value is not _ABSENT:
+      *parents, leaf = new.split(".")
       target = tree
-      for name in new_parents:
+      for name in parents:
         target = target.setdefault(name, {})
-      target[new_leaf] = parent.pop(old_leaf)
+      target[leaf] = value
   return tree
 
 

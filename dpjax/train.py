@@ -192,8 +192,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   # Shapes only: a resumed run restores its state straight into them; a new one initialises below.
   abstract_params = jax.eval_shape(functools.partial(policy.init_params, spec), init_key)
   _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(abstract_params):,} parameters, "
-       f"{spec.objective} objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; {config.train.num_steps:,} "
-       f"steps of batch {config.train.batch_size}")
+       f"{spec.objective} objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; "
+       f"{config.train.num_steps:,} steps of batch {config.train.batch_size}")
   optimizer = optim.make_optimizer(config.optim, abstract_params, spec.denoiser, config.train.num_steps)
   distillation = None
   if config.distill.teacher:
@@ -230,13 +230,6 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     _record_resumed_config(config, workdir, step)
 
   t = config.train
-  misaligned = misaligned_intervals(steps_per_dispatch, {"log_every": t.log_every, "val_every": t.val_every,
-                                                         "checkpoint_every": t.checkpoint_every,
-                                                         "rollout_every": t.rollout_every})
-  if misaligned:
-    _say(f"{', '.join(f'train.{name}={t[name]}' for name in misaligned)} not a multiple of the {steps_per_dispatch} "
-         "steps per dispatch: each shorter dispatch length compiles the train step once more (as long as the first "
-         f"compile); multiples of {steps_per_dispatch} avoid it")
   steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated,
                                         sharding.stacked_batch_sharding(mesh), replicated,
                                         learning_rate=optim.learning_rate_schedule(config.optim, t.num_steps))
@@ -246,6 +239,14 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
 
   val_every = t.val_every if val_batches else 0
   rollout_every = t.rollout_every if evaluator is not None else 0
+  # The events a dispatch ends on (0 = off), as they will run.
+  intervals = {"log_every": t.log_every, "checkpoint_every": t.checkpoint_every, "val_every": val_every,
+               "rollout_every": rollout_every}
+  misaligned = misaligned_intervals(steps_per_dispatch, intervals)
+  if misaligned:
+    _say(f"{', '.join(f'train.{name}={intervals[name]}' for name in misaligned)} not a multiple of the "
+         f"{steps_per_dispatch} steps per dispatch: each shorter dispatch length compiles the train step once more "
+         f"(as long as the first compile); multiples of {steps_per_dispatch} avoid it")
   step = int(jax.device_get(state.step))
   last = {}
   finite = jnp.ones((), bool)
@@ -258,8 +259,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   try:
     with preemption.SignalCatcher() as stop_signal:
       while step < t.num_steps:
-        n = steps_in_next_dispatch(step, steps_per_dispatch, (t.log_every, t.checkpoint_every, val_every, rollout_every),
-                                   t.num_steps)
+        n = steps_in_next_dispatch(step, steps_per_dispatch, tuple(intervals.values()), t.num_steps)
         batches = sharding.put_global_stack([next(train_iterator) for _ in range(n)], mesh)
         state, step_metrics = steps_fn(state, batches, train_key, normalizer, resident, distillation)
         finite = finite & jnp.all(step_metrics["finite"])
@@ -301,9 +301,9 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
             eta_said = True
           window_start, window_steps = time.perf_counter(), 0
         if is_val:
-          val = {"val/loss": _validation_loss(validation_fn, state.params, val_batches, val_key, normalizer, distillation),
-                 "val/loss_ema": _validation_loss(validation_fn, state.ema_params, val_batches, val_key, normalizer,
-                                                  distillation)}
+          val = {f"val/loss{suffix}": _validation_loss(validation_fn, weights, val_batches, val_key, normalizer,
+                                                       distillation)
+                 for suffix, weights in (("", state.params), ("_ema", state.ema_params))}
           writer.write(step, val)
           last.update(val)
         if is_rollout:
