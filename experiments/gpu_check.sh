@@ -56,7 +56,10 @@ say "device"
 say "1/4 benchmark the low-dim CNN: train step and sampling latency"
 timeout $(( $(left) - 60 )) "$python" -m dpjax.bench --variants=lowdim $quick $batch_flag --steps=50 --repeats=5 \
     --samplers=ddpm:100,ddim:10 --sample_batch_sizes=1,50 --out="$out/bench_lowdim.json" 2>&1 | tee -a "$log"
-if [ ! -s "$out/bench_lowdim.json" ]; then say "the benchmark failed: stopping"; exit 1; fi
+if [ ! -s "$out/bench_lowdim.json" ]; then
+  say "the benchmark failed, so the rest would too: stopping (its error is above, in $log; a missing module means the
+wheels were not installed: see experiments/prepare_device.sh)"; exit 1
+fi
 steps_per_s=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['records'][0]['train']['steps_per_s'])" \
     "$out/bench_lowdim.json")
 budget=${TRAIN_BUDGET_S:-$(( $(left) - eval_reserve - bench_reserve - train_overhead ))}
@@ -74,7 +77,10 @@ timeout $(( $(left) - eval_reserve - bench_reserve )) "$python" -m dpjax.train -
 train_rc=${PIPESTATUS[0]}
 train_s=$(( $(date +%s) - train_start ))
 say "training ended (exit status $train_rc, ${train_s} s)"
-if [ "$train_rc" != 0 ] && [ "$train_rc" != 124 ] && [ ! -d "$run/checkpoints" ]; then say "no checkpoint: stopping"; exit 1; fi
+if [ "$train_rc" != 0 ] && [ "$train_rc" != 124 ] && [ ! -d "$run/checkpoints" ]; then
+  say "training failed before its first checkpoint, so there is nothing to evaluate: stopping (its error is in $log)"
+  exit 1
+fi
 
 say "3/4 evaluate the last 3 checkpoints side by side"
 eval_start=$(date +%s)

@@ -77,3 +77,9 @@ ENTRY %main (a: f32[2], b: f32[2,2]) -> (f32[2], f32[2]) {
 }
 """
   assert hlo.kernel_count(text) == 2
+  assert hlo.kernel_count(text, "fused") == 1   # a named computation (e.g. a while body) instead of ENTRY
+
+
+def test_while_bodies_names_each_loop_body():
+  text = "  %w = (s32[], f32[2]) while((s32[], f32[2]) %t), condition=%cond.3, body=%region_4.102.clone\n"
+  assert hlo.while_bodies(text) == ["region_4.102.clone"]
