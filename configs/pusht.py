@@ -101,7 +101,10 @@ def get_config(arg=None):
   config.diffusion.beta_end = 2e-2                        # linear schedule only
   config.diffusion.prediction_type = "epsilon"            # or "sample"
   config.diffusion.clip_sample = True
-  # ddpm/ddim for the ddpm objective, euler/heun for flow; a chunk costs num_inference_steps network calls (heun 2x).
+  # How flow matching draws its training times: "uniform", "logit_normal" (SD3) or "beta" (pi0); see flow.py.
+  config.diffusion.flow_time_distribution = "uniform"
+  # ddpm/ddim for the ddpm objective; euler/heun (the ODE) or ancestral (stochastic) for flow; a chunk costs
+  # num_inference_steps network calls (heun 2x).
   config.diffusion.sampler = "euler" if "flow" in variant else "ddpm"
   config.diffusion.num_inference_steps = 10 if "flow" in variant else 100
 

@@ -29,6 +29,8 @@ COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Spec fields that change no weight: a run may resume with other values, and evaluation may use others
 # (`sample(method=, num_inference_steps=)`, `python -m dpjax.rollout --sampler --compute_dtype`).
 INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype")
+# The fields only training reads: a run may resume with other values.
+TRAINING_FIELDS = ("flow_time_distribution",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,7 @@ class PolicySpec:
   num_inference_steps: int
   compute_dtype: str = "auto"   # older runs' specs have no such field: they get the default
   objective: str = "ddpm"       # "ddpm" (noise prediction, the paper) or "flow" (velocity; flow matching)
+  flow_time_distribution: str = "uniform"   # how flow matching draws its training times (flow.TIME_DISTRIBUTIONS)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -70,8 +73,10 @@ class PolicySpec:
     return cls(**raw)
 
   def network_fields(self) -> dict[str, Any]:
-    """The fields that fix the network's weights (all but INFERENCE_FIELDS): what must match to resume."""
-    return {f: getattr(self, f) for f in self.__dataclass_fields__ if f not in INFERENCE_FIELDS}
+    """The fields that fix the network's weights (all but INFERENCE_FIELDS and TRAINING_FIELDS): what must match to
+    resume."""
+    return {f: getattr(self, f) for f in self.__dataclass_fields__
+            if f not in INFERENCE_FIELDS + TRAINING_FIELDS}
 
 
 def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
@@ -99,6 +104,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
                      f"{d.objective!r}; use one of {sampler.METHODS_BY_OBJECTIVE[d.objective]} (or the variant "
                      f"configs/pusht.py:flow).")
   _check_choice("config.policy.compute_dtype", p.compute_dtype, COMPUTE_DTYPES)
+  _check_choice("config.diffusion.flow_time_distribution", d.flow_time_distribution, flow.TIME_DISTRIBUTIONS)
   has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
   if has_images and p.encoder != "resnet18":
     raise ValueError(f"Observations {dict(obs_shapes)} contain images but config.policy.encoder is {p.encoder!r}; "
@@ -123,7 +129,8 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       denoiser=p.denoiser, denoiser_kwargs=tuple(sorted(denoiser_kwargs.items())),
       num_diffusion_steps=d.num_diffusion_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
-      num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective)
+      num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective,
+      flow_time_distribution=d.flow_time_distribution)
 
 
 def _block_kwargs(block) -> dict[str, Any]:
@@ -250,10 +257,10 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
   time_key, noise_key = jax.random.split(diffusion_key)
   noise = jax.random.normal(noise_key, actions.shape, actions.dtype)
   if distillation is None:
-    t = flow.sample_times(time_key, actions.shape[0])
+    t = flow.sample_times(time_key, actions.shape[0], distribution=spec.flow_time_distribution)
   else:
     actions = jax.lax.stop_gradient(_chain_from_normalized(distillation.teacher, obs, noise))
-    t = flow.sample_times(time_key, actions.shape[0], distillation.fraction_at_noise)
+    t = flow.sample_times(time_key, actions.shape[0], distillation.fraction_at_noise, spec.flow_time_distribution)
   return flow.flow_loss(denoise_fn, actions, noise, t)
 
 
@@ -375,8 +382,8 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
     obs: raw (unnormalised) observation history, {key: [B, To, ...]} or {key: [To, ...]}; images uint8 in
       [0, 255], low-dim values floating point and finite (anything else is a ValueError saying how to fix it).
     key: PRNG key.
-    method: "ddpm" or "ddim" for a noise-prediction policy, "euler" or "heun" for a flow policy (default: the
-      spec's sampler).
+    method: "ddpm" or "ddim" for a noise-prediction policy; "euler", "heun" or "ancestral" (stochastic) for a
+      flow policy (default: the spec's sampler).
     num_inference_steps: reverse-chain length (default: the spec's); network calls per chunk are this, twice for
       Heun.
 

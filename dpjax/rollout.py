@@ -32,7 +32,8 @@ flags.DEFINE_integer("seed_start", 100000, "Seed of the first episode; episode i
 flags.DEFINE_list("seeds", None, "Explicit comma-separated episode seeds (overrides num_episodes/seed_start).")
 flags.DEFINE_integer("max_steps", 300, "Maximum control steps per episode.")
 flags.DEFINE_enum("sampler", None, list(policy_lib.SAMPLERS), "Reverse-chain sampler (default: the run's config): "
-                  "ddpm or ddim for a noise-prediction policy, euler or heun for a flow policy.")
+                  "ddpm or ddim for a noise-prediction policy; euler, heun or ancestral (stochastic) for a "
+                  "flow policy.")
 flags.DEFINE_integer("num_inference_steps", None, "Reverse-chain steps (default: the run's config); network calls "
                      "per chunk are this, twice for heun.")
 flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),

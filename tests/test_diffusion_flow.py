@@ -1,4 +1,5 @@
-"""Flow matching: the interpolant, the loss's minimiser, and the Euler/Heun chains on fields with known solutions."""
+"""Flow matching: the interpolant, the loss's minimiser, the training times, and the Euler/Heun/ancestral chains on
+fields with known solutions."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,8 +72,60 @@ def test_time_grid_and_training_times():
   assert float(jnp.mean(flow.sample_times(jax.random.key(0), 10_000) == 1.0)) == 0.0
 
 
+@pytest.mark.parametrize("distribution, mean, share_above_09", [
+    ("uniform", 0.5, 0.1), ("logit_normal", 0.5, 0.014), ("beta", 0.6, 0.148)])
+def test_training_time_distributions(distribution, mean, share_above_09):
+  """uniform; sigmoid of a standard normal (P(t > 0.9) = P(n > logit 0.9 = 2.197) = 0.014); 0.001 + 0.999 u with
+  u ~ Beta(1.5, 1) (mean 0.6, P(u > 0.9) = 1 - 0.9^1.5 = 0.146)."""
+  t = flow.sample_times(jax.random.key(1), 100_000, distribution=distribution)
+  assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0
+  np.testing.assert_allclose(float(t.mean()), mean, atol=0.005)
+  np.testing.assert_allclose(float(jnp.mean(t > 0.9)), share_above_09, atol=0.004)
+  with pytest.raises(ValueError, match="Unknown flow time distribution 'cosine'"):
+    flow.sample_times(jax.random.key(1), 4, distribution="cosine")
+
+
+def _gaussian_data_velocity(mean, std):
+  """The exact flow-matching velocity E[noise - x0 | x_t] for data x0 ~ N(mean, std^2), elementwise."""
+  def velocity(x, step_input):
+    t = (step_input / flow.TIME_SCALE)[:, None, None]
+    variance = (1 - t) ** 2 * std ** 2 + t ** 2            # of x_t
+    centred = x - (1 - t) * mean
+    x0 = mean + (1 - t) * std ** 2 / variance * centred     # E[x0 | x_t]
+    noise = t / variance * centred                          # E[noise | x_t]
+    return noise - x0
+  return velocity
+
+
+def test_ancestral_chain_samples_the_data_distribution_with_the_exact_field():
+  """With the exact velocity of Gaussian data, a fine ancestral chain returns samples of N(mean, std^2) (a wrong
+  posterior mean or variance would show in the moments); one step returns E[x0 | noise], the data mean."""
+  mean, std, shape = 0.3, 0.2, (4096, 4, 2)
+  fine = sampler.sample_chain(_gaussian_data_velocity(mean, std), None, shape, jax.random.key(0),
+                              method="ancestral", num_inference_steps=200, clip_sample=False)
+  np.testing.assert_allclose(float(fine.mean()), mean, atol=0.005)
+  np.testing.assert_allclose(float(fine.std()), std, rtol=0.05)
+  one = sampler.sample_chain(_gaussian_data_velocity(mean, std), None, shape, jax.random.key(0),
+                             method="ancestral", num_inference_steps=1, clip_sample=False)
+  np.testing.assert_allclose(one, np.full(shape, mean), atol=1e-6)
+  assert sampler.network_calls("ancestral", 7) == 7
+
+
+def test_ancestral_step_clips_the_clean_estimate_and_ends_at_it():
+  noise, x0 = _noise_and_data()
+  x_half = flow.interpolate(x0, noise, 0.5)
+  exact = lambda x, step_input: noise - x0
+  np.testing.assert_allclose(flow.ancestral_step(exact, x_half, 0.5, 0.0, jax.random.key(0)), x0, atol=1e-6)
+  far = lambda x, step_input: -10.0 * jnp.ones_like(x)     # x0_hat = x + 5 at t = 0.5: clipped to 1
+  np.testing.assert_allclose(flow.ancestral_step(far, x_half, 0.5, 0.0, jax.random.key(0)), np.ones(SHAPE))
+  a = flow.ancestral_step(exact, x_half, 0.5, 0.25, jax.random.key(0))
+  b = flow.ancestral_step(exact, x_half, 0.5, 0.25, jax.random.key(1))
+  assert float(jnp.abs(a - b).max()) > 0.01   # stochastic between t = 0.5 and 0.25
+
+
 def test_samplers_belong_to_their_objective():
   sampler.check_method("flow", "heun")
+  sampler.check_method("flow", "ancestral")
   with pytest.raises(ValueError, match="does not apply to a 'ddpm' model"):
     sampler.check_method("ddpm", "euler")
   with pytest.raises(ValueError, match="Unknown diffusion objective"):

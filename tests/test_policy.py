@@ -112,16 +112,19 @@ def test_float_images_are_rejected_and_float64_low_dim_is_accepted():
     dpjax.sample(_policy(), np.zeros((1, 2, 20), np.float32), jax.random.key(0))
 
 
-def test_flow_policy_samples_with_euler_and_heun_and_refuses_ddpm():
+def test_flow_policy_samples_with_euler_heun_and_ancestral_and_refuses_ddpm():
   policy = _policy("flow,smoke")
   obs = {"low_dim": np.random.default_rng(2).uniform(0, 512, (3, 2, 20)).astype(np.float32)}
   euler = dpjax.sample(policy, obs, jax.random.key(0))
   heun = dpjax.sample(policy, obs, jax.random.key(0), method="heun", num_inference_steps=2)
-  assert euler.shape == heun.shape == (3, 16, 2) and np.all(np.isfinite(heun))
+  ancestral = [dpjax.sample(policy, obs, jax.random.key(seed), method="ancestral", num_inference_steps=3)
+               for seed in (0, 1)]
+  assert euler.shape == heun.shape == ancestral[0].shape == (3, 16, 2) and np.all(np.isfinite(heun))
+  assert np.all(np.isfinite(ancestral[0])) and not np.allclose(ancestral[0], ancestral[1])   # stochastic
   # More steps than a DDPM's K are fine for a flow policy (its time is continuous).
   assert dpjax.sample(policy, obs, jax.random.key(0), num_inference_steps=policy.spec.num_diffusion_steps + 1).shape \
       == (3, 16, 2)
-  with pytest.raises(ValueError, match="use one of \\('euler', 'heun'\\)"):
+  with pytest.raises(ValueError, match="use one of \\('euler', 'heun', 'ancestral'\\)"):
     dpjax.sample(policy, obs, jax.random.key(0), method="ddim")
 
 
@@ -130,6 +133,12 @@ def test_sampler_must_match_the_objective_in_the_config():
   config.diffusion.sampler = "ddpm"
   with pytest.raises(ValueError, match="does not apply to config.diffusion.objective='flow'"):
     policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
+  config.diffusion.sampler = "ancestral"
+  config.diffusion.flow_time_distribution = "logit-normal"
+  with pytest.raises(ValueError, match="flow_time_distribution='logit-normal' is not one of"):
+    policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
+  config.diffusion.flow_time_distribution = "logit_normal"
+  assert policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2).flow_time_distribution == "logit_normal"
 
 
 @pytest.mark.parametrize("variant", ["smoke", "smoke,transformer"])

@@ -16,7 +16,7 @@ from dpjax.diffusion.objective import DenoiseFn
 from dpjax.diffusion.schedules import NoiseSchedule, inference_timesteps, validate_num_inference_steps
 
 # The samplers that apply to each training objective ("ddpm": noise prediction; "flow": velocity prediction).
-METHODS_BY_OBJECTIVE = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun")}
+METHODS_BY_OBJECTIVE = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ancestral")}
 SAMPLING_METHODS = tuple(m for methods in METHODS_BY_OBJECTIVE.values() for m in methods)
 OBJECTIVES = tuple(METHODS_BY_OBJECTIVE)
 
@@ -66,10 +66,11 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
     schedule: the training noise schedule (K = schedule.num_steps); unused by the flow samplers.
     shape: static (B, T, Da) of the samples.
     key: PRNG key for the initial noise and every step's noise.
-    method: static, "ddpm" or "ddim" (a noise-prediction model), "euler" or "heun" (a flow-matching model).
+    method: static, "ddpm" or "ddim" (a noise-prediction model); "euler", "heun" (the ODE) or "ancestral"
+      (stochastic, DDPM's step in the interpolant's coordinates) for a flow-matching model.
     num_inference_steps: static int; DDPM/DDIM: in [1, K], None means K, fewer steps use diffusers' "leading"
       spacing (k = K // n * i). Euler/Heun: >= 1 uniform steps from t = 1 to 0 (required).
-    clip_sample: clip each predicted x_0 (DDPM/DDIM) or the final sample (Euler/Heun) to [-1, 1].
+    clip_sample: clip each predicted x_0 (DDPM/DDIM/ancestral) or the final sample (Euler/Heun) to [-1, 1].
     prediction_type: "epsilon" or "sample", as trained (DDPM/DDIM only).
     noise: [B, T, Da] the starting x_K (default: drawn from `key`). DDIM, Euler and Heun are then
       deterministic maps from this noise to x_0 (what distillation learns).
@@ -87,7 +88,8 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
   if method in METHODS_BY_OBJECTIVE["flow"]:
     if num_inference_steps is None:
       raise ValueError("The flow samplers need num_inference_steps (the number of steps from t = 1 to 0).")
-    return _flow_chain(lambda x, t: split.apply(x, split.condition(t)), x, method, num_inference_steps, clip_sample)
+    return _flow_chain(lambda x, t: split.apply(x, split.condition(t)), x, key, method, num_inference_steps,
+                       clip_sample)
   if num_inference_steps is None:
     num_inference_steps = schedule.num_steps
   timesteps = inference_timesteps(schedule.num_steps, num_inference_steps)
@@ -114,14 +116,18 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
   return x
 
 
-def _flow_chain(denoise_fn, x, method, num_inference_steps, clip_sample):
-  """Integrates the flow ODE from t = 1 (x, noise) to t = 0 in one scan of uniform steps."""
+def _flow_chain(denoise_fn, x, key, method, num_inference_steps, clip_sample):
+  """Runs a flow model from t = 1 (x, noise) to t = 0 in one scan of uniform steps: the ODE (Euler, Heun) or the
+  stochastic ancestral chain."""
   times = flow.time_grid(num_inference_steps)
-  step_fn = flow.euler_step if method == "euler" else flow.heun_step
+  step_fn = {"euler": flow.euler_step, "heun": flow.heun_step,
+             "ancestral": functools.partial(flow.ancestral_step, clip_sample=clip_sample)}[method]
 
-  def body(x, step):
+  def body(carry, step):
+    x, key = carry
     t, t_next = step
-    return step_fn(denoise_fn, x, t, t_next), None
+    key, step_key = jax.random.split(key)
+    return (step_fn(denoise_fn, x, t, t_next, step_key), key), None
 
-  x, _ = jax.lax.scan(body, x, (jnp.asarray(times[:-1]), jnp.asarray(times[1:])))
+  (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(times[:-1]), jnp.asarray(times[1:])))
   return jnp.clip(x, -1.0, 1.0) if clip_sample else x

@@ -1,54 +1,56 @@
-"""U-Net Conv1d lowerings compared on one machine: full train step (fwd + bwd + AdamW + EMA) and DDIM-10 latency.
+"""U-Net Conv1d lowerings compared on one machine: the train step, DDPM-100 / DDIM-10 latency and kernels per call.
 
-    .venv/bin/python experiments/bench/conv_lowering.py lowdim 64     # variant, train batch size
+    PYTHONPATH=. python experiments/bench/conv_lowering.py --variant=lowdim --out=conv_lowering.json
+    PYTHONPATH=. python experiments/bench/conv_lowering.py --quick          # smoke sizes (a CPU dry run)
 
-Swaps `dpjax.nets.unet1d.conv1d` for each lowering in turn (same parameters, same results); "ops" counts the
-convolution, dot, fusion and custom-call instructions of the compiled train step (a proxy for kernels).
-BUILD_NOTES.md, "Convolution lowering".
+Swaps `dpjax.nets.unet1d.conv1d` (the U-Net's every stride-1 and stride-2 convolution; the upsampling's transposed
+convolution keeps its block matmul) for each lowering in turn: same parameters, same results, and times each with
+`dpjax.bench.bench_variant`. On XLA:CPU im2col won by 9x on the train step (BUILD_NOTES.md, "Convolution
+lowering"); `lax.conv` is cuDNN's single kernel on a GPU, where im2col costs a fused pad/concat plus a GEMM.
 """
-import sys, time
-sys.path.insert(0, ".")
-import jax, jax.numpy as jnp, numpy as np
+import json
+
+import jax
+from absl import app, flags
+
+from dpjax import bench
 from dpjax.nets import unet1d
-from dpjax import bench, policy, optim, train_step, sharding
-from dpjax.data import pusht
 
-def conv_lax(x, kernel, stride, padding):
-  return jax.lax.conv_general_dilated(x, kernel, (stride,), [(padding, padding)], dimension_numbers=("NWC", "WIO", "NWC"))
-def conv_shifted(x, kernel, stride, padding):
-  k = kernel.shape[0]
-  x = jnp.pad(x, ((0, 0), (padding, padding), (0, 0)))
-  out_length = (x.shape[1] - k) // stride + 1
-  span = stride * (out_length - 1) + 1
-  return sum(x[:, j:j + span:stride] @ kernel[j] for j in range(k))
-def conv_auto(x, kernel, stride, padding):
-  return conv_lax(x, kernel, stride, padding) if x.shape[1] >= kernel.shape[0] else conv_shifted(x, kernel, stride, padding)
-IMPLS = {"auto (lax.conv, shifted when L<k)": conv_auto, "lax.conv": conv_lax, "shifted": conv_shifted, "im2col (dpjax)": unet1d.conv1d}
+flags.DEFINE_string("variant", "lowdim", "dpjax.bench variant (a U-Net one).")
+flags.DEFINE_bool("quick", False, "Smoke sizes.")
+flags.DEFINE_integer("steps", 50, "Timed train steps per lowering.")
+flags.DEFINE_integer("repeats", 10, "Timed sampling calls per setting.")
+flags.DEFINE_string("out", "", "JSON file for the records (one per lowering).")
+FLAGS = flags.FLAGS
 
-variant = sys.argv[1] if len(sys.argv) > 1 else "lowdim"
-batch = int(sys.argv[2]) if len(sys.argv) > 2 else 64
-config = bench.load_config(variant)
-config.train.batch_size = batch
-rng = np.random.default_rng(0)
-spec = policy.spec_from_config(config, pusht.OBS_SHAPES[config.data.obs_type], 2)
-params = bench.random_params(spec, rng)
-normalizer = bench.synthetic_normalizer(pusht.OBS_SHAPES[config.data.obs_type], rng)
-mesh = sharding.make_mesh()
-for name, impl in IMPLS.items():
-  unet1d.conv1d = impl
-  opt = optim.make_optimizer(config.optim, params, spec.denoiser, 1000)
-  state = sharding.put_replicated(train_step.create_train_state(params, opt), mesh)
-  b = sharding.put_global_stack([bench.synthetic_batch(spec, batch, rng)], mesh)
-  fn = train_step.jit_train_steps(spec, opt, config.ema, sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh), sharding.replicated(mesh))
-  t0 = time.perf_counter(); c = fn.lower(state, b, jax.random.key(0), normalizer, None, None).compile(); tc = time.perf_counter() - t0
-  state, m = c(state, b, jax.random.key(0), normalizer, None, None); jax.block_until_ready(m)
-  t0 = time.perf_counter(); n = 3
-  for _ in range(n): state, m = c(state, b, jax.random.key(0), normalizer, None, None)
-  jax.block_until_ready(m); step = (time.perf_counter() - t0) / n
-  pol = policy.Policy(params=jax.device_put(params), normalizer=normalizer, spec=spec)
-  policy._sample_batched.clear_cache() if hasattr(policy._sample_batched, "clear_cache") else None
-  jax.clear_caches()
-  r = bench.bench_sampling(pol, "ddim", 10, 1, 3, rng)
-  hlo = c.as_text()
-  kernels = sum(1 for line in hlo.splitlines() if " fusion(" in line or "custom-call(" in line or " convolution(" in line or " dot(" in line)
-  print(f"{name:36s} ops~{kernels:5d} train b{batch}: {step*1e3:8.1f} ms/step (compile {tc:.1f} s) | ddim10 b1 {r['median_ms']:.1f} ms", flush=True)
+
+def lax_conv(x, kernel, stride, padding):
+  """x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out] as one `lax.conv_general_dilated`."""
+  return jax.lax.conv_general_dilated(x, kernel, (stride,), [(padding, padding)],
+                                      dimension_numbers=("NWC", "WIO", "NWC"))
+
+
+LOWERINGS = {"im2col": unet1d.conv1d, "lax.conv": lax_conv}
+
+
+def main(argv):
+  del argv
+  records = {}
+  for name, conv in LOWERINGS.items():
+    unet1d.conv1d = conv
+    jax.clear_caches()
+    record = bench.bench_variant(FLAGS.variant, quick=FLAGS.quick, steps=FLAGS.steps, repeats=FLAGS.repeats,
+                                 samplers=[("ddpm", 100), ("ddim", 10)], sample_batch_sizes=(1,),
+                                 log=lambda message, name=name: print(f"[{name}] {message}", flush=True))
+    records[name] = record
+    if FLAGS.out:
+      with open(FLAGS.out, "w") as f:
+        json.dump(records, f, indent=2)
+  for name, record in records.items():
+    sampling = {k: round(v["median_ms"], 2) for k, v in record["sampling"].items()}
+    print(f"{name:9s} train {record['train']['steps_per_s']:.2f} steps/s, kernels/call "
+          f"{record['kernels_per_denoiser_call']}, sampling ms {sampling}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
