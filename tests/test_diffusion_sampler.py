@@ -67,6 +67,18 @@ def test_compiles_once_and_is_one_scan():
   assert len(scans) == 1 and scans[0].params["length"] == K
 
 
+@pytest.mark.parametrize("method, num_inference_steps", [("ddpm", K), ("ddim", 4), ("euler", 6), ("ancestral", 6)])
+def test_unrolled_chain_takes_the_same_steps(method, num_inference_steps):
+  denoise_fn = lambda x, k: 0.3 * x + 0.01 * k[:, None, None]  # noqa: E731
+  run = lambda unroll: sampler.sample_chain(denoise_fn, SCHEDULE, SHAPE, jax.random.key(3), method=method,  # noqa
+                                            num_inference_steps=num_inference_steps, unroll=unroll)
+  np.testing.assert_allclose(np.asarray(run(4)), np.asarray(run(1)), atol=1e-6)
+  jaxpr = jax.make_jaxpr(lambda: sampler.sample_chain(denoise_fn, SCHEDULE, SHAPE, jax.random.key(3), method=method,
+                                                      num_inference_steps=num_inference_steps, unroll=4))()
+  scans = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == "scan"]
+  assert len(scans) == 1 and scans[0].params["unroll"] == 4
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(num_inference_steps=0), r"\[1, 20\]"),
     (dict(num_inference_steps=K + 1), r"\[1, 20\]"),

@@ -56,7 +56,7 @@ def network_calls(method: str, num_inference_steps: int) -> int:
 def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSchedule, shape: tuple[int, ...],
                  key: jax.Array, *, method: str = "ddpm", num_inference_steps: int | None = None,
                  clip_sample: bool = True, prediction_type: str = "epsilon",
-                 noise: jax.Array | None = None) -> jax.Array:
+                 noise: jax.Array | None = None, unroll: int = 1) -> jax.Array:
   """Samples x_0 by running the whole reverse chain.
 
   Args:
@@ -74,6 +74,8 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
     prediction_type: "epsilon" or "sample", as trained (DDPM/DDIM only).
     noise: [B, T, Da] the starting x_K (default: drawn from `key`). DDIM, Euler and Heun are then
       deterministic maps from this noise to x_0 (what distillation learns).
+    unroll: static, steps per iteration of the compiled loop (`lax.scan`'s unroll; the same results): fewer loop
+      iterations and bigger loop bodies (experiments/bench/chain_unroll.py measures what that is worth).
 
   Returns:
     x_0: [B, T, Da].
@@ -89,7 +91,7 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
     if num_inference_steps is None:
       raise ValueError("The flow samplers need num_inference_steps (the number of steps from t = 1 to 0).")
     return _flow_chain(lambda x, t: split.apply(x, split.condition(t)), x, key, method, num_inference_steps,
-                       clip_sample)
+                       clip_sample, unroll)
   if num_inference_steps is None:
     num_inference_steps = schedule.num_steps
   timesteps = inference_timesteps(schedule.num_steps, num_inference_steps)
@@ -111,12 +113,13 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
     x = step_fn(schedule, x, model_output, k, t_prev, step_key)
     return (x, key), None
 
-  (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(timesteps), jnp.asarray(prev_timesteps), conditioning))
+  (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(timesteps), jnp.asarray(prev_timesteps), conditioning),
+                           unroll=unroll)
   chex.assert_shape(x, shape)
   return x
 
 
-def _flow_chain(denoise_fn, x, key, method, num_inference_steps, clip_sample):
+def _flow_chain(denoise_fn, x, key, method, num_inference_steps, clip_sample, unroll):
   """Runs a flow model from t = 1 (x, noise) to t = 0 in one scan of uniform steps: the ODE (Euler, Heun) or the
   stochastic ancestral chain."""
   times = flow.time_grid(num_inference_steps)
@@ -129,5 +132,5 @@ def _flow_chain(denoise_fn, x, key, method, num_inference_steps, clip_sample):
     key, step_key = jax.random.split(key)
     return (step_fn(denoise_fn, x, t, t_next, step_key), key), None
 
-  (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(times[:-1]), jnp.asarray(times[1:])))
+  (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(times[:-1]), jnp.asarray(times[1:])), unroll=unroll)
   return jnp.clip(x, -1.0, 1.0) if clip_sample else x
