@@ -2,8 +2,8 @@
 
 One observation, two equally likely expert action chunks: all +1 ("go right") or all -1 ("go left").
 A small denoiser trained with `diffusion_loss` and sampled with `sample_chain` (DDPM), or trained with
-`flow.flow_loss` and sampled with Euler steps (flow matching), puts a real share of samples on each mode; a regressor trained with MSE on the same data predicts their average, 0,
-an action no expert ever took.
+`flow.flow_loss` and sampled with Euler or ancestral steps (flow matching), puts a real share of samples on each
+mode; a regressor trained with MSE on the same data predicts their average, 0, an action no expert ever took.
 """
 import flax.linen as nn
 import jax
@@ -83,7 +83,8 @@ def _mode_shares(samples):
   return (np.mean(np.abs(samples - 1.0).max(axis=(1, 2)) < 0.3), np.mean(np.abs(samples + 1.0).max(axis=(1, 2)) < 0.3))
 
 
-@pytest.mark.parametrize("loss, method, num_inference_steps", [(_ddpm_loss, "ddpm", 100), (_flow_loss, "euler", 10)])
+@pytest.mark.parametrize("loss, method, num_inference_steps", [(_ddpm_loss, "ddpm", 100), (_flow_loss, "euler", 10),
+                                                               (_flow_loss, "ancestral", 10)])
 def test_diffusion_keeps_both_modes(loss, method, num_inference_steps, seed=0):
   schedule = schedules.make_schedule("squaredcos_cap_v2", 100)  # the paper's K
   init_key, train_key, sample_key, *_ = jax.random.split(jax.random.key(seed), 5)
