@@ -4,8 +4,9 @@
 #      batch 1 and 50 (`python -m dpjax.bench`); a failure here stops the check at once;
 #   2. train it for the time left after reserving the evaluation and the extra benchmarks: the number of steps is
 #      0.85 x (measured steps/s) x (budget), so the cosine schedule ends when the budget does;
-#   3. evaluate its last three checkpoints with the paper's protocol (50 episodes, seeds 100000..100049, DDPM-100,
-#      EMA), the three evaluations side by side;
+#   3. evaluate its last EVAL_CHECKPOINTS (default 5; the run keeps that many, one every tenth of the run) with the
+#      paper's protocol (50 episodes, seeds 100000..100049, DDPM-100, EMA), the evaluations side by side: the score
+#      against the steps over the last half of the run, and the best / mean of the last 3;
 #   4. with EXTRA_BENCHES=1, extra benchmarks: flow-matching Euler-1/2 latency (issue 13) and the image CNN train
 #      step (they take ~110 s of the training budget; experiments/gpu_bench.sh has every benchmark).
 # Everything measured goes to one JSON file, gpu_check_<device>.json, next to the log and the benchmark JSONs.
@@ -18,8 +19,8 @@
 # TRAIN_BUDGET_S (fixes the training budget instead of deriving it from the deadline), CONFIG (default
 # configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300), EXTRA (more --config.*
 # flags for dpjax.train, e.g. --config.optim.learning_rate=3e-4), BATCH_SIZE (the global batch of the benchmark and
-# the run alike, so the step count fits the budget; default: the config's 256), EXTRA_BENCHES (default 0; 1 runs
-# stage 4).
+# the run alike, so the step count fits the budget; default: the config's 256), EVAL_CHECKPOINTS (default 5),
+# EXTRA_BENCHES (default 0; 1 runs stage 4).
 # On the lent device machine: experiments/prepare_device.sh says how (wheels, data, the command).
 # A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke TRAIN_BUDGET_S=20 EPISODES=2 MAX_STEPS=10 bash ...
 set -uo pipefail
@@ -35,6 +36,7 @@ if [ -n "${BATCH_SIZE:-}" ]; then
   batch_flag="--batch_size=$BATCH_SIZE"; train_batch_flag="--config.train.batch_size=$BATCH_SIZE"
 fi
 extra_benches=${EXTRA_BENCHES:-0}
+eval_checkpoints=${EVAL_CHECKPOINTS:-5}
 out=${OUT:-experiments/gpu_check/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 run=${RUN_DIR:-$out/run}
@@ -44,7 +46,8 @@ elapsed() { echo $(( $(date +%s) - start )); }
 left() { echo $(( deadline - $(elapsed) )); }
 say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
 
-eval_reserve=100                                   # three evaluations side by side, incl. start-up and compile
+# The evaluations side by side, incl. start-up and compile (three took 33 s on the H100: ~30 s each, CPU-bound).
+eval_reserve=$(( 90 + 5 * eval_checkpoints ))
 bench_reserve=$([ "$extra_benches" = 1 ] && echo 110 || echo 0)
 train_overhead=60                                  # start-up, data to device, compile, validation, last save
 variant=${config#*:}; [ "$variant" = "$config" ] && variant=lowdim
@@ -73,7 +76,8 @@ say "2/4 train $num_steps steps (${steps_per_s} steps/s measured, budget ${budge
 train_start=$(date +%s)
 timeout $(( $(left) - eval_reserve - bench_reserve )) "$python" -m dpjax.train --config="$config" --workdir="$run" \
     --config.train.num_steps="$num_steps" --config.train.checkpoint_every="$every" --config.train.val_every="$every" \
-    $train_batch_flag $extra 2>&1 | tr '\r' '\n' | grep -v "^train: .*step" | tee -a "$log"
+    --config.train.keep_checkpoints="$eval_checkpoints" $train_batch_flag $extra 2>&1 | tr '\r' '\n' \
+    | grep -v "^train: .*step" | tee -a "$log"
 train_rc=${PIPESTATUS[0]}
 train_s=$(( $(date +%s) - train_start ))
 say "training ended (exit status $train_rc, ${train_s} s)"
@@ -82,11 +86,12 @@ if [ "$train_rc" != 0 ] && [ "$train_rc" != 124 ] && [ ! -d "$run/checkpoints" ]
   exit 1
 fi
 
-say "3/4 evaluate the last 3 checkpoints side by side"
+say "3/4 evaluate the last $eval_checkpoints checkpoints side by side"
 eval_start=$(date +%s)
-steps=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -3)
+steps=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -"$eval_checkpoints")
+memory_fraction=$("$python" -c "import sys; print(round(0.8 / int(sys.argv[1]), 3))" "$eval_checkpoints")
 for step in $steps; do
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.25 timeout $(( $(left) - bench_reserve + 20 )) "$python" -m dpjax.rollout \
+  XLA_PYTHON_CLIENT_MEM_FRACTION=$memory_fraction timeout $(( $(left) - bench_reserve + 20 )) "$python" -m dpjax.rollout \
       --checkpoint="$run" --step="$step" --num_episodes="$episodes" --max_steps="$max_steps" \
       --out="$run/eval_step_$step" --num_videos=0 > "$run/eval_step_$step.log" 2>&1 &
 done
