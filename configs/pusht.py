@@ -101,6 +101,9 @@ def get_config(arg=None):
   config.diffusion.beta_end = 2e-2                        # linear schedule only
   config.diffusion.prediction_type = "epsilon"            # or "sample"
   config.diffusion.clip_sample = True
+  # Which training steps a DDPM/DDIM chain of fewer than K steps visits: "leading" (the original's, diffusers'
+  # default) or "trailing" (starts from pure noise; better at few steps: experiments/frontier/README.md).
+  config.diffusion.timestep_spacing = "leading"
   # How flow matching draws its training times: "uniform", "logit_normal" (SD3) or "beta" (pi0); see flow.py.
   config.diffusion.flow_time_distribution = "uniform"
   # ddpm/ddim for the ddpm objective; euler/heun (the ODE) or ancestral (stochastic) for flow; a chunk costs
@@ -114,6 +117,7 @@ def get_config(arg=None):
   config.distill.teacher_step = 0          # teacher checkpoint step; 0: its latest
   config.distill.teacher_sampler = ""      # deterministic: ddim (a ddpm teacher) or euler/heun; empty: ddim / euler
   config.distill.teacher_steps = 10        # the teacher's chain length per training batch (its cost per step)
+  config.distill.teacher_timestep_spacing = ""   # a ddim teacher's: leading or trailing; empty: the teacher's own
   config.distill.fraction_at_noise = 0.5   # share of each batch trained at t = 1, where one-step sampling starts
   config.distill.init_from_teacher = True  # start from the teacher's EMA weights when the networks match
 

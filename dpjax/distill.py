@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from dpjax import checkpoint, policy
-from dpjax.diffusion import sampler
+from dpjax.diffusion import sampler, schedules
 
 DETERMINISTIC_SAMPLERS = ("ddim", "euler", "heun")
 # Spec fields a student must share with its teacher: the same observations in, the same chunks out.
@@ -46,7 +46,12 @@ def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Dist
     raise ValueError(f"The teacher in {d.teacher} differs from the student in "
                      + ", ".join(f"{f} ({getattr(teacher.spec, f)} vs {getattr(student_spec, f)})" for f in mismatched)
                      + "; give the student the teacher's horizon, observation and action settings.")
-  spec = dataclasses.replace(teacher.spec, sampler=method, num_inference_steps=int(d.teacher_steps))
+  spacing = d.teacher_timestep_spacing or teacher.spec.timestep_spacing
+  if spacing not in schedules.TIMESTEP_SPACINGS:
+    raise ValueError(f"config.distill.teacher_timestep_spacing={spacing!r} is not one of "
+                     f"{schedules.TIMESTEP_SPACINGS} (or empty: the teacher's own).")
+  spec = dataclasses.replace(teacher.spec, sampler=method, num_inference_steps=int(d.teacher_steps),
+                             timestep_spacing=spacing)
   return policy.Distillation(teacher=teacher.replace(spec=spec), fraction_at_noise=float(d.fraction_at_noise))
 
 

@@ -28,7 +28,7 @@ SAMPLERS = sampler.SAMPLING_METHODS
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Spec fields that change no weight: a run may resume with other values, and evaluation may use others
 # (`sample(method=, num_inference_steps=)`, `python -m dpjax.rollout --sampler --compute_dtype`).
-INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype")
+INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype", "timestep_spacing")
 # The fields only training reads: a run may resume with other values.
 TRAINING_FIELDS = ("flow_time_distribution",)
 
@@ -56,6 +56,7 @@ class PolicySpec:
   compute_dtype: str = "auto"   # older runs' specs have no such field: they get the default
   objective: str = "ddpm"       # "ddpm" (noise prediction, the paper) or "flow" (velocity; flow matching)
   flow_time_distribution: str = "uniform"   # how flow matching draws its training times (flow.TIME_DISTRIBUTIONS)
+  timestep_spacing: str = "leading"         # the steps a short DDPM/DDIM chain visits (schedules.TIMESTEP_SPACINGS)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -105,6 +106,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
                      f"configs/pusht.py:flow).")
   _check_choice("config.policy.compute_dtype", p.compute_dtype, COMPUTE_DTYPES)
   _check_choice("config.diffusion.flow_time_distribution", d.flow_time_distribution, flow.TIME_DISTRIBUTIONS)
+  _check_choice("config.diffusion.timestep_spacing", d.timestep_spacing, schedules.TIMESTEP_SPACINGS)
   has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
   if has_images and p.encoder != "resnet18":
     raise ValueError(f"Observations {dict(obs_shapes)} contain images but config.policy.encoder is {p.encoder!r}; "
@@ -130,7 +132,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       num_diffusion_steps=d.num_diffusion_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
       num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective,
-      flow_time_distribution=d.flow_time_distribution)
+      flow_time_distribution=d.flow_time_distribution, timestep_spacing=d.timestep_spacing)
 
 
 def _block_kwargs(block) -> dict[str, Any]:
@@ -363,7 +365,8 @@ def _chain_from_normalized(policy: Policy, obs, noise: jax.Array | None = None, 
   return sampler.sample_chain(denoiser, make_schedule(spec), (batch_size, spec.horizon, spec.action_dim),
                               jax.random.key(0) if key is None else key, method=method,
                               num_inference_steps=num_inference_steps, clip_sample=spec.clip_sample,
-                              prediction_type=spec.prediction_type, noise=noise)
+                              prediction_type=spec.prediction_type, noise=noise,
+                              timestep_spacing=spec.timestep_spacing)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "num_inference_steps"))

@@ -22,7 +22,7 @@ from absl import app, flags, logging
 
 from dpjax import cli, control, files, policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib, pusht
-from dpjax.diffusion import sampler
+from dpjax.diffusion import sampler, schedules
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Training run directory (holding checkpoints/) to evaluate.")
@@ -36,6 +36,9 @@ flags.DEFINE_enum("sampler", None, list(policy_lib.SAMPLERS), "Reverse-chain sam
                   "flow policy.")
 flags.DEFINE_integer("num_inference_steps", None, "Reverse-chain steps (default: the run's config); network calls "
                      "per chunk are this, twice for heun.")
+flags.DEFINE_enum("timestep_spacing", None, list(schedules.TIMESTEP_SPACINGS),
+                  "Which training steps a DDPM/DDIM chain of fewer than K steps visits (default: the run's, usually "
+                  "leading; trailing starts from pure noise).")
 flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
                   "Compute dtype of the networks (default: the run's, usually auto = float32 on CPU, bfloat16 on "
                   "GPU/TPU); weights stay float32.")
@@ -100,6 +103,7 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "sampler": method,
       "num_inference_steps": num_inference_steps,
       "network_calls_per_chunk": sampler.network_calls(method, num_inference_steps),
+      "timestep_spacing": spec.timestep_spacing,
       "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
       "wall_seconds": time.perf_counter() - start,
   }
@@ -130,6 +134,8 @@ def main(argv):
     pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=FLAGS.step)
     if FLAGS.compute_dtype:
       pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
+    if FLAGS.timestep_spacing:
+      pol = pol.replace(spec=dataclasses.replace(pol.spec, timestep_spacing=FLAGS.timestep_spacing))
     out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
     try:
       result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,

@@ -23,10 +23,12 @@ def _true_eps(schedule, point):
   return denoise_fn
 
 
-@pytest.mark.parametrize("method, num_inference_steps", [("ddpm", K), ("ddpm", 5), ("ddim", K), ("ddim", 4)])
-def test_chain_recovers_a_single_point(method, num_inference_steps):
+@pytest.mark.parametrize("method, num_inference_steps, spacing", [
+    ("ddpm", K, "leading"), ("ddpm", 5, "leading"), ("ddim", K, "leading"), ("ddim", 4, "leading"),
+    ("ddpm", 3, "trailing"), ("ddim", 1, "trailing"), ("ddim", 4, "trailing")])
+def test_chain_recovers_a_single_point(method, num_inference_steps, spacing):
   x0 = sampler.sample_chain(_true_eps(SCHEDULE, POINT), SCHEDULE, SHAPE, jax.random.key(0), method=method,
-                            num_inference_steps=num_inference_steps)
+                            num_inference_steps=num_inference_steps, timestep_spacing=spacing)
   np.testing.assert_allclose(np.asarray(x0), np.broadcast_to(POINT, SHAPE), atol=1e-4)
 
 

@@ -84,3 +84,18 @@ def test_inference_timesteps_leading_spacing():
   for bad in (0, 101):
     with pytest.raises(ValueError, match=r"num_inference_steps must be an int in \[1, 100\]"):
       schedules.inference_timesteps(100, bad)
+
+
+def test_inference_timesteps_trailing_spacing_starts_at_pure_noise():
+  np.testing.assert_array_equal(schedules.inference_timesteps(100, 1, "trailing"), [99])
+  np.testing.assert_array_equal(schedules.inference_timesteps(100, 2, "trailing"), [99, 49])
+  np.testing.assert_array_equal(schedules.inference_timesteps(100, 10, "trailing"), np.arange(99, 0, -10))
+  np.testing.assert_array_equal(schedules.inference_timesteps(100, 100, "trailing"), np.arange(99, -1, -1))
+  np.testing.assert_array_equal(schedules.inference_timesteps(10, 3, "trailing"), [9, 6, 2])
+  with pytest.raises(ValueError, match="Unknown timestep spacing 'linspace'"):
+    schedules.inference_timesteps(100, 2, "linspace")
+
+
+def test_previous_timesteps_end_at_the_clean_sample():
+  np.testing.assert_array_equal(schedules.previous_timesteps(np.array([99, 49])), [49, -1])
+  np.testing.assert_array_equal(schedules.previous_timesteps(np.array([0])), [-1])

@@ -70,6 +70,7 @@ def test_student_starts_from_the_teachers_weights_when_shapes_match(data_path, t
     ("teacher_sampler", "euler", "does not apply to a 'ddpm' model"),
     ("teacher_steps", 0, "teacher_steps"),
     ("fraction_at_noise", 1.5, "fraction_at_noise"),
+    ("teacher_timestep_spacing", "uniform", "teacher_timestep_spacing='uniform' is not one of"),
 ])
 def test_bad_distillation_settings_are_clear_errors(data_path, teacher_dir, field, value, message):
   config = _student_config(data_path, teacher_dir)

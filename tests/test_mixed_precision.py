@@ -82,7 +82,8 @@ def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_accelerators():
 def test_resume_may_change_inference_and_training_fields_but_not_the_network(tmp_path):
   spec = smoke.random_policy().spec
   train._check_same_spec(spec, dataclasses.replace(spec, compute_dtype="bfloat16", sampler="ddim",
-                                                   num_inference_steps=5, flow_time_distribution="beta"), tmp_path)
+                                                   num_inference_steps=5, flow_time_distribution="beta",
+                                                   timestep_spacing="trailing"), tmp_path)
   with pytest.raises(ValueError, match="horizon: checkpoint 16 vs config 8"):
     train._check_same_spec(spec, dataclasses.replace(spec, horizon=8), tmp_path)
 

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from dpjax.diffusion import flow, steps
 from dpjax.diffusion.objective import DenoiseFn
-from dpjax.diffusion.schedules import NoiseSchedule, inference_timesteps, validate_num_inference_steps
+from dpjax.diffusion.schedules import (NoiseSchedule, inference_timesteps, previous_timesteps,
+                                       validate_num_inference_steps)
 
 # The samplers that apply to each training objective ("ddpm": noise prediction; "flow": velocity prediction).
 METHODS_BY_OBJECTIVE = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun", "ancestral")}
@@ -56,7 +57,7 @@ def network_calls(method: str, num_inference_steps: int) -> int:
 def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSchedule, shape: tuple[int, ...],
                  key: jax.Array, *, method: str = "ddpm", num_inference_steps: int | None = None,
                  clip_sample: bool = True, prediction_type: str = "epsilon",
-                 noise: jax.Array | None = None, unroll: int = 1) -> jax.Array:
+                 noise: jax.Array | None = None, timestep_spacing: str = "leading", unroll: int = 1) -> jax.Array:
   """Samples x_0 by running the whole reverse chain.
 
   Args:
@@ -68,12 +69,14 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
     key: PRNG key for the initial noise and every step's noise.
     method: static, "ddpm" or "ddim" (a noise-prediction model); "euler", "heun" (the ODE) or "ancestral"
       (stochastic, DDPM's step in the interpolant's coordinates) for a flow-matching model.
-    num_inference_steps: static int; DDPM/DDIM: in [1, K], None means K, fewer steps use diffusers' "leading"
-      spacing (k = K // n * i). Euler/Heun: >= 1 uniform steps from t = 1 to 0 (required).
+    num_inference_steps: static int; DDPM/DDIM: in [1, K], None means K, fewer steps visit the training steps
+      `timestep_spacing` picks. Euler/Heun/ancestral: >= 1 uniform steps from t = 1 to 0 (required).
     clip_sample: clip each predicted x_0 (DDPM/DDIM/ancestral) or the final sample (Euler/Heun) to [-1, 1].
     prediction_type: "epsilon" or "sample", as trained (DDPM/DDIM only).
     noise: [B, T, Da] the starting x_K (default: drawn from `key`). DDIM, Euler and Heun are then
       deterministic maps from this noise to x_0 (what distillation learns).
+    timestep_spacing: static, which training steps a DDPM/DDIM chain of fewer than K steps visits
+      (`schedules.TIMESTEP_SPACINGS`: "leading", diffusers' default, or "trailing", which starts at pure noise).
     unroll: static, steps per iteration of the compiled loop (`lax.scan`'s unroll; the same results): fewer loop
       iterations and bigger loop bodies (experiments/bench/chain_unroll.py measures what that is worth).
 
@@ -94,8 +97,8 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
                        clip_sample, unroll)
   if num_inference_steps is None:
     num_inference_steps = schedule.num_steps
-  timesteps = inference_timesteps(schedule.num_steps, num_inference_steps)
-  prev_timesteps = timesteps - schedule.num_steps // num_inference_steps
+  timesteps = inference_timesteps(schedule.num_steps, num_inference_steps, timestep_spacing)
+  prev_timesteps = previous_timesteps(timesteps)
   if method == "ddpm":
     step_fn = functools.partial(steps.ddpm_step, prediction_type=prediction_type,
                                 clip_sample=clip_sample)

@@ -88,14 +88,32 @@ def make_schedule(kind: str, num_steps: int, beta_start: float = 1e-4,
                        num_steps=num_steps, kind=kind)
 
 
-def inference_timesteps(num_diffusion_steps: int, num_inference_steps: int) -> np.ndarray:
-  """diffusers' "leading" spacing: (arange(n) * (K // n)).round()[::-1], as int32 [n].
+# Which of the K training steps an n-step chain visits (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
+# Steps are Flawed", table 2): "leading", k = (K // n) * i, diffusers' default and the original Diffusion Policy's,
+# starts at k = K - K // n, so a short chain treats pure noise as a partly clean sample (one step: k = 0 only);
+# "trailing", k = round(K - K i / n) - 1, starts at k = K - 1 (pure noise) whatever n.
+TIMESTEP_SPACINGS = ("leading", "trailing")
+
+
+def inference_timesteps(num_diffusion_steps: int, num_inference_steps: int, spacing: str = "leading") -> np.ndarray:
+  """The steps an n-step chain visits, int32 [n], descending; `spacing` one of TIMESTEP_SPACINGS.
 
   A static NumPy array: the sampler's scan length and step indices are fixed at trace time.
   """
   validate_num_inference_steps(num_diffusion_steps, num_inference_steps)
-  step_ratio = num_diffusion_steps // num_inference_steps
-  return (np.arange(num_inference_steps) * step_ratio).round()[::-1].astype(np.int32)
+  if spacing not in TIMESTEP_SPACINGS:
+    raise ValueError(f"Unknown timestep spacing {spacing!r}; choose from {TIMESTEP_SPACINGS}.")
+  if spacing == "leading":
+    step_ratio = num_diffusion_steps // num_inference_steps
+    return (np.arange(num_inference_steps) * step_ratio).round()[::-1].astype(np.int32)
+  trailing = np.round(np.arange(num_diffusion_steps, 0, -num_diffusion_steps / num_inference_steps)) - 1
+  return trailing.astype(np.int32)
+
+
+def previous_timesteps(timesteps: np.ndarray) -> np.ndarray:
+  """Where each step of a chain goes: the next visited step, and -1 ("to the clean sample", abar = 1) after the
+  last; int32 [n]."""
+  return np.append(timesteps[1:], -1).astype(np.int32)
 
 
 def validate_num_inference_steps(num_diffusion_steps: int, num_inference_steps: int,

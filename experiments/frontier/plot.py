@@ -21,7 +21,7 @@ def read(root: pathlib.Path) -> dict[str, list[dict]]:
   out = {}
   for policy_dir in sorted(p for p in root.iterdir() if p.is_dir()):
     records = [json.loads(f.read_text()) for f in policy_dir.glob("*/eval.json")
-               if re.fullmatch(r"(ddpm|ddim|euler|heun)\d+", f.parent.name)]   # evaluate.sh's setting folders
+               if re.fullmatch(r"(ddpm|ddim|euler|heun|ancestral)\d+", f.parent.name)]   # evaluate.sh's setting folders
     if records:
       out[policy_dir.name] = sorted(records, key=lambda r: (r["network_calls_per_chunk"], r["sampler"]))
   return out
