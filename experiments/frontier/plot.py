@@ -40,12 +40,18 @@ def table(results: dict[str, list[dict]]) -> str:
   return "\n".join(lines)
 
 
+STOCHASTIC = ("ddpm", "ancestral")   # drawn dashed; the deterministic samplers solid
+
+
 def plot(results: dict[str, list[dict]], out_path: pathlib.Path) -> None:
-  fig, ax = plt.subplots(figsize=(6.5, 4))
-  for label, records in results.items():
-    for sampler in dict.fromkeys(r["sampler"] for r in records):   # one line per (policy, sampler)
+  """One colour per policy, one line per (policy, sampler): dashed for stochastic samplers, a star for one point."""
+  fig, ax = plt.subplots(figsize=(9, 4.5))
+  colours = plt.get_cmap("tab10")
+  for i, (label, records) in enumerate(results.items()):
+    for sampler in dict.fromkeys(r["sampler"] for r in records):
       points = [r for r in records if r["sampler"] == sampler]
       ax.plot([r["network_calls_per_chunk"] for r in points], [r["mean_score"] for r in points],
+              color=colours(i % 10), linestyle="--" if sampler in STOCHASTIC else "-",
               marker="o" if len(points) > 1 else "*", markersize=6 if len(points) > 1 else 12,
               label=f"{label} ({sampler})")
   ax.set_xscale("log")
@@ -53,7 +59,7 @@ def plot(results: dict[str, list[dict]], out_path: pathlib.Path) -> None:
   ax.set_ylabel("Push-T mean score (50 episodes)")
   ax.set_ylim(0, 1)
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
   fig.tight_layout()
   fig.savefig(out_path, dpi=120)
 
