@@ -27,7 +27,7 @@ DENOISERS = ("unet1d", "transformer")
 SAMPLERS = sampler.SAMPLING_METHODS
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Spec fields that change no weight: a run may resume with other values, and evaluation may use others
-# (`sample(method=, num_inference_steps=)`, `python -m dpjax.rollout --sampler --compute_dtype`).
+# (`sample(method=, num_inference_steps=)`, `python -m dpjax.rollout --sampler --compute_dtype --timestep_spacing`).
 INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype", "timestep_spacing")
 # The fields only training reads: a run may resume with other values.
 TRAINING_FIELDS = ("flow_time_distribution",)
@@ -126,7 +126,8 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
     denoiser_kwargs.update(horizon=config.horizon, n_obs_steps=config.n_obs_steps)
   return PolicySpec(
       horizon=config.horizon, n_obs_steps=config.n_obs_steps, n_action_steps=config.n_action_steps,
-      action_dim=int(action_dim), obs_shapes=tuple(sorted((k, tuple(int(i) for i in s)) for k, s in obs_shapes.items())),
+      action_dim=int(action_dim),
+      obs_shapes=tuple(sorted((k, tuple(int(i) for i in s)) for k, s in obs_shapes.items())),
       encoder=p.encoder, encoder_kwargs=tuple(sorted(encoder_kwargs.items())),
       denoiser=p.denoiser, denoiser_kwargs=tuple(sorted(denoiser_kwargs.items())),
       num_diffusion_steps=d.num_diffusion_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
@@ -300,7 +301,8 @@ def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> tuple[dict[str, np.nd
                      f"{type(obs).__name__}.")
   if set(obs) != set(expected):
     raise ValueError(f"Observation keys {sorted(obs)} do not match the policy's {sorted(expected)}; expected "
-                     + ", ".join(f"{k}: [B, {spec.n_obs_steps}, {', '.join(map(str, s))}]" for k, s in expected.items()))
+                     + ", ".join(f"{k}: [B, {spec.n_obs_steps}, {', '.join(map(str, s))}]"
+                                 for k, s in expected.items()))
   batched = None
   checked = {}
   for key, shape in expected.items():
