@@ -27,7 +27,8 @@ DENOISERS = ("unet1d", "transformer")
 SAMPLERS = sampler.SAMPLING_METHODS
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Spec fields that change no weight: a run may resume with other values, and evaluation may use others
-# (`sample(method=, num_inference_steps=)`, `python -m dpjax.rollout --sampler --compute_dtype --timestep_spacing`).
+# (`sample(method=, num_inference_steps=, timestep_spacing=)`, `python -m dpjax.rollout --sampler --compute_dtype
+# --timestep_spacing`).
 INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype", "timestep_spacing")
 # The fields only training reads: a run may resume with other values.
 TRAINING_FIELDS = ("flow_time_distribution",)
@@ -379,7 +380,7 @@ def _sample_batched(policy: Policy, obs, key, method: str, num_inference_steps: 
 
 
 def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: str | None = None,
-           num_inference_steps: int | None = None) -> jax.Array:
+           num_inference_steps: int | None = None, timestep_spacing: str | None = None) -> jax.Array:
   """Samples an action chunk from raw observations.
 
   Args:
@@ -391,10 +392,15 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
       flow policy (default: the spec's sampler).
     num_inference_steps: reverse-chain length (default: the spec's); network calls per chunk are this, twice for
       Heun.
+    timestep_spacing: which training steps a DDPM/DDIM chain of fewer than K steps visits, "leading" or
+      "trailing" (default: the spec's; `schedules.TIMESTEP_SPACINGS`).
 
   Returns:
     Unnormalised actions [B, T, Da] (or [T, Da] for unbatched input).
   """
+  if timestep_spacing is not None:
+    _check_choice("timestep_spacing", timestep_spacing, schedules.TIMESTEP_SPACINGS)
+    policy = policy.replace(spec=dataclasses.replace(policy.spec, timestep_spacing=timestep_spacing))
   spec = policy.spec
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps

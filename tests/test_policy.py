@@ -1,4 +1,6 @@
 """The policy API: spec from config, `dpjax.sample` shapes, errors, and compile-once behaviour."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -126,6 +128,19 @@ def test_flow_policy_samples_with_euler_heun_and_ancestral_and_refuses_ddpm():
       == (3, 16, 2)
   with pytest.raises(ValueError, match="use one of \\('euler', 'heun', 'ancestral'\\)"):
     dpjax.sample(policy, obs, jax.random.key(0), method="ddim")
+
+
+def test_timestep_spacing_is_a_sampling_choice():
+  policy = _policy()
+  obs = {"low_dim": np.random.default_rng(3).uniform(0, 512, (2, 2, 20)).astype(np.float32)}
+  run = lambda pol, **kw: np.asarray(dpjax.sample(pol, obs, jax.random.key(0), method="ddim",  # noqa: E731
+                                                  num_inference_steps=2, **kw))
+  trailing = run(policy, timestep_spacing="trailing")
+  np.testing.assert_array_equal(
+      trailing, run(policy.replace(spec=dataclasses.replace(policy.spec, timestep_spacing="trailing"))))
+  assert not np.allclose(trailing, run(policy))   # leading: a 2-step chain from k = 5 of the smoke K = 10
+  with pytest.raises(ValueError, match="timestep_spacing='middle' is not one of"):
+    run(policy, timestep_spacing="middle")
 
 
 def test_sampler_must_match_the_objective_in_the_config():
