@@ -22,7 +22,7 @@ Random weights and synthetic batches: no dataset is read, and the numbers measur
   bfloat16 kernels cast before the loop): on a GPU each is about one kernel launch, which at batch 1 costs more
   than the arithmetic (`denoiser_call_kernels`).
 
-`--objective=flow` benchmarks flow-matching policies (samplers euler/heun) instead of DDPM ones.
+`--objective=flow` benchmarks flow-matching policies (samplers euler/heun/ancestral) instead of DDPM ones.
 
 Results go to `--out` as JSON (rewritten after each variant, so a stopped run keeps what it finished) and a
 markdown table is printed.
