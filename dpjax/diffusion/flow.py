@@ -92,17 +92,13 @@ def time_grid(num_steps: int) -> np.ndarray:
   return np.linspace(1.0, 0.0, int(num_steps) + 1, dtype=np.float32)
 
 
-def euler_step(denoise_fn: DenoiseFn, x: jax.Array, t: jax.Array, t_next: jax.Array,
-               key: jax.Array | None = None) -> jax.Array:
-  """x_{t_next} = x_t + (t_next - t) v(x_t, t): one network call. t, t_next: float scalars; key unused."""
-  del key
+def euler_step(denoise_fn: DenoiseFn, x: jax.Array, t: jax.Array, t_next: jax.Array) -> jax.Array:
+  """x_{t_next} = x_t + (t_next - t) v(x_t, t): one network call. t, t_next: float scalars."""
   return x + (t_next - t) * velocity(denoise_fn, x, t)
 
 
-def heun_step(denoise_fn: DenoiseFn, x: jax.Array, t: jax.Array, t_next: jax.Array,
-              key: jax.Array | None = None) -> jax.Array:
-  """Heun's (trapezoidal) step: an Euler predictor, then the mean of both slopes; two network calls; key unused."""
-  del key
+def heun_step(denoise_fn: DenoiseFn, x: jax.Array, t: jax.Array, t_next: jax.Array) -> jax.Array:
+  """Heun's (trapezoidal) step: an Euler predictor, then the mean of both slopes; two network calls."""
   slope = velocity(denoise_fn, x, t)
   predicted = x + (t_next - t) * slope
   return x + (t_next - t) * 0.5 * (slope + velocity(denoise_fn, predicted, t_next))

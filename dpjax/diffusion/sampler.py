@@ -126,14 +126,15 @@ def _flow_chain(denoise_fn, x, key, method, num_inference_steps, clip_sample, un
   """Runs a flow model from t = 1 (x, noise) to t = 0 in one scan of uniform steps: the ODE (Euler, Heun) or the
   stochastic ancestral chain."""
   times = flow.time_grid(num_inference_steps)
-  step_fn = {"euler": flow.euler_step, "heun": flow.heun_step,
-             "ancestral": functools.partial(flow.ancestral_step, clip_sample=clip_sample)}[method]
+  ode_step = {"euler": flow.euler_step, "heun": flow.heun_step}.get(method)
 
   def body(carry, step):
     x, key = carry
     t, t_next = step
+    if ode_step is not None:   # deterministic: no key is split in the loop
+      return (ode_step(denoise_fn, x, t, t_next), key), None
     key, step_key = jax.random.split(key)
-    return (step_fn(denoise_fn, x, t, t_next, step_key), key), None
+    return (flow.ancestral_step(denoise_fn, x, t, t_next, step_key, clip_sample=clip_sample), key), None
 
   (x, _), _ = jax.lax.scan(body, (x, key), (jnp.asarray(times[:-1]), jnp.asarray(times[1:])), unroll=unroll)
   return jnp.clip(x, -1.0, 1.0) if clip_sample else x
