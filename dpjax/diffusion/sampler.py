@@ -111,7 +111,9 @@ def sample_chain(denoise_fn: DenoiseFn | ConditionedDenoiser, schedule: NoiseSch
   def body(carry, step):
     x, key = carry
     k, t_prev, step_conditioning = step
-    key, step_key = jax.random.split(key)
+    step_key = key   # unused by DDIM (deterministic): no split in its loop
+    if method == "ddpm":
+      key, step_key = jax.random.split(key)
     model_output = split.apply(x, step_conditioning)
     x = step_fn(schedule, x, model_output, k, t_prev, step_key)
     return (x, key), None
