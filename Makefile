@@ -23,4 +23,4 @@ train: $(STAMP)
 	$(PY) -m dpjax.rollout --checkpoint=$(WORKDIR) --num_videos=2
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist load --maxschedchunk=1 tests $(ARGS)
+	$(PY) -m pytest -n 2 --dist load tests $(ARGS)

@@ -15,30 +15,6 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 
 import pytest  # noqa: E402
 
-# The tests measured at >= 30 s on the 2-core CI machine (`PYTEST_ADDOPTS=--durations=60 bash .ci/run`, session 7),
-# slowest first. They run before all others, and the Makefile hands tests to the two xdist workers one at a time
-# (`--maxschedchunk=1`), so the workers share the long tests and finish together: without this a 2.5-minute test
-# collected late can run alone at the end. Only tests without module-scoped fixtures are listed (moving one of
-# those away from its module would set the fixture up twice). A renamed test only loses its place in the queue.
-SLOWEST_FIRST = (
-    "tests/test_multiprocess.py::test_two_processes_train_resume_and_match_one_process",                   # 158 s
-    "tests/test_train.py::test_sigkill_then_resume_matches_uninterrupted_run",                              # 63 s
-    "tests/test_golden.py::test_outputs_match_the_golden_file",                                             # 56 s
-    "tests/test_bench.py::test_quick_bench_writes_positive_finite_numbers",                                 # 47 s
-    "tests/test_train.py::test_host_and_device_data_and_steps_per_dispatch_train_identically",              # 44 s
-    "tests/test_train.py::test_every_variant_trains_end_to_end[image,smoke]",                               # 38 s
-    "tests/test_mixed_precision.py::test_bfloat16_loss_and_gradients_track_float32[smoke,image-obs_shapes2]",  # 38 s
-    "tests/test_distill.py::test_student_equal_to_a_one_step_teacher_has_zero_loss_at_noise",               # 33 s
-    "tests/test_bench.py::test_flow_policies_bench_with_their_samplers",                                    # 32 s
-)
-
-
-def pytest_collection_modifyitems(items):
-  """Moves SLOWEST_FIRST to the front, in its order; every other test keeps its collection order."""
-  rank = {nodeid: i for i, nodeid in enumerate(SLOWEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.nodeid, len(rank)))
-
-
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 REAL_PUSHT = REPO_ROOT.parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
 
