@@ -27,6 +27,7 @@ import optax
 import argparse
 
 from dpjax import checkpoint, config_json, data, policy, rollout
+from dpjax import ema as ema_lib
 from dpjax.data import device_data, normalizer as normalizer_lib
 from dpjax.diffusion import flow, objective
 
@@ -78,10 +79,13 @@ def main():
     return t_net.apply({"params": params}, x, k, features, False, method=policy.PolicyNet.denoise)
 
   def generate(params, obs_n, z):
+    """One Euler step of the student from t = 1 (noise z) to t = 0."""
     features = s_net.apply({"params": params}, obs_n, False, method=policy.PolicyNet.encode)
-    v = s_net.apply({"params": params}, z, jnp.full((z.shape[0],), flow.TIME_SCALE), features, False,
-                    method=policy.PolicyNet.denoise)
-    return z - v
+
+    def denoise_fn(x, step_input):
+      return s_net.apply({"params": params}, x, step_input, features, False, method=policy.PolicyNet.denoise)
+
+    return flow.euler_step(denoise_fn, z, 1.0, 0.0)
 
   def x0_from_eps(x_k, k, eps):
     a = objective.gather(schedule.sqrt_alphas_cumprod, k, x_k.ndim)
@@ -152,7 +156,7 @@ def main():
     (_, (dmd, reg)), grads = jax.value_and_grad(loss, has_aux=True)(gen)
     updates, gen_state = gen_opt.update(grads, gen_state, gen)
     gen = optax.apply_updates(gen, updates)
-    ema = jax.tree.map(lambda e, p: FLAGS.ema_decay * e + (1 - FLAGS.ema_decay) * p, ema, gen)
+    ema = ema_lib.ema_update(ema, gen, FLAGS.ema_decay)
     return (gen, gen_state, fake, fake_state, ema), {"dmd": jnp.asarray(dmd), "reg": jnp.asarray(reg),
                                                      "fake": fake_loss,
                                                      "grad_norm": optax.tree.norm(grads)}
