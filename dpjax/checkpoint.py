@@ -27,6 +27,7 @@ from typing import Any, Callable
 import grain
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -191,8 +192,11 @@ def restore_train_state(manager: ocp.CheckpointManager, target_state, data_itera
       continue
     for e in damaged:
       say(f"{e}; moved it to {_move_aside(manager, e.step)} and resumed from {step}")
-    state = target_state.replace(step=jax.numpy.asarray(step, jax.numpy.int32), params=restored["params"],
-                                 ema_params=restored["ema_params"], opt_state=restored["opt_state"])
+    # The step counter placed like the target's, as the train step returns it: an uncommitted one-device scalar
+    # makes jit trace and compile the step a second time after the first dispatch of a resumed run.
+    step_array = jax.make_array_from_callback((), target_state.step.sharding, lambda _: np.int32(step))
+    state = target_state.replace(step=step_array, params=restored["params"], ema_params=restored["ema_params"],
+                                 opt_state=restored["opt_state"])
     return state, restored["data_iterator"]
   run_dir = pathlib.Path(manager.directory).parent
   raise CheckpointError(f"no checkpoint in {manager.directory} can be restored ("

@@ -5,7 +5,9 @@ Must run before jax is imported anywhere.
 import os
 import pathlib
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from tests import xla_env
+
+os.environ.setdefault("XLA_FLAGS", xla_env.xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # JAX's persistent compilation cache, shared by both xdist workers and the subprocesses tests start (they inherit
 # the environment): many tests compile the same smoke programs, and a cache hit skips XLA. Measured: three

@@ -15,7 +15,7 @@ import numpy as np
 
 from dpjax import metrics, train
 from dpjax.data import synthetic
-from tests import smoke
+from tests import smoke, xla_env
 
 NUM_PROCESSES, DEVICES_PER_PROCESS = 2, 4
 TIMEOUT_S = 420
@@ -47,7 +47,7 @@ def _config(data_path, num_steps):
 
 def _run_processes(workdir, data_path, num_steps, log_dir):
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+  env = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(DEVICES_PER_PROCESS),
              JAX_PLATFORMS="cpu")
   procs, logs = [], []
   for i in range(NUM_PROCESSES):

@@ -15,7 +15,7 @@ import pytest
 from dpjax import checkpoint, metrics, train, train_step
 from dpjax import policy as policy_lib
 from dpjax.data import synthetic
-from tests import smoke
+from tests import smoke, xla_env
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -145,12 +145,18 @@ def test_resuming_with_a_different_policy_is_a_clear_error(data_path, tmp_path):
   assert dict(saved.denoiser_kwargs)["down_dims"] == (16, 32)
 
 
-def test_resuming_with_a_longer_run_records_its_config_beside_the_first(data_path, tmp_path):
+def test_resuming_with_a_longer_run_records_its_config_beside_the_first(data_path, tmp_path, monkeypatch):
   config = smoke.smoke_config(data_path)
   config.train.num_steps = 2
   train.train_and_evaluate(config, tmp_path)
+  steps_fns = []
+  jit_train_steps = train_step.jit_train_steps
+  monkeypatch.setattr(train_step, "jit_train_steps", lambda *a, **k: steps_fns.append(jit_train_steps(*a, **k))
+                      or steps_fns[-1])
   config.train.num_steps = 4
   train.train_and_evaluate(config, tmp_path)
+  # The restored state is placed as the step returns it, so the resumed run compiles its step once, not twice.
+  assert [f._cache_size() for f in steps_fns] == [1]
   assert sorted(_losses(tmp_path)) == [1, 2, 3, 4]
   assert json.loads((tmp_path / "config.json").read_text())["train"]["num_steps"] == 2
   assert json.loads((tmp_path / "config_resumed_step_2.json").read_text())["train"]["num_steps"] == 4
@@ -179,7 +185,7 @@ def _train_command(data_path, workdir, num_steps, checkpoint_every=4):
 
 def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
   total = 40
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(8), JAX_PLATFORMS="cpu")
   # Losses do not depend on how often a run checkpoints; the reference and the resumed run save only at the end.
   subprocess.run(_train_command(data_path, tmp_path / "reference", total, total), cwd=REPO, env=env, check=True,
                  capture_output=True)
