@@ -8,27 +8,65 @@ field or file and the fix, the traceback only with --traceback.
 Flag parsing adds two things to absl's: `--config=RUN/config.json` loads a run's saved config (through
 `dpjax/config_json.py`), and a bad config override (`--config.train.num_step=10`) or config file is one line naming
 the closest valid fields, not ml_collections' traceback.
+
+Both command lines keep JAX's persistent compilation cache (`use_compilation_cache`): a rerun, a resumed run or a
+second evaluation loads its compiled programs instead of compiling them again.
 """
 import contextlib
 import difflib
 import errno
 import functools
+import os
 import pathlib
 import re
 import sys
 
 from absl import app, flags
+import jax
 import ml_collections
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("traceback", False, "Show the Python traceback of an error (default: one line naming the problem "
                   "and the fix).")
 
+flags.DEFINE_string("compilation_cache_dir", None, "Folder of JAX's persistent compilation cache, so that a rerun or "
+                    "resumed run loads its compiled programs (default: $JAX_COMPILATION_CACHE_DIR, else "
+                    "~/.cache/dpjax/xla; an empty value turns the cache off).")
+
 JSON_LOADER = pathlib.Path(__file__).with_name("config_json.py")
 
 
 def run(main, program: str) -> None:
   app.run(main, flags_parser=functools.partial(parse_flags, program=program))
+
+
+def compilation_cache_dir(flag_value: str | None, environ) -> str | None:
+  """The cache folder: the flag when given ('' = no cache), else $JAX_COMPILATION_CACHE_DIR, else
+  $XDG_CACHE_HOME/dpjax/xla (XDG_CACHE_HOME defaults to ~/.cache)."""
+  if flag_value is not None:
+    return flag_value or None
+  if environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return environ["JAX_COMPILATION_CACHE_DIR"]
+  return os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dpjax", "xla")
+
+
+def use_compilation_cache(flag_value: str | None) -> str | None:
+  """Points JAX's persistent compilation cache at `compilation_cache_dir(flag_value)` (call it before the first
+  compile); returns the folder, or None with the cache off. Programs that compile in under a second are not stored
+  (JAX's default); a damaged entry is a warning and a fresh compile, never an error."""
+  path = compilation_cache_dir(flag_value, os.environ)
+  if path is not None:
+    try:
+      os.makedirs(path, exist_ok=True)
+    except OSError as e:
+      print(f"compilation cache off: cannot create {path} ({e.strerror}); choose another with "
+            "--compilation_cache_dir=, or turn it off with --compilation_cache_dir=", file=sys.stderr)
+      path = None
+  if path is None:
+    jax.config.update("jax_enable_compilation_cache", False)
+  else:
+    jax.config.update("jax_compilation_cache_dir", path)
+  return path
 
 
 @contextlib.contextmanager

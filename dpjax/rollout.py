@@ -128,6 +128,7 @@ def main(argv):
     raise app.UsageError("--checkpoint=RUN_DIR is required (a directory written by python -m dpjax.train).")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+  cli.use_compilation_cache(FLAGS.compilation_cache_dir)
   from dpjax import checkpoint
   # Missing or damaged checkpoints, a policy the simulator cannot run, bad values, a full disk: one line.
   with cli.errors_as_one_line("dpjax.rollout", (checkpoint.CheckpointError, ValueError, OSError)):

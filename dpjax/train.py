@@ -371,6 +371,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     # Orbax and grain log every save at INFO, drowning the progress bar; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
+  cli.use_compilation_cache(FLAGS.compilation_cache_dir)
   if FLAGS.distributed:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)

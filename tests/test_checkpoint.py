@@ -164,6 +164,25 @@ def test_known_errors_are_one_line_and_a_full_disk_says_what_to_do(monkeypatch):
       raise ValueError("bad value")
 
 
+def test_compilation_cache_folder_from_flag_env_or_home_and_off_when_it_cannot_be_made(tmp_path, monkeypatch,
+                                                                                      capsys):
+  env = {"JAX_COMPILATION_CACHE_DIR": "/env"}
+  assert cli.compilation_cache_dir("/flag", env) == "/flag"
+  assert cli.compilation_cache_dir("", env) is None                      # the flag turns it off
+  assert cli.compilation_cache_dir(None, env) == "/env"
+  assert cli.compilation_cache_dir(None, {"XDG_CACHE_HOME": "/xdg"}) == "/xdg/dpjax/xla"
+  assert cli.compilation_cache_dir(None, {}) == os.path.expanduser("~/.cache/dpjax/xla")
+  updates = []
+  monkeypatch.setattr(cli.jax.config, "update", lambda name, value: updates.append((name, value)))
+  assert cli.use_compilation_cache(str(tmp_path / "cache")) == str(tmp_path / "cache")
+  assert (tmp_path / "cache").is_dir() and updates == [("jax_compilation_cache_dir", str(tmp_path / "cache"))]
+  (tmp_path / "a_file").write_text("")
+  assert cli.use_compilation_cache(str(tmp_path / "a_file" / "cache")) is None
+  assert updates[-1] == ("jax_enable_compilation_cache", False)
+  said = capsys.readouterr().err.splitlines()
+  assert len(said) == 1 and said[0].startswith(f"compilation cache off: cannot create {tmp_path}/a_file/cache"), said
+
+
 def test_train_cli_reports_a_config_typo_and_a_bad_value_in_one_line():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   typo = subprocess.run([sys.executable, "-m", "dpjax.train", "--config=configs/pusht.py:smoke",

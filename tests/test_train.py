@@ -186,12 +186,18 @@ def _train_command(data_path, workdir, num_steps, checkpoint_every=4):
 def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
   total = 40
   env = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(8), JAX_PLATFORMS="cpu")
+  # All three runs share a fresh compilation cache through the flag (it beats $JAX_COMPILATION_CACHE_DIR).
+  cache = tmp_path / "xla_cache"
+
+  def command(*args):
+    return [*_train_command(*args), f"--compilation_cache_dir={cache}"]
+
   # Losses do not depend on how often a run checkpoints; the reference and the resumed run save only at the end.
-  subprocess.run(_train_command(data_path, tmp_path / "reference", total, total), cwd=REPO, env=env, check=True,
+  subprocess.run(command(data_path, tmp_path / "reference", total, total), cwd=REPO, env=env, check=True,
                  capture_output=True)
   workdir = tmp_path / "killed"
   # A run that would go on for a long time; killed as soon as its first checkpoint is complete.
-  proc = subprocess.Popen(_train_command(data_path, workdir, 100_000), cwd=REPO, env=env,
+  proc = subprocess.Popen(command(data_path, workdir, 100_000), cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
   ckpt_dir = workdir / "checkpoints"
@@ -203,12 +209,13 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
   proc.wait()
   killed_at = max(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
   assert killed_at < total, f"the run reached step {killed_at} before the kill; the test needs it mid-run"
-  resumed = subprocess.run(_train_command(data_path, workdir, total, total), cwd=REPO, env=env, check=True,
+  resumed = subprocess.run(command(data_path, workdir, total, total), cwd=REPO, env=env, check=True,
                            capture_output=True, text=True)
   reference, after = _losses(tmp_path / "reference"), _losses(workdir)
   assert sorted(after) == list(range(1, total + 1)), resumed.stderr[-2000:]
   np.testing.assert_allclose([after[s] for s in range(1, total + 1)], [reference[s] for s in range(1, total + 1)],
                              rtol=1e-6)
+  assert any(p.name.startswith("jit_train_steps") for p in cache.iterdir()), sorted(cache.iterdir())
 
 
 # The image transformer trains by flow matching here: one run covers both (the suite's time is bounded).
