@@ -59,8 +59,8 @@ def use_compilation_cache(flag_value: str | None) -> str | None:
     try:
       os.makedirs(path, exist_ok=True)
     except OSError as e:
-      print(f"compilation cache off: cannot create {path} ({e.strerror}); choose another with "
-            "--compilation_cache_dir=, or turn it off with --compilation_cache_dir=", file=sys.stderr)
+      print(f"compilation cache off: cannot create {path} ({e.strerror}); name a writable folder with "
+            "--compilation_cache_dir=FOLDER (an empty value turns the cache off without this line)", file=sys.stderr)
       path = None
   if path is None:
     jax.config.update("jax_enable_compilation_cache", False)

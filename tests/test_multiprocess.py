@@ -47,8 +47,7 @@ def _config(data_path, num_steps):
 
 def _run_processes(workdir, data_path, num_steps, log_dir):
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(DEVICES_PER_PROCESS),
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(DEVICES_PER_PROCESS), JAX_PLATFORMS="cpu")
   procs, logs = [], []
   for i in range(NUM_PROCESSES):
     log = open(log_dir / f"process_{i}_{num_steps}.log", "w")

@@ -149,10 +149,13 @@ def test_resuming_with_a_longer_run_records_its_config_beside_the_first(data_pat
   config = smoke.smoke_config(data_path)
   config.train.num_steps = 2
   train.train_and_evaluate(config, tmp_path)
-  steps_fns = []
-  jit_train_steps = train_step.jit_train_steps
-  monkeypatch.setattr(train_step, "jit_train_steps", lambda *a, **k: steps_fns.append(jit_train_steps(*a, **k))
-                      or steps_fns[-1])
+  steps_fns, jit_train_steps = [], train_step.jit_train_steps
+
+  def recorded_jit_train_steps(*args, **kwargs):
+    steps_fns.append(jit_train_steps(*args, **kwargs))
+    return steps_fns[-1]
+
+  monkeypatch.setattr(train_step, "jit_train_steps", recorded_jit_train_steps)
   config.train.num_steps = 4
   train.train_and_evaluate(config, tmp_path)
   # The restored state is placed as the step returns it, so the resumed run compiles its step once, not twice.
