@@ -194,8 +194,8 @@ def restore_train_state(manager: ocp.CheckpointManager, target_state, data_itera
       say(f"{e}; moved it to {_move_aside(manager, e.step)} and resumed from {step}")
     # The step counter placed like the target's, as the train step returns it: an uncommitted one-device scalar
     # makes jit trace and compile the step a second time after the first dispatch of a resumed run.
-    step_array = jax.make_array_from_callback((), target_state.step.sharding, lambda _: np.int32(step))
-    state = target_state.replace(step=step_array, params=restored["params"], ema_params=restored["ema_params"],
+    state = target_state.replace(step=jax.device_put(np.int32(step), target_state.step.sharding),
+                                 params=restored["params"], ema_params=restored["ema_params"],
                                  opt_state=restored["opt_state"])
     return state, restored["data_iterator"]
   run_dir = pathlib.Path(manager.directory).parent
