@@ -1,0 +1,62 @@
+"""Prints this folder's table: each CPU-sized run's mean score on 200 episodes and on the 50 test seeds.
+
+    python experiments/small_precision_lr/table.py
+
+Rows are the runs named in RUNS (a folder here, or another experiment's folder for the reference run). "paired" is
+the 200-episode score minus that of the float32 run with the same training seed, episode by episode (the same 200
+environment seeds), with the standard error of that paired difference.
+"""
+import json
+import pathlib
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+EXPERIMENTS = HERE.parent
+# (label, training seed, 200-episode eval.json, folder of the 50-episode eval_step_<step>/eval.json files)
+RUNS = [
+    ("float32, lr 3e-4, seed 42 (quickstart run)", 42, EXPERIMENTS / "frontier/episodes200/ddpm100/eval.json",
+     EXPERIMENTS / "quickstart_cpu"),
+    ("float32, lr 3e-4, seed 43", 43, HERE / "seed43/episodes200_step_4000/eval.json", HERE / "seed43"),
+    ("bfloat16 compute, lr 3e-4, seed 42", 42, HERE / "bf16/episodes200_step_4000/eval.json", HERE / "bf16"),
+    ("same, sampled in float32", 42, HERE / "bf16/episodes200_step_4000_float32_inference/eval.json", None),
+    ("quickstart run sampled in bfloat16", 42,
+     HERE / "reference_bf16_inference/episodes200_step_4000/eval.json", None),
+    ("bfloat16 compute, lr 3e-4, seed 43", 43, HERE / "bf16_seed43/episodes200_step_4000/eval.json",
+     HERE / "bf16_seed43"),
+    ("float32, lr 1e-4, seed 42", 42, HERE / "lr1e-4/episodes200_step_4000/eval.json", HERE / "lr1e-4"),
+]
+STEPS = (3000, 3500, 4000)
+
+
+def _load(path: pathlib.Path):
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def main():
+  float32_runs = {42: RUNS[0][2], 43: RUNS[1][2]}
+  print("| run | 200 episodes (step 4,000) | paired: minus the float32 lr 3e-4 run of the same seed "
+        "| test seeds at steps 3,000 / 3,500 / 4,000 | best / mean of 3 |")
+  print("|---|---|---|---|---|")
+  for label, seed, path200, folder in RUNS:
+    e200 = _load(path200)
+    tests = [_load(folder / f"eval_step_{s}" / "eval.json") if folder else None for s in STEPS]
+    tests = [t["mean_score"] if t else None for t in tests]
+    cells = " / ".join("-" if t is None else f"{t:.3f}" for t in tests)
+    done = [t for t in tests if t is not None]
+    summary = f"{max(done):.3f} / {np.mean(done):.3f}" if len(done) == len(STEPS) else "-"
+    if e200 is None:
+      print(f"| {label} | - | - | {cells} | {summary} |")
+      continue
+    scores = np.asarray(e200["scores"])
+    reference = _load(float32_runs[seed])
+    paired = "-"
+    if reference is not None and path200 != float32_runs[seed]:
+      diff = scores - np.asarray(reference["scores"])
+      paired = f"{diff.mean():+.3f} +- {diff.std(ddof=1) / np.sqrt(len(diff)):.3f}"
+    print(f"| {label} | {scores.mean():.3f} +- {scores.std(ddof=1) / np.sqrt(len(scores)):.3f} | {paired} "
+          f"| {cells} | {summary} |")
+
+
+if __name__ == "__main__":
+  main()
