@@ -13,11 +13,13 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 EXPERIMENTS = HERE.parent
+# The 200-episode evaluation of the float32 lr 3e-4 run of each training seed: what "paired" subtracts.
+FLOAT32_200 = {42: EXPERIMENTS / "frontier/episodes200/ddpm100/eval.json",
+               43: HERE / "seed43/episodes200_step_4000/eval.json"}
 # (label, training seed, 200-episode eval.json, folder of the 50-episode eval_step_<step>/eval.json files)
 RUNS = [
-    ("float32, lr 3e-4, seed 42 (quickstart run)", 42, EXPERIMENTS / "frontier/episodes200/ddpm100/eval.json",
-     EXPERIMENTS / "quickstart_cpu"),
-    ("float32, lr 3e-4, seed 43", 43, HERE / "seed43/episodes200_step_4000/eval.json", HERE / "seed43"),
+    ("float32, lr 3e-4, seed 42 (quickstart run)", 42, FLOAT32_200[42], EXPERIMENTS / "quickstart_cpu"),
+    ("float32, lr 3e-4, seed 43", 43, FLOAT32_200[43], HERE / "seed43"),
     ("bfloat16 compute, lr 3e-4, seed 42", 42, HERE / "bf16/episodes200_step_4000/eval.json", HERE / "bf16"),
     ("same, sampled in float32", 42, HERE / "bf16/episodes200_step_4000_float32_inference/eval.json", None),
     ("quickstart run sampled in bfloat16", 42,
@@ -33,8 +35,12 @@ def _load(path: pathlib.Path):
   return json.loads(path.read_text()) if path.exists() else None
 
 
+def _mean_with_error(values: np.ndarray, sign: str = "") -> str:
+  """'mean +- standard error of the mean', three decimals."""
+  return f"{values.mean():{sign}.3f} +- {values.std(ddof=1) / np.sqrt(len(values)):.3f}"
+
+
 def main():
-  float32_runs = {42: RUNS[0][2], 43: RUNS[1][2]}
   print("| run | 200 episodes (step 4,000) | paired: minus the float32 lr 3e-4 run of the same seed "
         "| test seeds at steps 3,000 / 3,500 / 4,000 | best / mean of 3 |")
   print("|---|---|---|---|---|")
@@ -49,13 +55,11 @@ def main():
       print(f"| {label} | - | - | {cells} | {summary} |")
       continue
     scores = np.asarray(e200["scores"])
-    reference = _load(float32_runs[seed])
+    reference = _load(FLOAT32_200[seed])
     paired = "-"
-    if reference is not None and path200 != float32_runs[seed]:
-      diff = scores - np.asarray(reference["scores"])
-      paired = f"{diff.mean():+.3f} +- {diff.std(ddof=1) / np.sqrt(len(diff)):.3f}"
-    print(f"| {label} | {scores.mean():.3f} +- {scores.std(ddof=1) / np.sqrt(len(scores)):.3f} | {paired} "
-          f"| {cells} | {summary} |")
+    if reference is not None and path200 != FLOAT32_200[seed]:
+      paired = _mean_with_error(scores - np.asarray(reference["scores"]), sign="+")
+    print(f"| {label} | {_mean_with_error(scores)} | {paired} | {cells} | {summary} |")
 
 
 if __name__ == "__main__":
