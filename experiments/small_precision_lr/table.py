@@ -16,19 +16,25 @@ EXPERIMENTS = HERE.parent
 # The 200-episode evaluation of the float32 lr 3e-4 run of each training seed: what "paired" subtracts.
 FLOAT32_200 = {42: EXPERIMENTS / "frontier/episodes200/ddpm100/eval.json",
                43: HERE / "seed43/episodes200_step_4000/eval.json"}
-# (label, training seed, 200-episode eval.json, folder of the 50-episode eval_step_<step>/eval.json files)
+LAST_3_OF_4000 = (3000, 3500, 4000)
+# (label, training seed, 200-episode eval.json, folder of the 50-episode eval_step_<step>/eval.json files, the steps
+# of its last three checkpoints)
 RUNS = [
-    ("float32, lr 3e-4, seed 42 (quickstart run)", 42, FLOAT32_200[42], EXPERIMENTS / "quickstart_cpu"),
-    ("float32, lr 3e-4, seed 43", 43, FLOAT32_200[43], HERE / "seed43"),
-    ("bfloat16 compute, lr 3e-4, seed 42", 42, HERE / "bf16/episodes200_step_4000/eval.json", HERE / "bf16"),
-    ("same, sampled in float32", 42, HERE / "bf16/episodes200_step_4000_float32_inference/eval.json", None),
+    ("float32, lr 3e-4, seed 42 (quickstart run)", 42, FLOAT32_200[42], EXPERIMENTS / "quickstart_cpu", LAST_3_OF_4000),
+    ("float32, lr 3e-4, seed 43", 43, FLOAT32_200[43], HERE / "seed43", LAST_3_OF_4000),
+    ("bfloat16 compute, lr 3e-4, seed 42", 42, HERE / "bf16/episodes200_step_4000/eval.json", HERE / "bf16", LAST_3_OF_4000),
+    ("same, sampled in float32", 42, HERE / "bf16/episodes200_step_4000_float32_inference/eval.json", None, ()),
     ("quickstart run sampled in bfloat16", 42,
-     HERE / "reference_bf16_inference/episodes200_step_4000/eval.json", None),
+     HERE / "reference_bf16_inference/episodes200_step_4000/eval.json", None, ()),
     ("bfloat16 compute, lr 3e-4, seed 43", 43, HERE / "bf16_seed43/episodes200_step_4000/eval.json",
-     HERE / "bf16_seed43"),
-    ("float32, lr 1e-4, seed 42", 42, HERE / "lr1e-4/episodes200_step_4000/eval.json", HERE / "lr1e-4"),
+     HERE / "bf16_seed43", LAST_3_OF_4000),
+    ("float32, lr 1e-4, seed 42", 42, HERE / "lr1e-4/episodes200_step_4000/eval.json", HERE / "lr1e-4",
+     LAST_3_OF_4000),
+    ("float32, lr 1e-3, seed 42", 42, HERE / "lr1e-3/episodes200_step_4000/eval.json", HERE / "lr1e-3",
+     LAST_3_OF_4000),
+    ("float32, lr 3e-4, 10,000 steps, seed 42", 42, HERE / "steps10k/episodes200_step_10000/eval.json",
+     HERE / "steps10k", (8000, 9000, 10000)),
 ]
-STEPS = (3000, 3500, 4000)
 
 
 def _load(path: pathlib.Path):
@@ -41,16 +47,15 @@ def _mean_with_error(values: np.ndarray, sign: str = "") -> str:
 
 
 def main():
-  print("| run | 200 episodes (step 4,000) | paired: minus the float32 lr 3e-4 run of the same seed "
-        "| test seeds at steps 3,000 / 3,500 / 4,000 | best / mean of 3 |")
+  print("| run | 200 episodes (last step) | paired: minus the float32 lr 3e-4 4,000-step run of the same seed "
+        "| test seeds at the last three checkpoints | best / mean of 3 |")
   print("|---|---|---|---|---|")
-  for label, seed, path200, folder in RUNS:
+  for label, seed, path200, folder, steps in RUNS:
     e200 = _load(path200)
-    tests = [_load(folder / f"eval_step_{s}" / "eval.json") if folder else None for s in STEPS]
-    tests = [t["mean_score"] if t else None for t in tests]
-    cells = " / ".join("-" if t is None else f"{t:.3f}" for t in tests)
-    done = [t for t in tests if t is not None]
-    summary = f"{max(done):.3f} / {np.mean(done):.3f}" if len(done) == len(STEPS) else "-"
+    tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in steps]
+    cells = " / ".join("-" if t is None else f"{t['mean_score']:.3f} ({s:,})" for s, t in zip(steps, tests)) or "-"
+    done = [t["mean_score"] for t in tests if t is not None]
+    summary = f"{max(done):.3f} / {np.mean(done):.3f}" if done and len(done) == len(steps) else "-"
     if e200 is None:
       print(f"| {label} | - | - | {cells} | {summary} |")
       continue
