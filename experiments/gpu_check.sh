@@ -4,9 +4,10 @@
 #      batch 1 and 50 (`python -m dpjax.bench`); a failure here stops the check at once;
 #   2. train it for the time left after reserving the evaluation and the extra benchmarks: the number of steps is
 #      0.85 x (measured steps/s) x (budget), so the cosine schedule ends when the budget does;
-#   3. evaluate its last EVAL_CHECKPOINTS (default 5; the run keeps that many, one every tenth of the run) with the
-#      paper's protocol (50 episodes, seeds 100000..100049, DDPM-100, EMA), the evaluations side by side: the score
-#      against the steps over the last half of the run, and the best / mean of the last 3;
+#   3. evaluate its last EVAL_CHECKPOINTS (default 10: all of them, one every tenth of the run) with the paper's
+#      protocol (50 episodes, seeds 100000..100049, DDPM-100, EMA), the evaluations side by side: the score against
+#      the steps along the whole run (the CPU-sized U-Net peaks mid-run and then declines:
+#      experiments/small_precision_lr/), and the best / mean of the last 3;
 #   4. with EXTRA_BENCHES=1, extra benchmarks: flow-matching Euler-1/2 latency (issue 13) and the image CNN train
 #      step (they take ~110 s of the training budget; experiments/gpu_bench.sh has every benchmark).
 # Everything measured goes to one JSON file, gpu_check_<device>.json, next to the log and the benchmark JSONs.
@@ -19,7 +20,7 @@
 # TRAIN_BUDGET_S (fixes the training budget instead of deriving it from the deadline), CONFIG (default
 # configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300), EXTRA (more --config.*
 # flags for dpjax.train, e.g. --config.optim.learning_rate=3e-4), BATCH_SIZE (the global batch of the benchmark and
-# the run alike, so the step count fits the budget; default: the config's 256), EVAL_CHECKPOINTS (default 5),
+# the run alike, so the step count fits the budget; default: the config's 256), EVAL_CHECKPOINTS (default 10),
 # EXTRA_BENCHES (default 0; 1 runs stage 4).
 # On the lent device machine: experiments/prepare_device.sh says how (wheels, data, the command).
 # A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke TRAIN_BUDGET_S=20 EPISODES=2 MAX_STEPS=10 bash ...
@@ -36,7 +37,7 @@ if [ -n "${BATCH_SIZE:-}" ]; then
   batch_flag="--batch_size=$BATCH_SIZE"; train_batch_flag="--config.train.batch_size=$BATCH_SIZE"
 fi
 extra_benches=${EXTRA_BENCHES:-0}
-eval_checkpoints=${EVAL_CHECKPOINTS:-5}
+eval_checkpoints=${EVAL_CHECKPOINTS:-10}
 out=${OUT:-experiments/gpu_check/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 run=${RUN_DIR:-$out/run}

@@ -4,7 +4,8 @@
 
 Rows are the runs named in RUNS (a folder here, or another experiment's folder for the reference run). "paired" is
 the 200-episode score minus that of the float32 run with the same training seed, episode by episode (the same 200
-environment seeds), with the standard error of that paired difference.
+environment seeds), with the standard error of that paired difference. A second table follows the 10,000-step runs'
+checkpoints along their schedule on the test seeds.
 """
 import json
 import pathlib
@@ -34,7 +35,12 @@ RUNS = [
      LAST_3_OF_4000),
     ("float32, lr 3e-4, 10,000 steps, seed 42", 42, HERE / "steps10k/episodes200_step_10000/eval.json",
      HERE / "steps10k", (8000, 9000, 10000)),
+    ("float32, lr 3e-4, 10,000 steps, seed 43", 43, HERE / "steps10k_seed43/episodes200_step_10000/eval.json",
+     HERE / "steps10k_seed43", (8000, 9000, 10000)),
 ]
+# The 10,000-step runs' checkpoints on the test seeds: the score along the schedule.
+CURVES = [("seed 42", HERE / "steps10k"), ("seed 43", HERE / "steps10k_seed43")]
+CURVE_STEPS = tuple(range(3000, 10001, 1000))
 
 
 def _load(path: pathlib.Path):
@@ -65,6 +71,12 @@ def main():
     if reference is not None and path200 != FLOAT32_200[seed]:
       paired = _mean_with_error(scores - np.asarray(reference["scores"]), sign="+")
     print(f"| {label} | {_mean_with_error(scores)} | {paired} | {cells} | {summary} |")
+  print()
+  print("| 10,000-step run, test seeds at step | " + " | ".join(f"{s:,}" for s in CURVE_STEPS) + " |")
+  print("|---|" + "---|" * len(CURVE_STEPS))
+  for label, folder in CURVES:
+    tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in CURVE_STEPS]
+    print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
 
 
 if __name__ == "__main__":
