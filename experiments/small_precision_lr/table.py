@@ -18,12 +18,17 @@ EXPERIMENTS = HERE.parent
 FLOAT32_200 = {42: EXPERIMENTS / "frontier/episodes200/ddpm100/eval.json",
                43: HERE / "seed43/episodes200_step_4000/eval.json"}
 LAST_3_OF_4000 = (3000, 3500, 4000)
+LAST_3_OF_10000 = (8000, 9000, 10000)
+# The 10,000-step run of each training seed: a row of the first table and a row of the second.
+STEPS10K = {42: HERE / "steps10k", 43: HERE / "steps10k_seed43"}
 # (label, training seed, 200-episode eval.json, folder of the 50-episode eval_step_<step>/eval.json files, the steps
 # of its last three checkpoints)
 RUNS = [
-    ("float32, lr 3e-4, seed 42 (quickstart run)", 42, FLOAT32_200[42], EXPERIMENTS / "quickstart_cpu", LAST_3_OF_4000),
+    ("float32, lr 3e-4, seed 42 (quickstart run)", 42, FLOAT32_200[42], EXPERIMENTS / "quickstart_cpu",
+     LAST_3_OF_4000),
     ("float32, lr 3e-4, seed 43", 43, FLOAT32_200[43], HERE / "seed43", LAST_3_OF_4000),
-    ("bfloat16 compute, lr 3e-4, seed 42", 42, HERE / "bf16/episodes200_step_4000/eval.json", HERE / "bf16", LAST_3_OF_4000),
+    ("bfloat16 compute, lr 3e-4, seed 42", 42, HERE / "bf16/episodes200_step_4000/eval.json", HERE / "bf16",
+     LAST_3_OF_4000),
     ("same, sampled in float32", 42, HERE / "bf16/episodes200_step_4000_float32_inference/eval.json", None, ()),
     ("quickstart run sampled in bfloat16", 42,
      HERE / "reference_bf16_inference/episodes200_step_4000/eval.json", None, ()),
@@ -33,13 +38,9 @@ RUNS = [
      LAST_3_OF_4000),
     ("float32, lr 1e-3, seed 42", 42, HERE / "lr1e-3/episodes200_step_4000/eval.json", HERE / "lr1e-3",
      LAST_3_OF_4000),
-    ("float32, lr 3e-4, 10,000 steps, seed 42", 42, HERE / "steps10k/episodes200_step_10000/eval.json",
-     HERE / "steps10k", (8000, 9000, 10000)),
-    ("float32, lr 3e-4, 10,000 steps, seed 43", 43, HERE / "steps10k_seed43/episodes200_step_10000/eval.json",
-     HERE / "steps10k_seed43", (8000, 9000, 10000)),
-]
+] + [(f"float32, lr 3e-4, 10,000 steps, seed {seed}", seed, folder / "episodes200_step_10000/eval.json", folder,
+      LAST_3_OF_10000) for seed, folder in STEPS10K.items()]
 # The 10,000-step runs' checkpoints on the test seeds: the score along the schedule.
-CURVES = [("seed 42", HERE / "steps10k"), ("seed 43", HERE / "steps10k_seed43")]
 CURVE_STEPS = tuple(range(3000, 10001, 1000))
 
 
@@ -61,7 +62,7 @@ def main():
     tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in steps]
     cells = " / ".join("-" if t is None else f"{t['mean_score']:.3f} ({s:,})" for s, t in zip(steps, tests)) or "-"
     done = [t["mean_score"] for t in tests if t is not None]
-    summary = f"{max(done):.3f} / {np.mean(done):.3f}" if done and len(done) == len(steps) else "-"
+    summary = f"{max(done):.3f} / {np.mean(done):.3f}" if steps and len(done) == len(steps) else "-"
     if e200 is None:
       print(f"| {label} | - | - | {cells} | {summary} |")
       continue
@@ -74,9 +75,9 @@ def main():
   print()
   print("| 10,000-step run, test seeds at step | " + " | ".join(f"{s:,}" for s in CURVE_STEPS) + " |")
   print("|---|" + "---|" * len(CURVE_STEPS))
-  for label, folder in CURVES:
+  for seed, folder in STEPS10K.items():
     tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in CURVE_STEPS]
-    print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
+    print(f"| seed {seed} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
 
 
 if __name__ == "__main__":
