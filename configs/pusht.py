@@ -158,9 +158,13 @@ def get_config(arg=None):
   config.train.val_batches = 8
   config.train.checkpoint_every = 1000
   config.train.checkpoint_every_minutes = 10.0            # also by wall-clock time (0 disables): a kill loses less
-  config.train.keep_checkpoints = 3
+  config.train.keep_checkpoints = 3                        # the newest ones (what a resume needs)
   config.train.rollout_every = 0                           # simulator rollouts during training; 0 disables
   config.train.rollout_episodes = 50
+  # > 0 (needs rollout_every): also save a checkpoint at every rollout and keep this many with the best score (the
+  # original keeps its top 5); `python -m dpjax.rollout --step=best` evaluates the best one. Scores come from the
+  # rollout seeds below: to keep the test seeds unseen, select on others (e.g. --config.rollout.seed_start=200000).
+  config.train.keep_best_checkpoints = 0
 
   # --- rollout evaluation (in-training rollouts; `python -m dpjax.rollout` has its own flags) -----
   config.rollout = ml_collections.ConfigDict()

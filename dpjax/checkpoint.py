@@ -7,7 +7,8 @@ step cannot touch it) and the files are written by a background thread while tra
 position is captured when `save` is called, not when its file is written. Training saves through
 `BackgroundSaver`, which does even the copy off the devices in a worker thread, from a copy made on the devices.
 
-Layout: RUN_DIR/checkpoints/<step>/{params, ema_params, opt_state, data_iterator, meta}.
+Layout: RUN_DIR/checkpoints/<step>/{params, ema_params, opt_state, data_iterator, meta} and, where an in-training
+rollout ran at that step, metrics (its mean score, which `best_step` and keep_best_checkpoints rank by).
 
 A checkpoint damaged after it was written (a file deleted or cut short) is skipped: resuming and `load_policy` use
 the newest intact one and say, in one line, which step they skipped and why; resuming also moves the damaged one to
@@ -30,12 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from dpjax import policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
 DAMAGED_SUBDIR = "checkpoints_damaged"
+SCORE_METRIC = "rollout/mean_score"   # what a checkpoint's in-training rollout scored, as metrics.jsonl names it
 ARRAY_ITEMS = ("params", "ema_params", "opt_state")
 
 
@@ -51,12 +54,21 @@ class DamagedCheckpointError(CheckpointError):
     super().__init__(f"checkpoint {step} is damaged ({reason})")
 
 
-def make_manager(run_dir, keep: int | None, *, read_only: bool = False) -> ocp.CheckpointManager:
-  """Writers save asynchronously (`close()` or `wait_until_finished()` waits for the last save). A read-only
-  manager (any `keep`) never writes, so several may read a run while it trains."""
+def make_manager(run_dir, keep: int | None, *, keep_best: int = 0, read_only: bool = False) -> ocp.CheckpointManager:
+  """Writers save asynchronously (`close()` or `wait_until_finished()` waits for the last save) and keep the newest
+  `keep` checkpoints (None: all) and the `keep_best` with the highest in-training rollout score (saved with
+  `score=`; a checkpoint without one stays only while among the newest `keep`). A read-only manager (any `keep`)
+  never writes, so several may read a run while it trains."""
   directory = pathlib.Path(run_dir).absolute() / CHECKPOINT_SUBDIR
   if not read_only:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+    # best_fn makes orbax write each save's metrics into its step folder and read them back on resume; which
+    # checkpoints stay is the preservation policy's call alone.
+    kept = preservation_policy.AnyPreservationPolicy([
+        preservation_policy.LatestN(keep),
+        preservation_policy.BestN(get_metric_fn=_score_of, n=keep_best, keep_checkpoints_without_metrics=False)])
+    options = ocp.CheckpointManagerOptions(preservation_policy=kept, best_fn=_score_of, create=True,
+                                           cleanup_tmp_directories=True)
+    _drop_for_good("Requested `tracked_metric`; did not provide metrics")   # a save without a score is expected
     return ocp.CheckpointManager(directory, options=options)
   # The settings orbax would otherwise reset for a reader, warning about each; its "Given directory is read only"
   # warning comes whatever the settings, so that one line (and only it) is dropped.
@@ -64,6 +76,38 @@ def make_manager(run_dir, keep: int | None, *, read_only: bool = False) -> ocp.C
                                          cleanup_tmp_directories=False, enable_async_checkpointing=False)
   with _log_lines_dropped("Given directory is read only"):
     return ocp.CheckpointManager(directory, options=options)
+
+
+def _score_of(metrics) -> float:
+  return float(metrics[SCORE_METRIC])
+
+
+def best_step(run_dir) -> int:
+  """The step of `run_dir`'s checkpoint with the highest in-training rollout score (the latest of equal ones)."""
+  manager = _reader(run_dir)
+  scored = {}
+  for step in manager.all_steps():
+    try:
+      metrics = manager.metrics(step)
+    except ValueError:   # a metrics file cut short: that checkpoint has no score to rank by
+      continue
+    if metrics and SCORE_METRIC in metrics:
+      scored[step] = _score_of(metrics)
+  if not scored:
+    raise CheckpointError(f"No checkpoint in {pathlib.Path(run_dir) / CHECKPOINT_SUBDIR} carries an in-training "
+                          "rollout score: train with --config.train.rollout_every=N, or name a step.")
+  return max(scored, key=lambda step: (scored[step], step))
+
+
+def _drop_for_good(prefix: str) -> None:
+  """From now on, absl log records whose message starts with `prefix` are not emitted (installed once)."""
+  if prefix in _DROPPED_FOR_GOOD:
+    return
+  _DROPPED_FOR_GOOD.add(prefix)
+  std_logging.getLogger("absl").addFilter(lambda record: not record.getMessage().startswith(prefix))
+
+
+_DROPPED_FOR_GOOD: set[str] = set()
 
 
 @contextlib.contextmanager
@@ -90,10 +134,10 @@ class IteratorPosition:
 
 
 def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec: policy_lib.PolicySpec,
-         config) -> None:
+         config, score: float | None = None) -> None:
   """Starts saving everything needed to resume training or to load the policy, at `state.step`; returns once the
   state is off the devices, while the files are still being written. `data_iterator` may be an `IteratorPosition`
-  taken earlier."""
+  taken earlier; `score`, the in-training rollout mean score at this step, if one ran (see `make_manager`)."""
   if not isinstance(data_iterator, IteratorPosition):
     data_iterator = IteratorPosition(data_iterator)
   step = int(jax.device_get(state.step))
@@ -106,7 +150,8 @@ def save(manager: ocp.CheckpointManager, state, data_iterator, normalizer, spec:
       data_iterator=grain.checkpoint.CheckpointSave(data_iterator),
       meta=ocp.args.JsonSave(meta),
   )
-  manager.save(step, args=args, force=True)
+  metrics = None if score is None else {SCORE_METRIC: float(score)}
+  manager.save(step, args=args, metrics=metrics, force=True)
 
 
 @jax.jit
@@ -138,16 +183,17 @@ class BackgroundSaver:
     self._thread: threading.Thread | None = None
     self._error: BaseException | None = None
 
-  def save(self, state, data_iterator, normalizer, spec: policy_lib.PolicySpec, config) -> None:
+  def save(self, state, data_iterator, normalizer, spec: policy_lib.PolicySpec, config,
+           score: float | None = None) -> None:
     if not self.threaded:
-      save(self.manager, state, data_iterator, normalizer, spec, config)
+      save(self.manager, state, data_iterator, normalizer, spec, config, score)
       return
     self.wait()
     snapshot, position = self._copy(state), IteratorPosition(data_iterator)
 
     def work():
       try:
-        save(self.manager, snapshot, position, normalizer, spec, config)
+        save(self.manager, snapshot, position, normalizer, spec, config, score)
       except BaseException as e:   # re-raised in the training thread by wait()
         self._error = e
 
@@ -321,10 +367,7 @@ def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> po
   """The policy saved in `run_dir` (a training run directory), on the default device: from checkpoint `step`, or
   by default the newest intact one (a damaged newer one is skipped with a one-line warning naming it and why)."""
   run_dir = pathlib.Path(run_dir)
-  if not (run_dir / CHECKPOINT_SUBDIR).is_dir():
-    raise CheckpointError(f"No checkpoints in {run_dir}: expected {run_dir / CHECKPOINT_SUBDIR}/<step>/ as written "
-                          "by `python -m dpjax.train --workdir=RUN_DIR`.")
-  manager = make_manager(run_dir, keep=None, read_only=True)
+  manager = _reader(run_dir)
   steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
     raise CheckpointError(f"{run_dir / CHECKPOINT_SUBDIR} holds no complete checkpoint.")
@@ -345,6 +388,15 @@ def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> po
                           f"available: {sorted(steps)}.")
   raise CheckpointError(f"No usable checkpoint in {run_dir / CHECKPOINT_SUBDIR} ("
                         + "; ".join(f"step {e.step}: {e.reason}" for e in damaged) + ").")
+
+
+def _reader(run_dir) -> ocp.CheckpointManager:
+  """A read-only manager of a training run's checkpoints; CheckpointError when it has none."""
+  run_dir = pathlib.Path(run_dir)
+  if not (run_dir / CHECKPOINT_SUBDIR).is_dir():
+    raise CheckpointError(f"No checkpoints in {run_dir}: expected {run_dir / CHECKPOINT_SUBDIR}/<step>/ as written "
+                          "by `python -m dpjax.train --workdir=RUN_DIR`.")
+  return make_manager(run_dir, keep=None, read_only=True)
 
 
 def _load_policy_at(manager: ocp.CheckpointManager, step: int, item: str) -> policy_lib.Policy:

@@ -26,7 +26,8 @@ from dpjax.diffusion import sampler, schedules
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Training run directory (holding checkpoints/) to evaluate.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+flags.DEFINE_string("step", None, "Checkpoint step, latest (the default) or best: the one with the highest "
+                    "in-training rollout score (see config.train.keep_best_checkpoints).")
 flags.DEFINE_integer("num_episodes", 50, "Number of test episodes.")
 flags.DEFINE_integer("seed_start", 100000, "Seed of the first episode; episode i uses seed_start + i.")
 flags.DEFINE_list("seeds", None, "Explicit comma-separated episode seeds (overrides num_episodes/seed_start).")
@@ -52,8 +53,9 @@ flags.DEFINE_integer("policy_seed", 0, "Seed of the policy's sampling noise.")
 def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, seed_start: int = 100000,
              max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
              out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
-             show_progress: bool = True) -> dict:
-  """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores."""
+             show_progress: bool = True, checkpoint_step: int | None = None) -> dict:
+  """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores, and `checkpoint_step` (the
+  evaluated checkpoint, where the caller named one) with them."""
   from dpjax.envs import vector, video  # the simulator is an optional extra
   spec = policy.spec
   seeds = list(range(seed_start, seed_start + num_episodes)) if seeds is None else [int(s) for s in seeds]
@@ -107,6 +109,8 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
       "wall_seconds": time.perf_counter() - start,
   }
+  if checkpoint_step is not None:
+    result["checkpoint_step"] = int(checkpoint_step)
   if out_dir is not None:
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +136,8 @@ def main(argv):
   from dpjax import checkpoint
   # Missing or damaged checkpoints, a policy the simulator cannot run, bad values, a full disk: one line.
   with cli.errors_as_one_line("dpjax.rollout", (checkpoint.CheckpointError, ValueError, OSError)):
-    pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=FLAGS.step)
+    step = _checkpoint_step(FLAGS.step, FLAGS.checkpoint)
+    pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=step)
     if FLAGS.compute_dtype:
       pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
     if FLAGS.timestep_spacing:
@@ -142,7 +147,7 @@ def main(argv):
       result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
                         max_steps=FLAGS.max_steps, method=FLAGS.sampler,
                         num_inference_steps=FLAGS.num_inference_steps, out_dir=out, num_videos=FLAGS.num_videos,
-                        video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed)
+                        video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed, checkpoint_step=step)
     except ImportError as e:
       if FLAGS.traceback:
         raise
@@ -150,6 +155,20 @@ def main(argv):
   summary = {k: result[k] for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
   print(json.dumps(summary, indent=2))
   print(f"dpjax.rollout: wrote {out / 'eval.json'}")
+
+
+def _checkpoint_step(flag: str | None, run_dir: str) -> int | None:
+  """--step as a checkpoint step: None (the latest), a number, or `best`'s."""
+  from dpjax import checkpoint
+  if flag is None or flag == "latest":
+    return None
+  if flag == "best":
+    step = checkpoint.best_step(run_dir)
+    print(f"dpjax.rollout: the best-scoring checkpoint of {run_dir} is step {step}")
+    return step
+  if not flag.isdigit():
+    raise ValueError(f"--step={flag}: give a checkpoint step (a number), latest or best.")
+  return int(flag)
 
 
 def run_main():

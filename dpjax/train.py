@@ -55,9 +55,13 @@ def validate_config(config) -> None:
   if t.num_steps < 0 or (t.num_steps == 0 and t.num_epochs < 1):
     raise ValueError(f"config.train.num_steps={t.num_steps} with num_epochs={t.num_epochs}: give "
                      "--config.train.num_epochs >= 1, or --config.train.num_steps >= 1 to count steps instead.")
-  for name in ("val_every", "rollout_every", "val_batches", "checkpoint_every_minutes"):
+  for name in ("val_every", "rollout_every", "val_batches", "checkpoint_every_minutes", "keep_best_checkpoints"):
     if t[name] < 0:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
+  if t.keep_best_checkpoints and not t.rollout_every:
+    raise ValueError(f"config.train.keep_best_checkpoints={t.keep_best_checkpoints} keeps the checkpoints with the "
+                     "best in-training rollout score, but rollout_every=0 runs no rollouts: set "
+                     "--config.train.rollout_every=N, or keep_best_checkpoints=0.")
   # Checked here too (the policy spec checks them again) because the data windows, built first, would fail first
   # with a message naming no config field.
   if not 1 <= config.n_obs_steps <= config.horizon:
@@ -176,7 +180,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
 
   # Policy and optimiser.
   spec = policy.spec_from_config(config, bundle.obs_shapes, bundle.action_dim)
-  manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints)
+  manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints,
+                                    keep_best=config.train.keep_best_checkpoints)
   normalizer_host = bundle.normalizer
   resuming = manager.latest_step() is not None
   if resuming:
@@ -238,10 +243,10 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   evaluator = _make_rollout_evaluator(config, workdir)
 
   val_every = t.val_every if val_batches else 0
-  rollout_every = t.rollout_every if evaluator is not None else 0
-  # The events a dispatch ends on (0 = off), as they will run.
+  # The events a dispatch ends on (0 = off), as they will run. Rollouts run on process 0 only, but every process
+  # ends its dispatches at them (the same dispatch lengths everywhere) and, when the best are kept, saves there.
   intervals = {"log_every": t.log_every, "checkpoint_every": t.checkpoint_every, "val_every": val_every,
-               "rollout_every": rollout_every}
+               "rollout_every": t.rollout_every}
   misaligned = misaligned_intervals(steps_per_dispatch, intervals)
   if misaligned:
     _say(f"{', '.join(f'train.{name}={intervals[name]}' for name in misaligned)} not a multiple of the "
@@ -273,9 +278,11 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         stop, timed = stop_signal.signum is not None, checkpoint_timer.due()
         if jax.process_count() > 1:
           stop, timed = preemption.agree((stop, timed)) if is_log else (False, False)
-        is_ckpt = step % t.checkpoint_every == 0 or step == t.num_steps or stop or timed
+        is_rollout_step = bool(t.rollout_every) and step % t.rollout_every == 0
+        is_scored_ckpt = is_rollout_step and bool(t.keep_best_checkpoints)   # a checkpoint to rank by its score
+        is_ckpt = step % t.checkpoint_every == 0 or step == t.num_steps or stop or timed or is_scored_ckpt
         is_val = bool(val_every) and step % val_every == 0
-        is_rollout = bool(rollout_every) and step % rollout_every == 0
+        is_rollout = is_rollout_step and evaluator is not None
         if not (is_log or is_ckpt or is_val or is_rollout):
           continue
         if not bool(finite):
@@ -306,16 +313,20 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
                  for suffix, weights in (("", state.params), ("_ema", state.ema_params))}
           writer.write(step, val)
           last.update(val)
+        score = None
         if is_rollout:
           scores = evaluator(state, normalizer, spec, step)
           writer.write(step, scores)
           last.update(scores)
+          score = scores[checkpoint.SCORE_METRIC]
+        if is_scored_ckpt and jax.process_count() > 1:
+          score = _from_process_zero(score)   # every process records the same score with the checkpoint
         if is_ckpt:
           # Blocks only to dispatch a copy of the state on the devices (and, rarely, for the previous save's
           # hand-off); the host copy and the files are written while training goes on, and a checkpoint becomes
           # visible (renamed into place) only once complete.
           save_start = time.perf_counter()
-          saver.save(state, train_iterator, normalizer_host, spec, config)
+          saver.save(state, train_iterator, normalizer_host, spec, config, score=score if is_scored_ckpt else None)
           writer.write(step, {"train/checkpoint_blocking_s": time.perf_counter() - save_start})
           checkpoint_timer.reset()
         if stop:
@@ -326,6 +337,12 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     writer.close()
     saver.close()   # waits for a save still being handed off or written
   return {k: float(v) for k, v in last.items()}
+
+
+def _from_process_zero(score: float | None) -> float:
+  """Process 0's rollout score, on every process (a collective: all processes call it at the same step)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return float(multihost_utils.broadcast_one_to_all(np.float32(0.0 if score is None else score)))
 
 
 def estimated_time(steps_done: int, seconds: float, steps_left: int) -> str:

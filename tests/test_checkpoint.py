@@ -10,6 +10,7 @@ import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from dpjax import checkpoint, cli, config_json, metrics, train, train_step
@@ -230,3 +231,35 @@ def test_atomic_writes_from_many_threads_leave_one_whole_file(tmp_path):
   assert path.read_text() in texts
   assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]   # no temporary file left behind
   assert path.stat().st_mode & 0o777 == 0o666 & ~files._umask()
+
+
+def _save_scored(manager, step: int, score: float | None) -> None:
+  metrics = None if score is None else {checkpoint.SCORE_METRIC: score}
+  manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave({"w": np.full(3, float(step))})),
+               metrics=metrics, force=True)
+  manager.wait_until_finished()
+
+
+def test_manager_keeps_the_newest_and_the_best_scored_across_a_resume(tmp_path):
+  manager = checkpoint.make_manager(tmp_path, keep=1, keep_best=2)
+  for step, score in {1: 0.5, 2: 0.9, 3: 0.3, 4: 0.8, 5: None, 6: 0.2}.items():
+    _save_scored(manager, step, score)
+  assert manager.all_steps() == [2, 4, 6]          # the newest, and the two best (a score-less one goes)
+  manager.close()
+  manager = checkpoint.make_manager(tmp_path, keep=1, keep_best=2)   # a resume reads the scores back
+  _save_scored(manager, 7, 0.85)
+  _save_scored(manager, 8, None)
+  assert manager.all_steps() == [2, 7, 8]
+  manager.close()
+  assert checkpoint.best_step(tmp_path) == 2
+  plain = checkpoint.make_manager(tmp_path / "plain", keep=2)         # keep_best=0: the newest only, as before
+  for step in (1, 2, 3):
+    _save_scored(plain, step, 0.1 * step)
+  assert plain.all_steps() == [2, 3]
+  plain.close()
+  assert checkpoint.best_step(tmp_path / "plain") == 3
+  unscored = checkpoint.make_manager(tmp_path / "unscored", keep=2)
+  _save_scored(unscored, 1, None)
+  unscored.close()
+  with pytest.raises(checkpoint.CheckpointError, match="carries an in-training rollout score"):
+    checkpoint.best_step(tmp_path / "unscored")

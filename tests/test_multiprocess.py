@@ -2,8 +2,9 @@
 `jax.distributed` (gloo collectives), through the real CLI (`--distributed --coordinator_address ...`).
 
 Checks what only several processes exercise: per-process data shards assembled into one global batch, orbax
-saves and grain-iterator checkpoints from every process, metrics and environment evaluation on process 0 only,
-and resuming. The losses must equal a single-process 8-device run of the same config.
+saves and grain-iterator checkpoints from every process, metrics and environment evaluation on process 0 only
+(its score saved with the checkpoint by every process), and resuming. The losses must equal a single-process
+8-device run of the same config.
 """
 import os
 import pathlib
@@ -13,7 +14,7 @@ import sys
 
 import numpy as np
 
-from dpjax import metrics, train
+from dpjax import checkpoint, metrics, train
 from dpjax.data import synthetic
 from tests import smoke, xla_env
 
@@ -32,7 +33,8 @@ def _fields(data_path, num_steps) -> dict:
   """Config fields set on top of the smoke config, for the processes (as flags) and this process alike."""
   return {"data.path": str(data_path), "data.val_ratio": 0.2, "train.num_steps": num_steps,
           "optim.schedule": "constant",   # so a 4-step run resumed to 6 steps equals a 6-step run
-          "train.rollout_every": 4, "train.rollout_episodes": 2, "rollout.max_steps": 8}
+          "train.rollout_every": 4, "train.rollout_episodes": 2, "rollout.max_steps": 8,
+          "train.keep_best_checkpoints": 1}   # process 0's rollout score saved with checkpoint 4 by both processes
 
 
 def _overrides(data_path, num_steps):
@@ -88,4 +90,6 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
   np.testing.assert_allclose([got[s] for s in want], [want[s] for s in want], rtol=1e-5, atol=1e-6)
   logged = metrics.read_metrics(multi)
   assert 0.0 <= logged[4]["rollout/mean_score"] <= 1.0
+  scores = checkpoint.make_manager(multi, keep=None, read_only=True).metrics(4)
+  assert scores == {checkpoint.SCORE_METRIC: np.float32(logged[4]["rollout/mean_score"]).item()}
   assert "val/loss" in logged[6]

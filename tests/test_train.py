@@ -182,8 +182,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_path, tmp_path):
 def _train_command(data_path, workdir, num_steps, checkpoint_every=4):
   return [sys.executable, "-m", "dpjax.train", "--config=configs/pusht.py:smoke", f"--workdir={workdir}",
           f"--config.data.path={data_path}", "--config.data.val_ratio=0.2", f"--config.train.num_steps={num_steps}",
-          f"--config.train.checkpoint_every={checkpoint_every}", "--config.train.log_every=1", "--config.train.val_every=0",
-          "--config.optim.schedule=constant"]
+          f"--config.train.checkpoint_every={checkpoint_every}", "--config.train.log_every=1",
+          "--config.train.val_every=0", "--config.optim.schedule=constant"]
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(data_path, tmp_path):
@@ -267,3 +267,27 @@ def test_training_length_in_epochs_counts_the_actual_training_windows(data_path,
   assert recorded == num_steps == 2 * -(-num_windows // 8)
   assert sorted(metrics.read_metrics(tmp_path))[-1] == num_steps   # trained exactly that long
   assert config.train.num_steps == 0                                 # the caller's config is left as it was
+
+
+def test_keep_best_checkpoints_keeps_the_best_scored_rollout_step_and_the_newest(data_path, tmp_path):
+  config = smoke.smoke_config(data_path)
+  config.train.num_steps = 6
+  config.train.rollout_every, config.train.rollout_episodes, config.rollout.max_steps = 2, 2, 8
+  config.train.checkpoint_every, config.train.checkpoint_every_minutes = 100, 0.0   # only rollouts and the end save
+  config.train.keep_checkpoints, config.train.keep_best_checkpoints = 1, 1
+  train.train_and_evaluate(config, tmp_path / "run")
+  records = metrics.read_metrics(tmp_path / "run")
+  scores = {step: records[step]["rollout/mean_score"] for step in (2, 4, 6)}
+  best = max(scores, key=lambda step: (scores[step], step))
+  manager = checkpoint.make_manager(tmp_path / "run", keep=None, read_only=True)
+  assert manager.all_steps() == sorted({best, 6})
+  assert all(manager.metrics(step) == {"rollout/mean_score": scores[step]} for step in manager.all_steps())
+  assert checkpoint.best_step(tmp_path / "run") == best
+  cmd = [sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'run'}", "--step=best", "--num_episodes=1",
+         "--max_steps=4", "--num_videos=0", f"--out={tmp_path / 'eval'}"]
+  done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert json.loads((tmp_path / "eval" / "eval.json").read_text())["checkpoint_step"] == best
+  config.train.rollout_every = 0
+  with pytest.raises(ValueError, match="keep_best_checkpoints=1 keeps the checkpoints with the best in-training"):
+    train.validate_config(config)
