@@ -19,8 +19,11 @@ FLOAT32_200 = {42: EXPERIMENTS / "frontier/episodes200/ddpm100/eval.json",
                43: HERE / "seed43/episodes200_step_4000/eval.json"}
 LAST_3_OF_4000 = (3000, 3500, 4000)
 LAST_3_OF_10000 = (8000, 9000, 10000)
-# The 10,000-step run of each training seed: a row of the first table and a row of the second.
-STEPS10K = {42: HERE / "steps10k", 43: HERE / "steps10k_seed43"}
+# The 10,000-step runs (label, training seed, folder): rows of the first table and of the second. The last two
+# train on all 202 non-validation episodes instead of the paper's 90.
+STEPS10K = [("seed 42", 42, HERE / "steps10k"), ("seed 43", 43, HERE / "steps10k_seed43"),
+            ("seed 42, all 202 training episodes", 42, HERE / "steps10k_alleps"),
+            ("seed 43, all 202 training episodes", 43, HERE / "steps10k_alleps_seed43")]
 # (label, training seed, 200-episode eval.json, folder of the 50-episode eval_step_<step>/eval.json files, the steps
 # of its last three checkpoints)
 RUNS = [
@@ -38,10 +41,10 @@ RUNS = [
      LAST_3_OF_4000),
     ("float32, lr 1e-3, seed 42", 42, HERE / "lr1e-3/episodes200_step_4000/eval.json", HERE / "lr1e-3",
      LAST_3_OF_4000),
-] + [(f"float32, lr 3e-4, 10,000 steps, seed {seed}", seed, folder / "episodes200_step_10000/eval.json", folder,
-      LAST_3_OF_10000) for seed, folder in STEPS10K.items()]
+] + [(f"float32, lr 3e-4, 10,000 steps, {label}", seed, folder / "episodes200_step_10000/eval.json", folder,
+      LAST_3_OF_10000) for label, seed, folder in STEPS10K]
 # The 10,000-step runs' checkpoints on the test seeds: the score along the schedule.
-CURVE_STEPS = tuple(range(3000, 10001, 1000))
+CURVE_STEPS = tuple(range(1000, 10001, 1000))
 
 
 def _load(path: pathlib.Path):
@@ -75,9 +78,9 @@ def main():
   print()
   print("| 10,000-step run, test seeds at step | " + " | ".join(f"{s:,}" for s in CURVE_STEPS) + " |")
   print("|---|" + "---|" * len(CURVE_STEPS))
-  for seed, folder in STEPS10K.items():
+  for label, _, folder in STEPS10K:
     tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in CURVE_STEPS]
-    print(f"| seed {seed} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
+    print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
 
 
 if __name__ == "__main__":
