@@ -43,6 +43,9 @@ def get_config(arg=None):
   config.data.path = ""                    # empty: $DPJAX_PUSHT_ZARR, then ../shared/data/pusht/...
   config.data.obs_type = "image" if image else "lowdim"
   config.data.val_ratio = 0.02
+  # The paper trains on 90 of Push-T's 206 demonstrations; 0 takes every non-validation one (202): off the paper's
+  # protocol, it lifted a 10,000-step CPU-sized U-Net from 0.823 to 0.947 on 200 episodes
+  # (experiments/small_precision_lr/).
   config.data.max_train_episodes = 90
   config.data.split_seed = 42
   config.data.normalizer_fit = "all"       # "all" episodes (paper) or "train" episodes only
