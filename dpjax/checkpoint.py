@@ -104,16 +104,21 @@ def _drop_for_good(prefix: str) -> None:
   if prefix in _DROPPED_FOR_GOOD:
     return
   _DROPPED_FOR_GOOD.add(prefix)
-  std_logging.getLogger("absl").addFilter(lambda record: not record.getMessage().startswith(prefix))
+  std_logging.getLogger("absl").addFilter(_dropping(prefix))
 
 
 _DROPPED_FOR_GOOD: set[str] = set()
 
 
+def _dropping(prefix: str) -> Callable[[std_logging.LogRecord], bool]:
+  """A log filter that drops the records whose message starts with `prefix`."""
+  return lambda record: not record.getMessage().startswith(prefix)
+
+
 @contextlib.contextmanager
 def _log_lines_dropped(prefix: str):
   """Within the block, absl log records whose message starts with `prefix` are not emitted."""
-  drop = lambda record: not record.getMessage().startswith(prefix)
+  drop = _dropping(prefix)
   logger = std_logging.getLogger("absl")
   logger.addFilter(drop)
   try:

@@ -318,7 +318,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           scores = evaluator(state, normalizer, spec, step)
           writer.write(step, scores)
           last.update(scores)
-          score = scores[checkpoint.SCORE_METRIC]
+          if is_scored_ckpt:
+            score = scores[checkpoint.SCORE_METRIC]
         if is_scored_ckpt and jax.process_count() > 1:
           score = _from_process_zero(score)   # every process records the same score with the checkpoint
         if is_ckpt:
@@ -326,7 +327,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           # hand-off); the host copy and the files are written while training goes on, and a checkpoint becomes
           # visible (renamed into place) only once complete.
           save_start = time.perf_counter()
-          saver.save(state, train_iterator, normalizer_host, spec, config, score=score if is_scored_ckpt else None)
+          saver.save(state, train_iterator, normalizer_host, spec, config, score=score)
           writer.write(step, {"train/checkpoint_blocking_s": time.perf_counter() - save_start})
           checkpoint_timer.reset()
         if stop:
@@ -371,7 +372,7 @@ def _make_rollout_evaluator(config, workdir):
     result = rollout.evaluate(pol, num_episodes=config.train.rollout_episodes, seed_start=config.rollout.seed_start,
                               max_steps=config.rollout.max_steps, out_dir=workdir / "eval" / f"step_{step}",
                               num_videos=0, show_progress=False)
-    return {"rollout/mean_score": result["mean_score"], "rollout/success_rate": result["success_rate"]}
+    return {checkpoint.SCORE_METRIC: result["mean_score"], "rollout/success_rate": result["success_rate"]}
   return evaluate
 
 
