@@ -4,7 +4,7 @@
     python -m dpjax.train --config=configs/pusht.py:image            # image CNN
     python -m dpjax.train --config=configs/pusht.py:transformer      # low-dim transformer
     python -m dpjax.train --config=configs/pusht.py:image,transformer
-    python -m dpjax.train --config=configs/pusht.py:small            # CPU-sized low-dim CNN (~25-45 min on 2 cores)
+    python -m dpjax.train --config=configs/pusht.py:small            # CPU-sized low-dim CNN (~14 min on 2 idle cores)
     python -m dpjax.train --config=configs/pusht.py:flow             # flow matching instead of DDPM
     python -m dpjax.train --config=configs/pusht.py:flow --config.distill.teacher=runs/TEACHER   # reflow student
     python -m dpjax.train --config=configs/pusht.py:smoke            # tiny, for tests
