@@ -35,6 +35,8 @@ FRONTIER = [
     ("student ancestral-2", "student_trailing", "ancestral2"),
     ("student Euler-2", "student_trailing", "euler2"),
     ("student Euler-1", "student_trailing", "euler1"),
+    ("student trained at t = 1 only, Euler-2", "student_trailing_frac1", "euler2"),
+    ("student trained at t = 1 only, Euler-1", "student_trailing_frac1", "euler1"),
     ("flow matching Euler-100", "flow", "euler100"),
     ("flow matching Euler-10", "flow", "euler10"),
     ("flow matching ancestral-10", "flow", "ancestral10"),
@@ -50,6 +52,8 @@ EPISODES200 = [
     ("student ancestral-2", "student_trailing_ancestral2", ("student_trailing", "ancestral2")),
     ("student Euler-2", "student_trailing_euler2", ("student_trailing", "euler2")),
     ("student Euler-1", "student_trailing_euler1", ("student_trailing", "euler1")),
+    ("student trained at t = 1 only, Euler-2", "student_trailing_frac1_euler2", ("student_trailing_frac1", "euler2")),
+    ("student trained at t = 1 only, Euler-1", "student_trailing_frac1_euler1", ("student_trailing_frac1", "euler1")),
     ("flow matching Euler-10", "flow_euler10", ("flow", "euler10")),
     ("flow matching Euler-1", "flow_euler1", ("flow", "euler1")),
 ]
