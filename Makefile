@@ -15,7 +15,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[env,tfds,torch,test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-.PHONY: setup train test
+# XLA:GPU's compiler on a machine without a GPU (experiments/bench/deviceless_gpu.py counts a program's GPU kernels):
+# jax's CUDA plugin at the version .venv runs, in its own venv (~4.4 GB).
+GPU_AOT_VENV := .venv-gpu-aot
+gpu-aot: $(STAMP)
+	test -d $(GPU_AOT_VENV) || $(PYTHON) -m venv $(GPU_AOT_VENV)
+	$(GPU_AOT_VENV)/bin/pip install --quiet -e . "jax[cuda13]==$$($(PY) -c 'import jax; print(jax.__version__)')"
+
+.PHONY: setup train test gpu-aot
 setup: $(STAMP)
 
 train: $(STAMP)

@@ -28,6 +28,11 @@ RENAMED = {"train.eval_every": "train.rollout_every", "train.eval_episodes": "tr
 REMOVED = {"policy.transformer.time_as_cond": True}
 
 
+# Fields added since whose default differs from what older runs did (dotted path -> the value they ran with): an
+# older run's config.json gets this value, not today's default, so that it resumes as it started.
+ADDED = {"optim.flat_moments": False}
+
+
 _ABSENT = object()
 
 
@@ -40,8 +45,9 @@ def _pop(tree: dict, dotted: str):
 
 
 def upgrade(tree: dict) -> dict:
-  """An older run's config tree with renamed fields moved to their current names and removed fields dropped
-  (a removed field holding another value than today's built-in one is a ValueError: that run cannot be rebuilt)."""
+  """An older run's config tree with renamed fields moved to their current names, removed fields dropped (a removed
+  field holding another value than today's built-in one is a ValueError: that run cannot be rebuilt) and added fields
+  set to what the run did before they existed."""
   for path, built_in in REMOVED.items():
     value = _pop(tree, path)
     if value is not _ABSENT and value != built_in:
@@ -51,10 +57,17 @@ def upgrade(tree: dict) -> dict:
     value = _pop(tree, old)
     if value is not _ABSENT:
       *parents, leaf = new.split(".")
-      target = tree
-      for name in parents:
-        target = target.setdefault(name, {})
-      target[leaf] = value
+      _parent(tree, parents)[leaf] = value
+  for path, value in ADDED.items():
+    *parents, leaf = path.split(".")
+    _parent(tree, parents).setdefault(leaf, value)
+  return tree
+
+
+def _parent(tree: dict, names) -> dict:
+  """The nested dict at `names` in `tree`, made where missing."""
+  for name in names:
+    tree = tree.setdefault(name, {})
   return tree
 
 

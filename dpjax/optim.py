@@ -4,6 +4,11 @@ The original Diffusion Policy applies weight decay to every U-Net and encoder we
 follows minGPT: decay on Dense/attention kernels only (0.1 low-dim, 1e-3 image), none on biases, norms and
 embeddings, with a separate decay (1e-6) for the vision encoder. Both are expressed here as masks over one parameter
 tree {"encoder": ..., "denoiser": ...}.
+
+`config.optim.flat_moments` keeps Adam's two moments as one vector each (`optax.flatten`) instead of one array per
+parameter: the same arithmetic element by element, in a few GPU kernels instead of one per parameter array (the
+full-size U-Net has 148). It changes the layout of the optimiser state in checkpoints, so a run resumes only with
+the setting it started with (older runs' config.json lack the field and read False: `config_json.ADDED`).
 """
 import jax
 import optax
@@ -40,15 +45,16 @@ def weight_decay_masks(params, denoiser: str):
 
 
 def make_optimizer(optim_config, params, denoiser: str, num_steps: int) -> optax.GradientTransformation:
-  """AdamW = adam moments, then decoupled weight decay per group, then the scheduled learning rate."""
+  """AdamW = (optional clipping and) adam moments, then decoupled weight decay per group, then the scheduled
+  learning rate."""
   main_mask, encoder_mask = weight_decay_masks(params, denoiser)
-  transforms = []
+  moments = [optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)]
   if optim_config.grad_clip_norm:
-    transforms.append(optax.clip_by_global_norm(optim_config.grad_clip_norm))
-  transforms += [
-      optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps),
+    moments.insert(0, optax.clip_by_global_norm(optim_config.grad_clip_norm))
+  moments = optax.chain(*moments)
+  return optax.chain(
+      optax.flatten(moments) if optim_config.flat_moments else moments,
       optax.add_decayed_weights(optim_config.weight_decay, mask=main_mask),
       optax.add_decayed_weights(optim_config.encoder_weight_decay, mask=encoder_mask),
       optax.scale_by_learning_rate(learning_rate_schedule(optim_config, num_steps)),
-  ]
-  return optax.chain(*transforms)
+  )

@@ -3,7 +3,7 @@ import pathlib
 
 import pytest
 
-from dpjax import train
+from dpjax import config_files, train
 from tests import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -97,3 +97,14 @@ def test_an_older_transformer_run_loads_without_its_removed_field():
   assert policy.PolicySpec.from_json(stored).network_fields() == spec.network_fields()
   with pytest.raises(ValueError, match="time_as_cond"):
     config_json.upgrade({"policy": {"transformer": {"time_as_cond": False}}})
+
+
+def test_an_older_run_keeps_the_optimiser_state_layout_it_started_with():
+  """Runs written before `optim.flat_moments` kept Adam's moments per array: their config.json reads False (their
+  checkpoints' layout), while a new run's config and config.json read today's default."""
+  from dpjax import config_json
+  old = config_json.get_config(REPO / "experiments" / "pusht_lowdim_transformer_small" / "config.json")
+  assert "flat_moments" not in (REPO / "experiments" / "pusht_lowdim_transformer_small" / "config.json").read_text()
+  assert old.optim.flat_moments is False
+  assert config_files.get_config("lowdim").optim.flat_moments is True
+  assert config_json.upgrade({"optim": {"flat_moments": True}})["optim"]["flat_moments"] is True

@@ -10,7 +10,7 @@ from dpjax import optim
 def _optim_config(**kw):
   c = ml_collections.ConfigDict(dict(learning_rate=1e-4, b1=0.95, b2=0.999, eps=1e-8, weight_decay=1e-6,
                                      encoder_weight_decay=1e-6, warmup_steps=10, schedule="cosine",
-                                     grad_clip_norm=0.0))
+                                     grad_clip_norm=0.0, flat_moments=True))
   c.update(kw)
   return c
 
@@ -43,6 +43,37 @@ def test_adamw_step_applies_decoupled_weight_decay():
   # A zero gradient leaves only the decay term: w <- w - lr * wd * w.
   updates, _ = opt.update({"denoiser": {"w": jnp.zeros(2)}}, opt.init(params), params)
   np.testing.assert_allclose(optax.apply_updates(params, updates)["denoiser"]["w"], 0.95 * np.ones(2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("grad_clip_norm", [0.0, 0.5])
+def test_flat_moments_give_the_per_array_optimiser_s_steps(grad_clip_norm):
+  """optax.flatten keeps Adam's moments as one vector: the same arithmetic element by element, so the same
+  parameters after several steps (the transformer's masks: decay on some arrays only)."""
+  import jax
+  params = {"encoder": {"conv": {"kernel": jnp.linspace(-1, 1, 6).reshape(2, 3)}},
+            "denoiser": {"Dense_0": {"kernel": jnp.ones((2, 2)), "bias": jnp.arange(2.0)},
+                         "LayerNorm_0": {"scale": jnp.ones(2), "bias": jnp.zeros(2)}}}
+  runs = {}
+  for flat in (False, True):
+    config = _optim_config(weight_decay=0.1, warmup_steps=2, learning_rate=0.05, flat_moments=flat,
+                           grad_clip_norm=grad_clip_norm)
+    opt = optim.make_optimizer(config, params, "transformer", 10)
+    p, state = params, opt.init(params)
+    for i in range(5):
+      grads = jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1)) + 0.3, p)
+      updates, state = opt.update(grads, state, p)
+      p = optax.apply_updates(p, updates)
+    runs[flat] = p
+    assert (len(jax.tree.leaves(state)) < len(jax.tree.leaves(params))) == flat   # one vector per moment
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), runs[False], runs[True])
+  assert not np.allclose(runs[True]["denoiser"]["Dense_0"]["kernel"], params["denoiser"]["Dense_0"]["kernel"])
+
+
+def test_the_global_norm_is_the_norm_of_every_leaf_together():
+  from dpjax import train_step
+  tree = {"a": jnp.arange(6.0).reshape(2, 3), "b": {"c": -jnp.ones(4)}}
+  np.testing.assert_allclose(train_step.global_norm(tree), optax.tree.norm(tree), rtol=1e-6)
+  np.testing.assert_allclose(train_step.global_norm(tree), np.sqrt(55.0 + 4.0), rtol=1e-6)
 
 
 def test_the_step_reports_the_learning_rate_it_applied():

@@ -1,35 +1,55 @@
 """Instructions per iteration of the compiled sampling chain: the while-loop body of `dpjax.sample`'s optimised HLO,
-full-size low-dim CNN, DDIM-10, batch 1, random weights (what one denoiser call costs inside the chain, with
-everything XLA hoisted or fused around it).
+full-size low-dim CNN, random weights (what one denoiser call costs inside the chain, with everything XLA hoisted or
+fused around it, the sampler's update and noise included).
 
-    PYTHONPATH=. python experiments/bench/chain_body_kernels.py                # this checkout
+    PYTHONPATH=. python experiments/bench/chain_body_kernels.py                # this checkout, DDIM-10, batch 1
     git worktree add /tmp/dpjax_old 2380ac8 && PYTHONPATH=/tmp/dpjax_old python experiments/bench/chain_body_kernels.py
+    PYTHONPATH=. .venv-gpu-aot/bin/python experiments/bench/chain_body_kernels.py --target=h100 --sampler=ddpm:100
 
 Session 5, XLA:CPU: 345 at 2380ac8 -> 323 with the conditioning computed before the loop (BUILD_NOTES.md).
+`--target=h100|h200` compiles for that GPU without one (`deviceless_gpu.py`, which says what to install), in
+bfloat16 (what `auto` picks on a GPU) unless `--compute_dtype` says otherwise.
 """
-import importlib.util
-import pathlib
+import argparse
 
-import jax
-import numpy as np
-
-from dpjax import bench, policy
-
-# This checkout's counter, loaded by path: the measured checkout may predate `kernel_count(text, computation)`.
-_hlo_spec = importlib.util.spec_from_file_location(
-    "hlo", pathlib.Path(__file__).resolve().parents[2] / "dpjax" / "hlo.py")
-hlo = importlib.util.module_from_spec(_hlo_spec)
-_hlo_spec.loader.exec_module(hlo)
+import this_checkout
 
 
 def main():
-  obs_shapes = {"low_dim": (20,)}
-  spec = policy.spec_from_config(bench.load_config("lowdim"), obs_shapes, bench.ACTION_DIM)
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--target", default="local", choices=("local", "h100", "h200"))
+  parser.add_argument("--compute_dtype", default=None, help="float32 | bfloat16 (default: auto for the target)")
+  parser.add_argument("--sampler", default="ddim:10", help="method:num_inference_steps")
+  parser.add_argument("--batch_size", type=int, default=1)
+  parser.add_argument("--variant", default="lowdim")
+  args = parser.parse_args()
+  sharding = deviceless_gpu = None
+  if args.target != "local":
+    deviceless_gpu = this_checkout.load("experiments/bench/deviceless_gpu.py")
+    sharding = deviceless_gpu.replicated_sharding(args.target)
+  import jax   # after deviceless_gpu, which sets JAX_PLATFORMS
+  import numpy as np
+
+  from dpjax import bench, policy
+  hlo = this_checkout.load("dpjax/hlo.py")
+
+  config = bench.load_config(args.variant)
+  config.policy.compute_dtype = args.compute_dtype or ("auto" if sharding is None else "bfloat16")
+  method, steps = args.sampler.split(":")
+  if method in ("euler", "heun", "ancestral"):
+    config.diffusion.objective = "flow"
+    config.diffusion.sampler = method
+  obs_shapes = {"low_dim": (20,)} if config.data.obs_type == "lowdim" else {"image": (96, 96, 3), "agent_pos": (2,)}
+  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
   rng = np.random.default_rng(0)
-  pol = policy.Policy(params=jax.device_put(bench.random_params(spec, rng)),
-                      normalizer=jax.device_put(bench.synthetic_normalizer(obs_shapes, rng)), spec=spec)
-  obs = bench.synthetic_obs(obs_shapes, (1, spec.n_obs_steps), rng)
-  text = policy._sample_batched.lower(pol, obs, jax.random.key(0), "ddim", 10).compile().as_text()
+  pol = policy.Policy(params=bench.random_params(spec, rng), normalizer=bench.synthetic_normalizer(obs_shapes, rng),
+                      spec=spec)
+  obs = bench.synthetic_obs(obs_shapes, (args.batch_size, spec.n_obs_steps), rng)
+  key = jax.random.key(0)
+  if sharding is not None:
+    pol, obs, key = deviceless_gpu.abstract((pol, obs, key), sharding)
+  text = policy._sample_batched.lower(pol, obs, key, method, int(steps)).compile().as_text()
+  print(f"entry {hlo.kernel_count(text)}")
   for body in hlo.while_bodies(text):
     print(body, hlo.kernel_count(text, body))
 

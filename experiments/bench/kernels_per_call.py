@@ -1,44 +1,61 @@
 """Kernels per denoiser call (top-level instructions of XLA's optimised HLO) for the dpjax checkout on sys.path.
 
-    PYTHONPATH=. .venv/bin/python experiments/bench/kernels_per_call.py              # this checkout
+    PYTHONPATH=. .venv/bin/python experiments/bench/kernels_per_call.py              # this checkout, local backend
     git worktree add /tmp/dpjax_old e46190f && \\
       PYTHONPATH=/tmp/dpjax_old .venv/bin/python experiments/bench/kernels_per_call.py   # an older one
+    PYTHONPATH=. .venv-gpu-aot/bin/python experiments/bench/kernels_per_call.py --target=h100   # XLA:GPU, no GPU
 
-Full-size Push-T variants, random weights, batch 1 and 50, compiled for the local backend. The count is
-`dpjax/hlo.py`'s, loaded from this checkout by path. `<variant>_b<B>` is the whole call (`PolicyNet.denoise`:
-step embedding, conditioning and network); where the checkout splits the call (`PolicyNet.denoise_conditioned`,
-what its sampling chain runs per step once every step's conditioning is computed before the loop),
-`<variant>_b<B>_in_chain` counts that call too. float32 weights (the CPU's compute dtype).
+Full-size Push-T variants, random weights, batch 1 and 50. The count is `dpjax/hlo.py`'s, loaded from this checkout
+by path. `<variant>_b<B>` is the whole call (`PolicyNet.denoise`: step embedding, conditioning and network) on
+float32 weights; where the checkout splits the call (`PolicyNet.denoise_conditioned`, what its sampling chain runs
+per step once every step's conditioning is computed before the loop), `<variant>_b<B>_in_chain` counts that call
+too, on the weights the chain runs (`policy.inference_params` where the checkout has it: cast to the compute dtype).
+`--target=h100|h200` compiles for that GPU without one (`deviceless_gpu.py`, which says what to install) in
+`--compute_dtype` (default bfloat16, what `auto` picks on a GPU); the local backend uses the config's `auto`.
 """
-import importlib.util
+import argparse
 import json
 import pathlib
 import sys
 
-import jax
-import numpy as np
-
-import dpjax
-from dpjax import policy
+import this_checkout
 
 OBS = {"lowdim": {"low_dim": (20,)}, "image": {"image": (96, 96, 3), "agent_pos": (2,)}}
-# This checkout's counter, loaded by path: the measured checkout may predate it.
-_hlo_spec = importlib.util.spec_from_file_location(
-    "hlo", pathlib.Path(__file__).resolve().parents[2] / "dpjax" / "hlo.py")
-hlo = importlib.util.module_from_spec(_hlo_spec)
-_hlo_spec.loader.exec_module(hlo)
 
 
 def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--target", default="local", choices=("local", "h100", "h200"))
+  parser.add_argument("--compute_dtype", default=None, help="float32 | bfloat16 (default: auto for the target)")
+  parser.add_argument("--variants", default="lowdim,image,transformer")
+  args = parser.parse_args()
+  sharding = deviceless_gpu = None
+  if args.target != "local":
+    deviceless_gpu = this_checkout.load("experiments/bench/deviceless_gpu.py")
+    sharding = deviceless_gpu.replicated_sharding(args.target)
+  import jax   # after deviceless_gpu, which sets JAX_PLATFORMS
+  import numpy as np
+
+  import dpjax
+  from dpjax import policy
+  hlo = this_checkout.load("dpjax/hlo.py")
+  place = (lambda tree: tree) if sharding is None else (lambda tree: deviceless_gpu.abstract(tree, sharding))
+  compute_dtype = args.compute_dtype or ("auto" if sharding is None else "bfloat16")
+
+  def count(fn, *fn_args) -> int:
+    return hlo.kernel_count(jax.jit(fn).lower(*place(fn_args)).compile().as_text())
+
   root = pathlib.Path(dpjax.__file__).resolve().parents[1]
-  module_spec = importlib.util.spec_from_file_location("pusht_config", root / "configs" / "pusht.py")
-  configs = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(configs)
-  out = {"dpjax": str(root), "backend": jax.default_backend()}
-  for variant in ("lowdim", "image", "transformer"):
+  configs = this_checkout.load(root / "configs" / "pusht.py")
+  out = {"dpjax": str(root), "target": args.target, "compute_dtype": compute_dtype}
+  for variant in args.variants.split(","):
     config = configs.get_config(variant)
-    spec = policy.spec_from_config(config, OBS[config.data.obs_type], 2)
+    config.policy.compute_dtype = compute_dtype
+    obs_shapes = OBS[config.data.obs_type]
+    spec = policy.spec_from_config(config, obs_shapes, 2)
     params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
+    chain_params = jax.eval_shape(lambda p: policy.inference_params(p, spec), params) if hasattr(
+        policy, "inference_params") else params
     net = policy.PolicyNet(spec)
     for batch in (1, 50):
       obs = {k: jax.ShapeDtypeStruct(v.shape, np.float32) for k, v in policy.example_obs(spec, batch).items()}
@@ -46,16 +63,17 @@ def main():
                                 params, obs)
       x = jax.ShapeDtypeStruct((batch, spec.horizon, spec.action_dim), np.float32)
       k = jax.ShapeDtypeStruct((batch,), np.int32)
-      call = jax.jit(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise))
-      out[f"{variant}_b{batch}"] = hlo.kernel_count(call.lower(params, x, k, features).compile().as_text())
-      print(variant, batch, out[f"{variant}_b{batch}"], flush=True)
+      name = f"{variant}_b{batch}"
+      out[name] = count(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise),
+                        params, x, k, features)
+      print(name, out[name], flush=True)
       if hasattr(policy.PolicyNet, "denoise_conditioned"):
         conditioning = jax.eval_shape(lambda p, k, f: net.apply({"params": p}, k, f, method=policy.PolicyNet.condition),
-                                      params, k, features)
-        in_chain = jax.jit(lambda p, x, c: net.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned))
-        name = f"{variant}_b{batch}_in_chain"
-        out[name] = hlo.kernel_count(in_chain.lower(params, x, conditioning).compile().as_text())
-        print(variant, batch, "in chain", out[name], flush=True)
+                                      chain_params, k, features)
+        out[name + "_in_chain"] = count(
+            lambda p, x, c: net.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned),
+            chain_params, x, conditioning)
+        print(name, "in chain", out[name + "_in_chain"], flush=True)
   json.dump(out, sys.stdout, indent=2)
   print()
 

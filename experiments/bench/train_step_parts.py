@@ -2,6 +2,7 @@ r"""Where a train step's time goes: the step and its parts timed and kernel-coun
 
     PYTHONPATH=. python experiments/bench/train_step_parts.py --variant=lowdim --out=parts.json
     PYTHONPATH=. python experiments/bench/train_step_parts.py --variant=lowdim --quick    # smoke sizes, a dry run
+    PYTHONPATH=. .venv-gpu-aot/bin/python experiments/bench/train_step_parts.py --target=h100   # kernels only, no GPU
 
 On one H100 the low-dim CNN step (65.8 M parameters) and the low-dim transformer's (9.0 M) both take ~5.4 ms at
 batch 256, and batch 64 -> 1024 costs 3.6 -> 8.7 ms: a fixed cost per step that neither the parameters nor the batch
@@ -21,21 +22,34 @@ on one vector (`ema_flat`).
 
 For each: compile seconds, kernels (top-level instructions of the compiled HLO, `dpjax/hlo.py`; about one launch
 each on a GPU) and median milliseconds per call over `--repeats` back-to-back calls (dispatch overlaps the device,
-so a device-bound part reads its device time). Random weights; no dataset is read.
+so a device-bound part reads its device time). Random weights; no dataset is read. `step_x10` also counts the kernels
+of its loop's body (`body_kernels`: one training step as the accelerator runs it).
+
+`--target=h100|h200` compiles every part for that GPU on a machine without one (`deviceless_gpu.py`, which says what
+to install; compute dtype `auto` = bfloat16 there) and reports kernels only: XLA:GPU's own fusion, untuned.
 """
 import argparse
 import functools
 import json
 import statistics
+import sys
 import time
+
+import this_checkout
+
+
+if __name__ == "__main__" and any(a.startswith("--target=h") for a in sys.argv):   # before jax: JAX_PLATFORMS
+  deviceless_gpu = this_checkout.load("experiments/bench/deviceless_gpu.py")
 
 import jax
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from dpjax import bench, ema, hlo, optim, policy, train_step
+from dpjax import bench, ema, optim, policy, train_step
 from dpjax.data import pusht
+
+hlo = this_checkout.load("dpjax/hlo.py")
 
 
 def time_calls(fn, args, repeats: int, carry=None) -> float:
@@ -60,14 +74,24 @@ def time_calls(fn, args, repeats: int, carry=None) -> float:
   return 1e3 * statistics.median(rounds)
 
 
-def measure(name: str, jitted, args, repeats: int, carry=None, steps_per_call: int = 1) -> dict:
+def measure(name: str, jitted, args, repeats: int, carry=None, steps_per_call: int = 1, sharding=None) -> dict:
+  """Compiles `jitted` on `args`, counts its kernels and times it; with a deviceless `sharding`, compiles for that
+  GPU on abstract copies of `args` and does not time it."""
   start = time.perf_counter()
+  if sharding is not None:
+    args = deviceless_gpu.abstract(args, sharding)
   compiled = jitted.lower(*args).compile()
   compile_s = time.perf_counter() - start
-  kernels = hlo.kernel_count(compiled.as_text())
-  ms = time_calls(compiled, args, repeats, carry) / steps_per_call
-  print(f"{name:10s} {ms:8.3f} ms/step  {kernels:5d} kernels (top level)  compile {compile_s:.1f} s", flush=True)
-  return {"ms_per_step": ms, "kernels": kernels, "compile_s": compile_s, "steps_per_call": steps_per_call}
+  text = compiled.as_text()
+  record = {"kernels": hlo.kernel_count(text), "compile_s": compile_s, "steps_per_call": steps_per_call}
+  bodies = hlo.while_bodies(text)
+  if steps_per_call > 1 and bodies:
+    record["body_kernels"] = hlo.kernel_count(text, bodies[-1])
+  record["ms_per_step"] = None if sharding is not None else time_calls(compiled, args, repeats, carry) / steps_per_call
+  ms = "" if record["ms_per_step"] is None else f"{record['ms_per_step']:8.3f} ms/step  "
+  body = f" (loop body {record['body_kernels']})" if "body_kernels" in record else ""
+  print(f"{name:12s} {ms}{record['kernels']:5d} kernels (top level){body}  compile {compile_s:.1f} s", flush=True)
+  return record
 
 
 def main():
@@ -77,9 +101,16 @@ def main():
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--quick", action="store_true", help="smoke sizes")
   parser.add_argument("--out", default=None)
+  parser.add_argument("--target", default="local", choices=("local", "h100", "h200"),
+                      help="h100 / h200: compile for that GPU without one and count kernels only")
   args = parser.parse_args()
+  sharding = None if args.target == "local" else deviceless_gpu.replicated_sharding(args.target)
+  backend = None if sharding is None else "gpu"
 
   config = bench.load_config(args.variant, args.quick)
+  if sharding is not None:
+    config.policy.compute_dtype = policy.resolve_compute_dtype(config.policy.compute_dtype, backend).name
+  measure_part = functools.partial(measure, sharding=sharding)
   batch_size = args.batch_size or int(config.train.batch_size)
   rng = np.random.default_rng(0)
   obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
@@ -92,8 +123,9 @@ def main():
   stack = jax.device_put(jax.tree.map(lambda x: np.stack([x] * 10), bench.synthetic_batch(spec, batch_size, rng)))
   key = jax.random.key(0)
   grads = jax.tree.map(lambda p: 1e-3 * jax.numpy.ones_like(p), params)
-  print(f"{args.variant}: {policy.count_params(params):,} parameters, batch {batch_size}, "
-        f"{jax.devices()[0].device_kind}, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}")
+  device = args.target if sharding is not None else jax.devices()[0].device_kind
+  print(f"{args.variant}: {policy.count_params(params):,} parameters, batch {batch_size}, {device}, "
+        f"compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}")
 
   loss = lambda p, b, k: policy.loss_fn(p, spec, normalizer, b, k, True, None)
   step = functools.partial(train_step.train_step, spec=spec, optimizer=optimizer, ema_config=config.ema)
@@ -107,20 +139,20 @@ def main():
     return apply_optimizer(*carry, grads)
 
   parts = {
-      "step": measure("step", jax.jit(step, donate_argnums=0), (fresh_state(), batch, key, normalizer), args.repeats,
-                  carry=lambda out: out[0]),
+      "step": measure_part("step", jax.jit(step, donate_argnums=0), (fresh_state(), batch, key, normalizer),
+                           args.repeats, carry=lambda out: out[0]),
   }
-  parts["step_x10"] = measure("step_x10", jax.jit(steps, donate_argnums=0),
-                              (fresh_state(), stack, key, normalizer, None), args.repeats, carry=lambda out: out[0],
-                              steps_per_call=10)
-  parts["forward"] = measure("forward", jax.jit(loss), (params, batch, key), args.repeats)
-  parts["grad"] = measure("grad", jax.jit(jax.value_and_grad(loss)), (params, batch, key), args.repeats)
+  parts["step_x10"] = measure_part("step_x10", jax.jit(steps, donate_argnums=0),
+                                   (fresh_state(), stack, key, normalizer, None), args.repeats,
+                                   carry=lambda out: out[0], steps_per_call=10)
+  parts["forward"] = measure_part("forward", jax.jit(loss), (params, batch, key), args.repeats)
+  parts["grad"] = measure_part("grad", jax.jit(jax.value_and_grad(loss)), (params, batch, key), args.repeats)
   carry = (jax.tree.map(jax.numpy.copy, params), optimizer.init(params))
-  parts["optimizer"] = measure("optimizer", jax.jit(optimizer_step, donate_argnums=0), (carry, grads),
-                               args.repeats, carry=lambda out: out)
+  parts["optimizer"] = measure_part("optimizer", jax.jit(optimizer_step, donate_argnums=0), (carry, grads),
+                                    args.repeats, carry=lambda out: out)
   ema_params = jax.tree.map(jax.numpy.copy, params)
-  parts["ema"] = measure("ema", jax.jit(ema.ema_update, donate_argnums=0),
-                         (ema_params, params, jax.numpy.float32(0.999)), args.repeats, carry=lambda out: out)
+  parts["ema"] = measure_part("ema", jax.jit(ema.ema_update, donate_argnums=0),
+                              (ema_params, params, jax.numpy.float32(0.999)), args.repeats, carry=lambda out: out)
   adam = optax.chain(optax.scale_by_adam(b1=config.optim.b1, b2=config.optim.b2),
                      optax.scale_by_learning_rate(config.optim.learning_rate))
   for name, transform, tree, tree_grads in (
@@ -131,16 +163,16 @@ def main():
       updates, opt_state = transform.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
     carry = (jax.tree.map(jax.numpy.copy, tree), transform.init(tree))
-    parts[name] = measure(name, jax.jit(adam_step, donate_argnums=0), (carry, tree_grads), args.repeats,
-                          carry=lambda out: out)
+    parts[name] = measure_part(name, jax.jit(adam_step, donate_argnums=0), (carry, tree_grads), args.repeats,
+                               carry=lambda out: out)
   flat = ravel_pytree(params)[0]
-  parts["ema_flat"] = measure("ema_flat", jax.jit(ema.ema_update, donate_argnums=0),
-                              (jax.numpy.copy(flat), flat, jax.numpy.float32(0.999)), args.repeats,
-                              carry=lambda out: out)
+  parts["ema_flat"] = measure_part("ema_flat", jax.jit(ema.ema_update, donate_argnums=0),
+                                   (jax.numpy.copy(flat), flat, jax.numpy.float32(0.999)), args.repeats,
+                                   carry=lambda out: out)
   record = {"variant": args.variant, "quick": args.quick, "batch_size": batch_size,
             "num_params": policy.count_params(params),
             "compute_dtype": str(policy.resolve_compute_dtype(spec.compute_dtype)),
-            "device": bench.device_info(), "parts": parts}
+            "device": bench.device_info(), "target": args.target, "parts": parts}
   if args.out:
     with open(args.out, "w") as f:
       json.dump(record, f, indent=2)
