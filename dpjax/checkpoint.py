@@ -252,7 +252,8 @@ def restore_train_state(manager: ocp.CheckpointManager, target_state, data_itera
   run_dir = pathlib.Path(manager.directory).parent
   raise CheckpointError(f"no checkpoint in {manager.directory} can be restored ("
                         + "; ".join(f"step {e.step}: {e.reason}" for e in damaged) + "). If the config changed the "
-                        f"optimiser, resume with the run's own: --config={run_dir / 'config.json'}; else move "
+                        f"optimiser (config.optim.flat_moments changes its state's layout), resume with the run's own: "
+                        f"--config={run_dir / 'config.json'}; else move "
                         f"{manager.directory} away to train from scratch.")
 
 

@@ -108,10 +108,28 @@ def test_resume_with_no_intact_checkpoint_moves_nothing(data_path, finished_run,
   for step in (2, 4):
     _delete_a_data_file(run_dir, step, "opt_state")
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* can be restored \\(step 4: missing file "
-                     ".*; step 2: missing file .*\\). If the config changed the optimiser, resume with the run's "
-                     "own: --config=.*config.json; else move .* away"):
+                     ".*; step 2: missing file .*\\). If the config changed the optimiser \\(config.optim.flat_moments "
+                     "changes its state's layout\\), resume with the run's own: --config=.*config.json; else move .* "
+                     "away"):
     train.train_and_evaluate(_config(data_path), run_dir)
   assert _steps(run_dir / "checkpoints") == [2, 4] and not (run_dir / "checkpoints_damaged").exists()
+
+
+def test_a_run_resumes_only_with_the_optimiser_state_layout_it_started_with(data_path, finished_run, tmp_path):
+  """Flat Adam moments (the default) and per-array ones are different checkpoints: the wrong setting is an error
+  that names the fix and moves nothing; the run's own config.json resumes it."""
+  run_dir = _copy(finished_run, tmp_path)
+  config = _config(data_path)
+  config.optim.flat_moments = False
+  config.train.num_steps = 6
+  with pytest.raises(checkpoint.CheckpointError, match="flat_moments.*--config=.*config.json"):
+    train.train_and_evaluate(config, run_dir)
+  assert _steps(run_dir / "checkpoints") == [2, 4] and not (run_dir / "checkpoints_damaged").exists()
+  own = config_json.get_config(run_dir / "config.json")
+  assert own.optim.flat_moments is True
+  own.train.num_steps = 6
+  train.train_and_evaluate(own, run_dir)
+  assert _steps(run_dir / "checkpoints")[-1] == 6
 
 
 def test_rerunning_a_finished_run_from_its_config_json_says_it_is_complete(finished_run, tmp_path, capsys):
