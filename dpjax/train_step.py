@@ -50,9 +50,8 @@ def abstract_train_state(params, optimizer: optax.GradientTransformation, shardi
 
 def global_norm(tree) -> jax.Array:
   """The L2 norm of all leaves together, as one reduction over their concatenation: `optax.tree.norm` reduces leaf
-  by leaf, ~90 of the full-size U-Net step's 755 GPU kernels for a logged number (BUILD_NOTES.md, "GPU kernels
-  without a GPU"); when the optimiser flattens the gradients too (`config.optim.flat_moments`), XLA shares the
-  concatenation."""
+  by leaf, 88 of the full-size U-Net step's 755 GPU kernels for a logged number (experiments/gpu_kernels/); when
+  the optimiser flattens the gradients too (`config.optim.flat_moments`), XLA shares the concatenation."""
   flat, _ = ravel_pytree(tree)
   return jnp.sqrt(jnp.sum(jnp.square(flat.astype(jnp.float32))))
 
