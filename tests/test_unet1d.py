@@ -156,3 +156,25 @@ def test_film_width_and_residual_conv():
   params_wider = jax.eval_shape(unet1d.ConditionalResidualBlock1D(8, 3, 4).init,
                                 jax.random.key(0), jnp.ones((1, 4, 6)), cond)["params"]
   assert params_wider["residual_conv"]["kernel"].shape == (1, 6, 8)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_every_film_embedding_from_one_matmul_equals_each_block_s_dense(dtype):
+  """With one_film_matmul the applied U-Net computes all residual blocks' FiLM embeddings as one matmul over their
+  side-by-side kernels; initialising, each block runs its own `cond_encoder` Dense (which creates its parameters).
+  Same numbers (the GPU kernel counts of experiments/gpu_kernels/ come from the one-matmul path)."""
+  net = unet1d.ConditionalUnet1D(**TINY, dtype=dtype, one_film_matmul=True)
+  x, _, obs = _inputs()
+  k = jnp.array([3, 17])
+  obs = jnp.asarray(np.random.default_rng(1).normal(size=obs.shape), jnp.float32)
+  per_block, variables = net.init_with_output(jax.random.key(0), x, k, obs, conditioning_only=True)
+  merged = net.apply(variables, x, k, obs, conditioning_only=True)
+  per_block_applied = net.clone(one_film_matmul=False).apply(variables, x, k, obs, conditioning_only=True)
+  jax.tree.map(np.testing.assert_array_equal, per_block_applied, per_block)
+  platform_choice = net.clone(one_film_matmul=None).apply(variables, x, k, obs, conditioning_only=True)
+  jax.tree.map(np.testing.assert_array_equal, platform_choice, per_block)   # a CPU runs the separate Dense layers
+  assert list(merged) == list(per_block) == list(unet1d.block_widths(TINY["down_dims"]))
+  for name, width in unet1d.block_widths(TINY["down_dims"]).items():
+    assert merged[name].shape == (B, 1, 2 * width) and merged[name].dtype == per_block[name].dtype == dtype
+    np.testing.assert_allclose(np.asarray(merged[name], np.float32), np.asarray(per_block[name], np.float32),
+                               rtol=1e-6 if dtype == jnp.float32 else 1e-2, atol=1e-6)

@@ -21,6 +21,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dpjax.nets import torch_init
 from dpjax.nets.embeddings import sinusoidal_embedding
@@ -191,12 +192,16 @@ class ConditionalUnet1D(nn.Module):
     step_embed_dim: width of the diffusion-step feature (dsed).
     dtype: compute dtype of convolutions and matmuls (float32 or bfloat16); parameters, GroupNorm statistics and
       the output stay float32.
+    one_film_matmul: compute every residual block's FiLM embedding in one matmul (`_films`); None: on GPUs and
+      TPUs, where it saves ~50 kernels per train step, not on a CPU, where the CPU-sized network trained ~4 %
+      slower with it (BUILD_NOTES.md, "Session 13"). The same numbers either way (to rounding).
   """
   down_dims: Sequence[int]
   kernel_size: int = 5
   n_groups: int = 8
   step_embed_dim: int = 256
   dtype: Any = jnp.float32
+  one_film_matmul: Optional[bool] = None
 
   @nn.compact
   def __call__(self, x: Optional[jax.Array], k: Optional[jax.Array], obs_features: Optional[jax.Array] = None,
@@ -220,7 +225,10 @@ class ConditionalUnet1D(nn.Module):
               for name, features in block_widths(self.down_dims).items()}
     if conditioning is None:
       cond = self._condition(k, obs_features, batch=None if x is None else x.shape[0])
-      conditioning = {name: block(None, cond, film_only=True) for name, block in blocks.items()}
+      if self.is_initializing():   # each block creates its FiLM encoder's parameters
+        conditioning = {name: block(None, cond, film_only=True) for name, block in blocks.items()}
+      else:
+        conditioning = self._films(cond, list(blocks))
     if conditioning_only:
       return conditioning
 
@@ -250,6 +258,37 @@ class ConditionalUnet1D(nn.Module):
     x = _conv(x, action_dim, 1, self.dtype, name="final_conv")
     chex.assert_shape(x, (batch, horizon, action_dim))
     return x.astype(jnp.float32)
+
+  def _films(self, cond: jax.Array, names: Sequence[str]) -> dict:
+    """Every residual block's FiLM embedding {name: [B, 1, 2C]} from the global condition [B, D].
+
+    Each block's `cond_encoder` is a Dense on the same mish(cond), so their kernels side by side make one [D, sum 2C]
+    matrix: the same numbers as the twelve Dense layers in two GPU kernels instead of ~50 per train step, forward and
+    backward (experiments/gpu_kernels/). On a CPU the separate Dense layers trained the CPU-sized network ~4 %
+    faster, so `one_film_matmul=None` lets the compiled platform choose (`lax.platform_dependent`). The parameters
+    stay each block's own (the original's layout, which the PyTorch import and the checkpoints keep), read here from
+    this module's variables.
+    """
+    params = [self.variables["params"][name]["cond_encoder"] for name in names]
+    inputs = jax.nn.mish(cond)
+
+    def dense(kernel, bias):   # flax's nn.Dense
+      x, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+      return x @ kernel + bias
+
+    def per_block():
+      return [dense(p["kernel"], p["bias"]) for p in params]
+
+    def one_matmul():
+      films = dense(jnp.concatenate([p["kernel"] for p in params], axis=1),
+                    jnp.concatenate([p["bias"] for p in params]))
+      return jnp.split(films, np.cumsum([p["bias"].shape[0] for p in params])[:-1], axis=-1)
+
+    if self.one_film_matmul is None:
+      films = jax.lax.platform_dependent(cpu=per_block, default=one_matmul)
+    else:
+      films = one_matmul() if self.one_film_matmul else per_block()
+    return {name: film[:, None, :] for name, film in zip(names, films)}
 
   def _condition(self, k: jax.Array, obs_features: Optional[jax.Array], batch: Optional[int]) -> jax.Array:
     """The global condition [B, dsed + To * F]: step feature (sinusoid -> Dense -> Mish -> Dense) and observation

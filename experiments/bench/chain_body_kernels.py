@@ -17,24 +17,20 @@ import this_checkout
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--target", default="local", choices=("local", "h100", "h200"))
-  parser.add_argument("--compute_dtype", default=None, help="float32 | bfloat16 (default: auto for the target)")
+  this_checkout.add_target_flags(parser)
   parser.add_argument("--sampler", default="ddim:10", help="method:num_inference_steps")
   parser.add_argument("--batch_size", type=int, default=1)
   parser.add_argument("--variant", default="lowdim")
   args = parser.parse_args()
-  sharding = deviceless_gpu = None
-  if args.target != "local":
-    deviceless_gpu = this_checkout.load("experiments/bench/deviceless_gpu.py")
-    sharding = deviceless_gpu.replicated_sharding(args.target)
-  import jax   # after deviceless_gpu, which sets JAX_PLATFORMS
+  sharding = this_checkout.target_sharding(args)
+  import jax   # after target_sharding, which sets JAX_PLATFORMS for a GPU target
   import numpy as np
 
   from dpjax import bench, policy
   hlo = this_checkout.load("dpjax/hlo.py")
 
   config = bench.load_config(args.variant)
-  config.policy.compute_dtype = args.compute_dtype or ("auto" if sharding is None else "bfloat16")
+  config.policy.compute_dtype = this_checkout.compute_dtype(args, sharding)
   method, steps = args.sampler.split(":")
   if method in ("euler", "heun", "ancestral"):
     config.diffusion.objective = "flow"
@@ -46,8 +42,7 @@ def main():
                       spec=spec)
   obs = bench.synthetic_obs(obs_shapes, (args.batch_size, spec.n_obs_steps), rng)
   key = jax.random.key(0)
-  if sharding is not None:
-    pol, obs, key = deviceless_gpu.abstract((pol, obs, key), sharding)
+  pol, obs, key = this_checkout.place((pol, obs, key), sharding)
   text = policy._sample_batched.lower(pol, obs, key, method, int(steps)).compile().as_text()
   print(f"entry {hlo.kernel_count(text)}")
   for body in hlo.while_bodies(text):

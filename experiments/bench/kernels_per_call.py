@@ -25,25 +25,20 @@ OBS = {"lowdim": {"low_dim": (20,)}, "image": {"image": (96, 96, 3), "agent_pos"
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--target", default="local", choices=("local", "h100", "h200"))
-  parser.add_argument("--compute_dtype", default=None, help="float32 | bfloat16 (default: auto for the target)")
+  this_checkout.add_target_flags(parser)
   parser.add_argument("--variants", default="lowdim,image,transformer")
   args = parser.parse_args()
-  sharding = deviceless_gpu = None
-  if args.target != "local":
-    deviceless_gpu = this_checkout.load("experiments/bench/deviceless_gpu.py")
-    sharding = deviceless_gpu.replicated_sharding(args.target)
-  import jax   # after deviceless_gpu, which sets JAX_PLATFORMS
+  sharding = this_checkout.target_sharding(args)
+  import jax   # after target_sharding, which sets JAX_PLATFORMS for a GPU target
   import numpy as np
 
   import dpjax
   from dpjax import policy
   hlo = this_checkout.load("dpjax/hlo.py")
-  place = (lambda tree: tree) if sharding is None else (lambda tree: deviceless_gpu.abstract(tree, sharding))
-  compute_dtype = args.compute_dtype or ("auto" if sharding is None else "bfloat16")
+  compute_dtype = this_checkout.compute_dtype(args, sharding)
 
   def count(fn, *fn_args) -> int:
-    return hlo.kernel_count(jax.jit(fn).lower(*place(fn_args)).compile().as_text())
+    return hlo.kernel_count(jax.jit(fn).lower(*this_checkout.place(fn_args, sharding)).compile().as_text())
 
   root = pathlib.Path(dpjax.__file__).resolve().parents[1]
   configs = this_checkout.load(root / "configs" / "pusht.py")

@@ -39,7 +39,7 @@ import this_checkout
 
 
 if __name__ == "__main__" and any(a.startswith("--target=h") for a in sys.argv):   # before jax: JAX_PLATFORMS
-  deviceless_gpu = this_checkout.load("experiments/bench/deviceless_gpu.py")
+  this_checkout.load("experiments/bench/deviceless_gpu.py")
 
 import jax
 import numpy as np
@@ -78,8 +78,7 @@ def measure(name: str, jitted, args, repeats: int, carry=None, steps_per_call: i
   """Compiles `jitted` on `args`, counts its kernels and times it; with a deviceless `sharding`, compiles for that
   GPU on abstract copies of `args` and does not time it."""
   start = time.perf_counter()
-  if sharding is not None:
-    args = deviceless_gpu.abstract(args, sharding)
+  args = this_checkout.place(args, sharding)
   compiled = jitted.lower(*args).compile()
   compile_s = time.perf_counter() - start
   text = compiled.as_text()
@@ -101,15 +100,13 @@ def main():
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--quick", action="store_true", help="smoke sizes")
   parser.add_argument("--out", default=None)
-  parser.add_argument("--target", default="local", choices=("local", "h100", "h200"),
-                      help="h100 / h200: compile for that GPU without one and count kernels only")
+  this_checkout.add_target_flags(parser)
   args = parser.parse_args()
-  sharding = None if args.target == "local" else deviceless_gpu.replicated_sharding(args.target)
-  backend = None if sharding is None else "gpu"
+  sharding = this_checkout.target_sharding(args)
 
   config = bench.load_config(args.variant, args.quick)
-  if sharding is not None:
-    config.policy.compute_dtype = policy.resolve_compute_dtype(config.policy.compute_dtype, backend).name
+  if sharding is not None or args.compute_dtype:
+    config.policy.compute_dtype = this_checkout.compute_dtype(args, sharding)
   measure_part = functools.partial(measure, sharding=sharding)
   batch_size = args.batch_size or int(config.train.batch_size)
   rng = np.random.default_rng(0)

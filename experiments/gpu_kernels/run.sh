@@ -26,6 +26,7 @@ done
 XLA_FLAGS=--xla_gpu_enable_triton_gemm=false run "$ROOT/experiments/bench/train_step_parts.py" --target="$TARGET" \
   --variant=transformer --out="$OUT/train_step_parts_transformer.json" | tee "$OUT/train_step_parts_transformer.txt"
 run "$ROOT/experiments/bench/kernels_per_call.py" --target="$TARGET" > "$OUT/kernels_per_call.txt"
+: > "$OUT/chain_body_kernels.txt"
 for sampler in ddpm:100 ddim:10; do
   for batch in 1 50; do
     echo "$sampler batch $batch: $(run "$ROOT/experiments/bench/chain_body_kernels.py" --target="$TARGET" \
