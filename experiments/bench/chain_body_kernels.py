@@ -27,6 +27,7 @@ def main():
   import numpy as np
 
   from dpjax import bench, policy
+  from dpjax.data import pusht
   hlo = this_checkout.load("dpjax/hlo.py")
 
   config = bench.load_config(args.variant)
@@ -35,7 +36,7 @@ def main():
   if method in ("euler", "heun", "ancestral"):
     config.diffusion.objective = "flow"
     config.diffusion.sampler = method
-  obs_shapes = {"low_dim": (20,)} if config.data.obs_type == "lowdim" else {"image": (96, 96, 3), "agent_pos": (2,)}
+  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
   spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
   rng = np.random.default_rng(0)
   pol = policy.Policy(params=bench.random_params(spec, rng), normalizer=bench.synthetic_normalizer(obs_shapes, rng),

@@ -32,14 +32,19 @@ import argparse
 import functools
 import json
 import statistics
-import sys
 import time
 
 import this_checkout
 
 
-if __name__ == "__main__" and any(a.startswith("--target=h") for a in sys.argv):   # before jax: JAX_PLATFORMS
-  this_checkout.load("experiments/bench/deviceless_gpu.py")
+def _target_flags() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(add_help=False)
+  this_checkout.add_target_flags(parser)
+  return parser
+
+
+if __name__ == "__main__":   # a GPU target sets JAX_PLATFORMS, which must happen before jax is imported below
+  this_checkout.target_sharding(_target_flags().parse_known_args()[0])
 
 import jax
 import numpy as np
@@ -94,13 +99,12 @@ def measure(name: str, jitted, args, repeats: int, carry=None, steps_per_call: i
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[_target_flags()])
   parser.add_argument("--variant", default="lowdim", choices=list(bench.VARIANTS))
   parser.add_argument("--batch_size", type=int, default=None)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--quick", action="store_true", help="smoke sizes")
   parser.add_argument("--out", default=None)
-  this_checkout.add_target_flags(parser)
   args = parser.parse_args()
   sharding = this_checkout.target_sharding(args)
 
