@@ -137,8 +137,10 @@ def get_config(arg=None):
   config.optim.warmup_steps = 1000 if transformer else 500
   config.optim.schedule = "cosine"                        # or "constant"
   config.optim.grad_clip_norm = 0.0                       # 0 disables
-  # Adam's moments as one vector each: same numbers, ~100 fewer GPU kernels per step (dpjax/optim.py).
-  config.optim.flat_moments = True
+  # Adam's moments as one vector each: same numbers, ~100 fewer GPU kernels per step but a second pass over the
+  # moments (dpjax/optim.py); per array for the 262.7 M image U-Net, whose step moves more bytes than it launches
+  # kernels (BUILD_NOTES.md, "Session 14").
+  config.optim.flat_moments = not (image and not transformer)
 
   config.ema = ml_collections.ConfigDict()
   config.ema.power = 0.75

@@ -8,7 +8,9 @@ tree {"encoder": ..., "denoiser": ...}.
 `config.optim.flat_moments` keeps Adam's two moments as one vector each (`optax.flatten`) instead of one array per
 parameter: the same arithmetic element by element, in a few GPU kernels instead of one per parameter array (the
 full-size U-Net has 148). It changes the layout of the optimiser state in checkpoints, so a run resumes only with
-the setting it started with (older runs' config.json lack the field and read False: `config_json.ADDED`).
+the setting it started with (older runs' config.json lack the field and read False: `config_json.ADDED`). The
+moments pass then writes both vectors and the per-array weight and EMA updates read them again: fewer kernels, more
+bytes, which pays for the low-dim networks and not for the 262.7 M image U-Net (BUILD_NOTES.md, "Session 14").
 """
 import jax
 import optax
@@ -58,3 +60,10 @@ def make_optimizer(optim_config, params, denoiser: str, num_steps: int) -> optax
       optax.add_decayed_weights(optim_config.encoder_weight_decay, mask=encoder_mask),
       optax.scale_by_learning_rate(learning_rate_schedule(optim_config, num_steps)),
   )
+
+
+def moments_are_flat(opt_state) -> bool:
+  """Whether `opt_state` (from `make_optimizer`) keeps Adam's moments as one vector each (flat_moments)."""
+  is_adam = lambda node: isinstance(node, optax.ScaleByAdamState)
+  adam = [node for node in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(node)]
+  return bool(adam) and len(jax.tree.leaves(adam[0].mu)) == 1

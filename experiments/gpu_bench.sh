@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The GPU benchmarks that gpu_check.sh leaves out (issues 12 and 13), in order of what they decide, each stopped by
 # one wall-clock deadline (default 240 s) so the whole fits a short device call:
-#   1. the U-Net's convolution lowering, im2col (today's) vs lax.conv (cuDNN): low-dim CNN train step, DDPM-100 /
-#      DDIM-10 at batch 1 and kernels per denoiser call for each (experiments/bench/conv_lowering.py);
-#   2. DDPM-100 at batch 1 with the chain's loop unrolled 1 and 10 steps per iteration
+#   1. the U-Net's convolution lowering at batch 1, auto (taps on a GPU for at most unet1d.TAPS_MAX_ROWS rows, since
+#      session 14) vs im2col: DDPM-100 / DDIM-10 latency and kernels per denoiser call, and auto's train step
+#      (experiments/bench/conv_lowering.py; taps and lax.conv lose on kernels and bytes for training, per
+#      experiments/gpu_kernels/, and are left out: `--lowerings=taps,lax.conv` times them);
+#   2. the image U-Net's train step with Adam's moments per array (its default since session 14) and flat
+#      (session 13's): the step whose bytes the model of experiments/gpu_kernels/ says dominate;
+#   3. DDPM-100 at batch 1 with the chain's loop unrolled 1 and 10 steps per iteration
 #      (experiments/bench/chain_unroll.py);
-#   3. where the low-dim CNN's train step goes (experiments/bench/train_step_parts.py: step, forward, backward,
-#      optimiser, EMA, each timed and kernel-counted);
-#   4. low-dim CNN sampling latency at batch 50 (batch 1 is stage 1's im2col row), and flow Euler-1/2 (`dpjax.bench
-#      --notrain`);
-#   5. the image transformer (never measured on a GPU): train step, DDPM-100 / DDIM-10 at batch 1;
-#   6. the low-dim transformer's train step parts.
+#   4. where the low-dim CNN's train step goes (experiments/bench/train_step_parts.py: step, forward, backward,
+#      optimiser, EMA, each timed, kernel-counted and its bytes estimated);
+#   5. low-dim CNN sampling latency at batch 50 (`dpjax.bench --notrain`);
+#   6. the image transformer (never measured on a GPU): train step, DDPM-100 / DDIM-10 at batch 1.
 # One JSON per stage and one log in OUT (8 files).
 #
 #   OUT=$OUT bash experiments/gpu_bench.sh       # on the lent device machine, after experiments/prepare_device.sh
@@ -33,17 +35,17 @@ stage() {   # stage NAME COMMAND...: runs COMMAND within the time left, its outp
 }
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 stage "1/6 U-Net convolution lowering" "$python" experiments/bench/conv_lowering.py --variant=lowdim $quick \
-    --out="$out/conv_lowering.json"
-stage "2/6 chain unroll" "$python" experiments/bench/chain_unroll.py --variant=lowdim $quick --unrolls=1,10 \
+    --lowerings=auto,im2col --out="$out/conv_lowering.json"
+stage "2/6 image U-Net, moments per array" "$python" -m dpjax.bench --variants=image $quick --steps=50 \
+    --sample_batch_sizes= --flat_moments=false --out="$out/bench_image_moments_per_array.json"
+stage "2/6 image U-Net, moments flat" "$python" -m dpjax.bench --variants=image $quick --steps=50 \
+    --sample_batch_sizes= --flat_moments=true --out="$out/bench_image_moments_flat.json"
+stage "3/6 chain unroll" "$python" experiments/bench/chain_unroll.py --variant=lowdim $quick --unrolls=1,10 \
     --samplers=ddpm:100 --out="$out/chain_unroll.json"
-stage "3/6 low-dim CNN train step parts" "$python" experiments/bench/train_step_parts.py --variant=lowdim $quick \
+stage "4/6 low-dim CNN train step parts" "$python" experiments/bench/train_step_parts.py --variant=lowdim $quick \
     --out="$out/parts_lowdim.json"
-stage "4/6 low-dim CNN sampling" "$python" -m dpjax.bench --variants=lowdim $quick --notrain --repeats=10 \
+stage "5/6 low-dim CNN sampling" "$python" -m dpjax.bench --variants=lowdim $quick --notrain --repeats=10 \
     --samplers=ddpm:100,ddim:10 --sample_batch_sizes=50 --out="$out/sampling_lowdim.json"
-stage "4/6 low-dim CNN flow sampling" "$python" -m dpjax.bench --variants=lowdim $quick --notrain --repeats=10 \
-    --objective=flow --samplers=euler:1,euler:2 --sample_batch_sizes=1,50 --out="$out/sampling_lowdim_flow.json"
-stage "5/6 image transformer" "$python" -m dpjax.bench --variants=image_transformer $quick --steps=50 --repeats=5 \
+stage "6/6 image transformer" "$python" -m dpjax.bench --variants=image_transformer $quick --steps=50 --repeats=5 \
     --samplers=ddpm:100,ddim:10 --sample_batch_sizes=1 --out="$out/bench_image_transformer.json"
-stage "6/6 low-dim transformer train step parts" "$python" experiments/bench/train_step_parts.py \
-    --variant=transformer $quick --out="$out/parts_transformer.json"
 echo "== done ($(date -u +%T))" | tee -a "$log"

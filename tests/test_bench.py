@@ -18,13 +18,14 @@ def is_positive_finite(x) -> bool:
 def test_quick_bench_writes_positive_finite_numbers(tmp_path):
   out = tmp_path / "bench.json"
   # One variant: the others run the same code on another network (~25 s more on the 2-core CI for nothing new).
-  records = bench.run(["lowdim"], out=out, log=lambda *_: None, quick=True, steps=1, repeats=1)
+  records = bench.run(["lowdim"], out=out, log=lambda *_: None, quick=True, steps=1, repeats=1, flat_moments=False)
   written = json.loads(out.read_text())
   assert written["records"] == json.loads(json.dumps(records))
   assert written["device"]["device_count"] >= 1 and written["device"]["host_cpu_count"] >= 1
   assert [r["variant"] for r in written["records"]] == ["lowdim"]
   for record in written["records"]:
     assert record["quick"] and record["config"].endswith(",smoke")
+    assert record["overrides"] == {"optim.flat_moments": False}   # per-array moments (the smoke config's are flat)
     assert is_positive_finite(record["num_params"])
     assert record["num_params"] == record["num_params_encoder"] + record["num_params_denoiser"]
     assert sorted(record["kernels_per_denoiser_call"]) == ["b1", "b50"]
@@ -83,3 +84,31 @@ ENTRY %main (a: f32[2], b: f32[2,2]) -> (f32[2], f32[2]) {
 def test_while_bodies_names_each_loop_body():
   text = "  %w = (s32[], f32[2]) while((s32[], f32[2]) %t), condition=%cond.3, body=%region_4.102.clone\n"
   assert hlo.while_bodies(text) == ["region_4.102.clone"]
+
+
+def test_bytes_moved_reads_what_a_fusion_slices_and_all_that_it_reduces():
+  text = """HloModule m
+%sliced (p0: f32[1000], p1: f32[10]) -> f32[10] {
+  %p0 = f32[1000]{0} parameter(0)
+  %p1 = f32[10]{0} parameter(1)
+  %e = f32[1000]{0} exponential(%p0)
+  %s = f32[10]{0} slice(%e), slice={[5:15]}
+  ROOT %sum = f32[10]{0} add(%s, %p1)
+}
+%summed (q0: f32[1000]) -> f32[] {
+  %q0 = f32[1000]{0} parameter(0)
+  %zero = f32[] constant(0)
+  ROOT %r = f32[] reduce(%q0, %zero), dimensions={0}, to_apply=%add
+}
+ENTRY %main (a: f32[1000], b: f32[10]) -> (f32[10], f32[]) {
+  %a = f32[1000]{0} parameter(0)
+  %b = f32[10]{0} parameter(1)
+  %fusion = f32[10]{0} fusion(%a, %b), kind=kLoop, calls=%sliced
+  %fusion.2 = f32[] fusion(%a), kind=kInput, calls=%summed
+  ROOT %t = (f32[10]{0}, f32[]) tuple(%fusion, %fusion.2)
+}
+"""
+  # The slice reads 10 of a's 1000 elements (through the element-wise exp); the reduction reads all of them.
+  assert hlo.kernel_bytes(text) == [("fusion", 40 + 40, 40), ("fusion.2", 4000, 4)]
+  assert hlo.bytes_moved(text) == 120 + 4004
+  assert len(hlo.kernel_bytes(text)) == hlo.kernel_count(text)

@@ -107,4 +107,6 @@ def test_an_older_run_keeps_the_optimiser_state_layout_it_started_with():
   assert "flat_moments" not in (REPO / "experiments" / "pusht_lowdim_transformer_small" / "config.json").read_text()
   assert old.optim.flat_moments is False
   assert config_files.get_config("lowdim").optim.flat_moments is True
+  assert config_files.get_config("image").optim.flat_moments is False   # the 262.7 M image U-Net: bytes dominate
+  assert config_files.get_config("image,transformer").optim.flat_moments is True
   assert config_json.upgrade({"optim": {"flat_moments": True}})["optim"]["flat_moments"] is True

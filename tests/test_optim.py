@@ -69,6 +69,16 @@ def test_flat_moments_give_the_per_array_optimiser_s_steps(grad_clip_norm):
   assert not np.allclose(runs[True]["denoiser"]["Dense_0"]["kernel"], params["denoiser"]["Dense_0"]["kernel"])
 
 
+def test_the_gradient_norm_follows_the_optimiser_s_layout():
+  from dpjax import train_step
+  params = {"denoiser": {"a": jnp.arange(6.0).reshape(2, 3), "b": {"c": -jnp.ones(4)}}}
+  for flat in (False, True):
+    opt = optim.make_optimizer(_optim_config(flat_moments=flat), params, "unet1d", 10)
+    state = opt.init(params)
+    assert optim.moments_are_flat(state) is flat
+    np.testing.assert_allclose(train_step.grad_norm_like_optimizer(params, state), np.sqrt(55.0 + 4.0), rtol=1e-6)
+
+
 def test_the_global_norm_is_the_norm_of_every_leaf_together():
   from dpjax import train_step
   tree = {"a": jnp.arange(6.0).reshape(2, 3), "b": {"c": -jnp.ones(4)}}

@@ -146,6 +146,43 @@ def test_conv1d_matches_torch_for_long_and_short_inputs(length):
   np.testing.assert_allclose(np.asarray(y), _torch_conv1d(x, w, b, 1, 2), atol=1e-4)
 
 
+@pytest.mark.parametrize("stride,padding,length", [(1, 2, 3), (1, 2, 8), (2, 1, 1), (2, 1, 5), (1, 0, 4)])
+def test_both_convolution_lowerings_match_torch(stride, padding, length):
+  """im2col (training, CPUs) and taps (accelerators at small batch) compute torch's conv1d, strided or not."""
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(2, length, 3)).astype(np.float32)
+  k = 3 if padding == 1 else (1 if padding == 0 else 5)
+  w = rng.normal(size=(4, 3, k)).astype(np.float32)
+  expected = _torch_conv1d(x, w, 0.0, stride, padding)
+  for lowering in (unet1d.conv1d_im2col, unet1d.conv1d_taps, unet1d.conv1d):
+    y = lowering(jnp.asarray(x), jnp.asarray(w.transpose(2, 1, 0)), stride, padding)
+    np.testing.assert_allclose(np.asarray(y), expected, atol=1e-4, err_msg=lowering.__name__)
+
+
+@pytest.mark.parametrize("length", [1, 4])
+def test_both_transposed_convolution_lowerings_match_torch(length):
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(2, length, 3)).astype(np.float32)
+  w = rng.normal(size=(3, 3, 4)).astype(np.float32)   # torch [C_in, C_out, 4]
+  expected = _torch_conv_transpose1d(x, w, 0.0, 2, 1)
+  for lowering in (unet1d.transposed_conv1d_x2_phases, unet1d.transposed_conv1d_x2_taps, unet1d.transposed_conv1d_x2):
+    y = lowering(jnp.asarray(x), jnp.asarray(w.transpose(2, 1, 0)))
+    np.testing.assert_allclose(np.asarray(y), expected, atol=1e-4, err_msg=lowering.__name__)
+
+
+def test_taps_sum_in_float32_under_bfloat16():
+  """The taps' shifted sum is float32, so bfloat16 taps round once, like im2col's single matmul."""
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(1, 16, 64)), jnp.bfloat16)
+  kernel = jnp.asarray(rng.normal(size=(5, 64, 32)) / 8, jnp.bfloat16)
+  im2col = unet1d.conv1d_im2col(x, kernel, 1, 2)
+  taps = unet1d.conv1d_taps(x, kernel, 1, 2)
+  assert taps.dtype == jnp.bfloat16
+  exact = unet1d.conv1d_im2col(x.astype(jnp.float32), kernel.astype(jnp.float32), 1, 2)
+  error = lambda y: float(jnp.max(jnp.abs(y.astype(jnp.float32) - exact)))
+  assert error(taps) <= 1.5 * error(im2col) + 1e-6, (error(taps), error(im2col))
+
+
 def test_film_width_and_residual_conv():
   """FiLM predicts 2C values (scale and bias, the paper's cond_predict_scale); 1x1 residual only if C changes."""
   block = unet1d.ConditionalResidualBlock1D(features=8, kernel_size=3, n_groups=4)

@@ -31,9 +31,13 @@ _GROUP_NORM_EPS = 1e-5  # torch's default; flax's is 1e-6
 _FINAL_BLOCK_GROUPS = 8
 
 
-def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-  """torch's Conv1d without bias as one matmul (im2col): x [B, L, C_in], kernel [k, C_in, C_out] ->
-  [B, L_out, C_out].
+# Rows (batch x length) up to which an accelerator runs a convolution as taps (`conv1d`): a sampling chain at batch
+# 1 has 16 at most, a training batch thousands. Not tuned on a GPU yet (experiments/bench/conv_lowering.py does).
+TAPS_MAX_ROWS = 64
+
+
+def conv1d_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  """torch's Conv1d without bias as one matmul: x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out].
 
   The k shifted (strided) views of the padded input are concatenated along channels, [B, L_out, k * C_in], and
   multiplied by the kernel reshaped to [k * C_in, C_out]. On XLA:CPU this is 9x faster for a training step than
@@ -46,6 +50,79 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Ar
   span = stride * (out_length - 1) + 1
   patches = jnp.concatenate([x[:, j:j + span:stride] for j in range(k)], axis=-1)
   return patches @ kernel.reshape(k * c_in, c_out)
+
+
+def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  """`conv1d_im2col`'s result as k products of the unshifted input, shifted and summed: x [B, L, C_in], kernel
+  [k, C_in, C_out] -> [B, L_out, C_out].
+
+  taps[j] = x @ kernel[j] for every tap j in one batched matmul (float32 results, [k, B, L, C_out]), then
+  y[t] = sum_j taps[j][stride * t + j - padding]. No copy of the input is made, and on a GPU the shifted sum fuses
+  into the kernel that adds the bias: the full-size U-Net's sampling-chain iteration at batch 1 compiles to 115 GPU
+  kernels instead of 133. It writes k float32 partial outputs instead of one, which costs more than it saves once
+  the call is not launch-bound (a training batch), and XLA:CPU runs it slower (BUILD_NOTES.md, "Session 14").
+  """
+  k = kernel.shape[0]
+  taps = jnp.einsum("kblc,kcd->kbld", jnp.broadcast_to(x, (k,) + x.shape), kernel,
+                    preferred_element_type=jnp.float32)
+  taps = jnp.pad(taps, ((0, 0), (0, 0), (padding, padding), (0, 0)))
+  out_length = (x.shape[1] + 2 * padding - k) // stride + 1
+  span = stride * (out_length - 1) + 1
+  return sum(taps[j, :, j:j + span:stride] for j in range(k)).astype(x.dtype)
+
+
+def _few_rows(x: jax.Array) -> bool:
+  return x.shape[0] * x.shape[1] <= TAPS_MAX_ROWS
+
+
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  """torch's Conv1d without bias, x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out]: `conv1d_taps` on
+  an accelerator for at most TAPS_MAX_ROWS rows (a launch-bound call), else `conv1d_im2col`. The same numbers to
+  rounding either way."""
+  im2col = lambda: conv1d_im2col(x, kernel, stride, padding)
+  if not _few_rows(x):
+    return im2col()
+  return jax.lax.platform_dependent(cpu=im2col, default=lambda: conv1d_taps(x, kernel, stride, padding))
+
+
+def transposed_conv1d_x2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) without bias as one matmul: x [B, T, C], kernel
+  [4, C_out, C_in] (flax's `transpose_kernel=True` layout) -> [B, 2T, C].
+
+  With W_j = kernel[j].T ([C_in, C_out]), torch's output is, per input position m (x[-1] = x[T] = 0):
+    y[2m] = x[m - 1] W_3 + x[m] W_1,    y[2m + 1] = x[m] W_2 + x[m + 1] W_0,
+  so the windows [x[m - 1], x[m], x[m + 1]] times one [3C, 2C] matrix give both output phases at once.
+  """
+  batch, length, channels = x.shape
+  w = jnp.swapaxes(kernel, 1, 2)                      # w[j] = W_j: [C_in, C_out]
+  zeros = jnp.zeros_like(w[0])
+  phases = jnp.concatenate([jnp.concatenate([w[3], w[1], zeros], axis=0),     # even outputs
+                            jnp.concatenate([zeros, w[2], w[0]], axis=0)], axis=1)  # odd outputs
+  padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))
+  windows = jnp.concatenate([padded[:, j:j + length] for j in range(3)], axis=-1)   # [B, T, 3C]
+  return (windows @ phases).reshape(batch, length, 2, channels).reshape(batch, 2 * length, channels)
+
+
+def transposed_conv1d_x2_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`transposed_conv1d_x2_phases`'s result from the four products x[m] W_j (one batched matmul, float32), shifted
+  and summed per output phase: no window copy and no [3C, 2C] matrix assembled from the kernel at every call (a
+  sampling chain would rebuild it at every step: XLA keeps it in the loop)."""
+  batch, length, channels = x.shape
+  taps = jnp.einsum("kblc,kdc->kbld", jnp.broadcast_to(x, (4,) + x.shape), kernel,
+                    preferred_element_type=jnp.float32)
+  taps = jnp.pad(taps, ((0, 0), (0, 0), (1, 1), (0, 0)))                # x[-1] = x[T] = 0
+  even = taps[3, :, :length] + taps[1, :, 1:length + 1]
+  odd = taps[2, :, 1:length + 1] + taps[0, :, 2:]
+  return jnp.stack([even, odd], axis=2).reshape(batch, 2 * length, channels).astype(x.dtype)
+
+
+def transposed_conv1d_x2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) without bias, x [B, T, C] -> [B, 2T, C]: taps on an
+  accelerator for few rows, as `conv1d`, else the phase matmul."""
+  phases = lambda: transposed_conv1d_x2_phases(x, kernel)
+  if not _few_rows(x):
+    return phases()
+  return jax.lax.platform_dependent(cpu=phases, default=lambda: transposed_conv1d_x2_taps(x, kernel))
 
 
 class Conv1d(nn.Module):
@@ -109,30 +186,19 @@ class Downsample1d(nn.Module):
 
 
 class _TransposedConv1dX2(nn.Module):
-  """The parameters and computation of torch's ConvTranspose1d(C, C, 4, stride 2, padding 1), as one matmul.
-
-  Parameters keep flax's `nn.ConvTranspose(transpose_kernel=True)` layout, which the original's weight
-  [C_in, C_out, 4] maps to by a plain transpose: kernel [4, C_out, C_in] (fan_in C_out * 4, as torch's), bias [C].
-  With W_j = kernel[j].T ([C_in, C_out]), torch's output is, per input position m (x[-1] = x[T] = 0):
-    y[2m] = x[m - 1] W_3 + x[m] W_1,    y[2m + 1] = x[m] W_2 + x[m + 1] W_0,
-  so the windows [x[m - 1], x[m], x[m + 1]] times one [3C, 2C] matrix give both output phases at once.
-  """
+  """The parameters of torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) and its computation
+  (`transposed_conv1d_x2`). Parameters keep flax's `nn.ConvTranspose(transpose_kernel=True)` layout, which the
+  original's weight [C_in, C_out, 4] maps to by a plain transpose: kernel [4, C_out, C_in] (fan_in C_out * 4, as
+  torch's), bias [C]."""
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    batch, length, channels = x.shape
+    channels = x.shape[-1]
     kernel = self.param("kernel", torch_init.kernel_init, (4, channels, channels))
     bias = self.param("bias", torch_init.bias_init(channels * 4), (channels,))
     x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-    w = jnp.swapaxes(kernel, 1, 2)                      # w[j] = W_j: [C_in, C_out]
-    zeros = jnp.zeros_like(w[0])
-    phases = jnp.concatenate([jnp.concatenate([w[3], w[1], zeros], axis=0),     # even outputs
-                              jnp.concatenate([zeros, w[2], w[0]], axis=0)], axis=1)  # odd outputs
-    padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))
-    windows = jnp.concatenate([padded[:, j:j + length] for j in range(3)], axis=-1)   # [B, T, 3C]
-    y = (windows @ phases).reshape(batch, length, 2, channels).reshape(batch, 2 * length, channels)
-    return y + bias
+    return transposed_conv1d_x2(x, kernel) + bias
 
 
 class Upsample1d(nn.Module):

@@ -1,4 +1,4 @@
-"""Instructions per iteration of the compiled sampling chain: the while-loop body of `dpjax.sample`'s optimised HLO,
+"""Instructions (and the bytes they move, `hlo.bytes_moved`) per iteration of the compiled sampling chain: the while-loop body of `dpjax.sample`'s optimised HLO,
 full-size low-dim CNN, random weights (what one denoiser call costs inside the chain, with everything XLA hoisted or
 fused around it, the sampler's update and noise included).
 
@@ -47,7 +47,7 @@ def main():
   text = policy._sample_batched.lower(pol, obs, key, method, int(steps)).compile().as_text()
   print(f"entry {hlo.kernel_count(text)}")
   for body in hlo.while_bodies(text):
-    print(body, hlo.kernel_count(text, body))
+    print(body, hlo.kernel_count(text, body), f"{hlo.bytes_moved(text, body) / 1e6:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ concatenated vector per step, `adam_flatten`), and on parameters stored as one v
 on one vector (`ema_flat`).
 
 For each: compile seconds, kernels (top-level instructions of the compiled HLO, `dpjax/hlo.py`; about one launch
-each on a GPU) and median milliseconds per call over `--repeats` back-to-back calls (dispatch overlaps the device,
-so a device-bound part reads its device time). Random weights; no dataset is read. `step_x10` also counts the kernels
-of its loop's body (`body_kernels`: one training step as the accelerator runs it).
+each on a GPU), the bytes they move (`hlo.bytes_moved`, an estimate from the HLO) and median milliseconds per call
+over `--repeats` back-to-back calls (dispatch overlaps the device, so a device-bound part reads its device time).
+Random weights; no dataset is read. `step_x10` also counts the kernels and bytes of its loop's body (`body_kernels`,
+`body_gb`: one training step as the accelerator runs it).
 
 `--target=h100|h200` compiles every part for that GPU on a machine without one (`deviceless_gpu.py`, which says what
 to install; compute dtype `auto` = bfloat16 there) and reports kernels only: XLA:GPU's own fusion, untuned.
@@ -87,13 +88,16 @@ def measure(name: str, jitted, args, repeats: int, carry=None, steps_per_call: i
   compiled = jitted.lower(*args).compile()
   compile_s = time.perf_counter() - start
   text = compiled.as_text()
-  record = {"kernels": hlo.kernel_count(text), "compile_s": compile_s, "steps_per_call": steps_per_call}
+  record = {"kernels": hlo.kernel_count(text), "gb": hlo.bytes_moved(text) / 1e9, "compile_s": compile_s,
+            "steps_per_call": steps_per_call}
   bodies = hlo.while_bodies(text)
   if steps_per_call > 1 and bodies:
     record["body_kernels"] = hlo.kernel_count(text, bodies[-1])
+    record["body_gb"] = hlo.bytes_moved(text, bodies[-1]) / 1e9
   record["ms_per_step"] = None if sharding is not None else time_calls(compiled, args, repeats, carry) / steps_per_call
   ms = "" if record["ms_per_step"] is None else f"{record['ms_per_step']:8.3f} ms/step  "
-  body = f" (loop body {record['body_kernels']})" if "body_kernels" in record else ""
+  body = (f" (loop body {record['body_kernels']}, {record['body_gb']:.2f} GB)" if "body_kernels" in record
+          else f" {record['gb']:.2f} GB")
   print(f"{name:12s} {ms}{record['kernels']:5d} kernels (top level){body}  compile {compile_s:.1f} s", flush=True)
   return record
 
