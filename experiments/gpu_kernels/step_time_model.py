@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+# An H200's memory is 4.8 TB/s to the H100's 3.35 (same compute): the bytes term scaled by this guesses its time.
+H200_BYTES_FACTOR = 3.35 / 4.8
 # (step, loop-body kernels, GB moved, H100 ms per step): deviceless counts at 2380ac8, session 5's timings.
 FITTED = [("low-dim U-Net, batch 64", 734, 4.38, 3.55),
           ("low-dim U-Net, batch 256", 755, 6.62, 5.36),
@@ -50,8 +52,10 @@ def main(paths):
       print(f"{path}: no bytes recorded (written before session 14)")
       continue
     ms = predict(coefficients, body["body_kernels"], body["body_gb"])
+    h200 = predict(coefficients * [1.0, H200_BYTES_FACTOR], body["body_kernels"], body["body_gb"])
     print(f"{path}: {record['variant']} batch {record['batch_size']}: {body['body_kernels']} kernels, "
-          f"{body['body_gb']:.2f} GB -> {ms:.2f} ms ({1e3 / ms:.0f} steps/s) predicted on an H100")
+          f"{body['body_gb']:.2f} GB -> {ms:.2f} ms ({1e3 / ms:.0f} steps/s) predicted on an H100, "
+          f"{h200:.2f} ms ({1e3 / h200:.0f} steps/s) on an H200")
 
 
 if __name__ == "__main__":
