@@ -12,17 +12,8 @@ def kernel_count(hlo_text: str, computation: str | None = None) -> int:
   """Instructions of the ENTRY computation (or of the computation named `computation`, e.g. a while loop's body)
   that run as kernels (fusions, dots, custom calls, copies, ...), i.e. all but parameters, constants, tuples and
   bitcasts. On a GPU each is about one kernel launch."""
-  count, in_entry = 0, False
-  for line in hlo_text.splitlines():
-    header = line.startswith("ENTRY") if computation is None else re.match(rf"%?{re.escape(computation)} ", line)
-    if header:
-      in_entry = True
-    elif in_entry and line.startswith("}"):
-      break
-    elif in_entry and "=" in line:
-      op = re.search(r"\s([a-z][\w-]*)\(", line.split("=", 1)[1])   # after the result shape: "f32[2]{0} dot("
-      count += bool(op) and op.group(1) not in NON_KERNEL_OPS
-  return count
+  return sum(1 for line in _lines(hlo_text, computation)
+             if (parsed := _parse(line)) and parsed[1] is not None and parsed[1] not in NON_KERNEL_OPS)
 
 
 def while_bodies(hlo_text: str) -> list[str]:
@@ -91,6 +82,11 @@ def _computations(hlo_text: str) -> dict[str, list[str]]:
   return computations
 
 
+def _lines(hlo_text: str, computation: str | None) -> list[str]:
+  """The instruction lines of the entry computation, or of the one named `computation` (none if it is absent)."""
+  return _computations(hlo_text).get(computation or "ENTRY", [])
+
+
 def _first_array(shape: str) -> tuple[int, int]:
   """(elements, bytes per element) of the first array in an HLO shape; (0, 0) if none."""
   match = _ARRAY.search(shape)
@@ -132,7 +128,7 @@ def kernel_bytes(hlo_text: str, computation: str | None = None) -> list[tuple[st
   Control flow (while, call, conditional) moves nothing itself: its bodies' kernels do."""
   computations = _computations(hlo_text)
   result_bytes, kernels = {}, []
-  for line in computations[computation or "ENTRY"]:
+  for line in computations.get(computation or "ENTRY", []):
     parsed = _parse(line)
     if not parsed:
       continue

@@ -52,8 +52,8 @@ def global_norm(tree) -> jax.Array:
   """The L2 norm of all leaves together, as one reduction over their concatenation: `optax.tree.norm` reduces leaf
   by leaf, 88 of the full-size U-Net step's 755 GPU kernels for a logged number (experiments/gpu_kernels/). Used
   when the optimiser flattens the gradients too (`config.optim.flat_moments`) and XLA shares the concatenation;
-  otherwise it is a copy of every gradient (1.5 GB per step for the 262.7 M image U-Net), so `grad_norm` follows
-  the optimiser's layout."""
+  otherwise it is a copy of every gradient (1.5 GB per step for the 262.7 M image U-Net), so the logged norm
+  follows the optimiser's layout (`grad_norm_like_optimizer`)."""
   flat, _ = ravel_pytree(tree)
   return jnp.sqrt(jnp.sum(jnp.square(flat.astype(jnp.float32))))
 

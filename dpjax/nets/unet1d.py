@@ -71,18 +71,19 @@ def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
   return sum(taps[j, :, j:j + span:stride] for j in range(k)).astype(x.dtype)
 
 
-def _few_rows(x: jax.Array) -> bool:
-  return x.shape[0] * x.shape[1] <= TAPS_MAX_ROWS
+def _taps_if_launch_bound(x: jax.Array, general, taps) -> jax.Array:
+  """`taps()` for an input x [B, L, C] of at most TAPS_MAX_ROWS rows on an accelerator (a launch-bound call), else
+  `general()`; both compute the same numbers to rounding."""
+  if x.shape[0] * x.shape[1] > TAPS_MAX_ROWS:
+    return general()
+  return jax.lax.platform_dependent(cpu=general, default=taps)
 
 
 def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
   """torch's Conv1d without bias, x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out]: `conv1d_taps` on
-  an accelerator for at most TAPS_MAX_ROWS rows (a launch-bound call), else `conv1d_im2col`. The same numbers to
-  rounding either way."""
-  im2col = lambda: conv1d_im2col(x, kernel, stride, padding)
-  if not _few_rows(x):
-    return im2col()
-  return jax.lax.platform_dependent(cpu=im2col, default=lambda: conv1d_taps(x, kernel, stride, padding))
+  an accelerator for few rows, else `conv1d_im2col` (`_taps_if_launch_bound`)."""
+  return _taps_if_launch_bound(x, lambda: conv1d_im2col(x, kernel, stride, padding),
+                               lambda: conv1d_taps(x, kernel, stride, padding))
 
 
 def transposed_conv1d_x2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -118,11 +119,9 @@ def transposed_conv1d_x2_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 def transposed_conv1d_x2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) without bias, x [B, T, C] -> [B, 2T, C]: taps on an
-  accelerator for few rows, as `conv1d`, else the phase matmul."""
-  phases = lambda: transposed_conv1d_x2_phases(x, kernel)
-  if not _few_rows(x):
-    return phases()
-  return jax.lax.platform_dependent(cpu=phases, default=lambda: transposed_conv1d_x2_taps(x, kernel))
+  accelerator for few rows, else the phase matmul (`_taps_if_launch_bound`)."""
+  return _taps_if_launch_bound(x, lambda: transposed_conv1d_x2_phases(x, kernel),
+                               lambda: transposed_conv1d_x2_taps(x, kernel))
 
 
 class Conv1d(nn.Module):

@@ -1,6 +1,6 @@
-"""Instructions (and the bytes they move, `hlo.bytes_moved`) per iteration of the compiled sampling chain: the while-loop body of `dpjax.sample`'s optimised HLO,
-full-size low-dim CNN, random weights (what one denoiser call costs inside the chain, with everything XLA hoisted or
-fused around it, the sampler's update and noise included).
+"""Instructions (and the bytes they move, `hlo.bytes_moved`) per iteration of the compiled sampling chain: the
+while-loop body of `dpjax.sample`'s optimised HLO, full-size low-dim CNN, random weights (what one denoiser call
+costs inside the chain, with everything XLA hoisted or fused around it, the sampler's update and noise included).
 
     PYTHONPATH=. python experiments/bench/chain_body_kernels.py                # this checkout, DDIM-10, batch 1
     git worktree add /tmp/dpjax_old 2380ac8 && PYTHONPATH=/tmp/dpjax_old python experiments/bench/chain_body_kernels.py
