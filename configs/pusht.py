@@ -72,6 +72,10 @@ def get_config(arg=None):
   # Matmuls and convolutions run in this dtype; weights, optimiser state, EMA, norm statistics, softmaxes and the
   # loss stay float32. "auto": float32 on CPU, bfloat16 on GPU/TPU (BUILD_NOTES.md, "Mixed precision").
   config.policy.compute_dtype = "auto"
+  # U-Net only: the sampling chain runs each conv block's norm, Mish, FiLM and residual as one Pallas kernel on
+  # CUDA at small batch (4 GPU kernels per block -> 2; `dpjax/nets/conv_block_kernel.py`). Inference only, so it
+  # can be switched per evaluation (`python -m dpjax.rollout --fused_sampling`).
+  config.policy.fused_sampling = False
 
   config.policy.unet1d = ml_collections.ConfigDict()
   config.policy.unet1d.down_dims = (512, 1024, 2048) if image else (256, 512, 1024)

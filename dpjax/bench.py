@@ -218,7 +218,8 @@ def denoiser_call_kernels(pol: policy.Policy, batch_size: int) -> int:
 
 def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None = None, steps: int | None = None,
                   compute_dtype: str | None = None, steps_per_dispatch: int | None = None,
-                  flat_moments: bool | None = None, repeats: int | None = None,
+                  flat_moments: bool | None = None, fused_sampling: bool | None = None,
+                  repeats: int | None = None,
                   samplers: Sequence[tuple[str, int]] | None = None,
                   objective: str = "ddpm", sample_batch_sizes: Sequence[int] = (1, 50), config_path=DEFAULT_CONFIG,
                   time_train: bool = True, log=functools.partial(print, flush=True)) -> dict:
@@ -244,6 +245,8 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
     overrides["train.steps_per_dispatch"] = config.train.steps_per_dispatch = int(steps_per_dispatch)
   if flat_moments is not None:
     overrides["optim.flat_moments"] = config.optim.flat_moments = bool(flat_moments)
+  if fused_sampling is not None:
+    overrides["policy.fused_sampling"] = config.policy.fused_sampling = bool(fused_sampling)
   rng = np.random.default_rng(config.seed)
   obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
   spec = policy.spec_from_config(config, obs_shapes, ACTION_DIM)
@@ -338,6 +341,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("steps_per_dispatch", None, "Train steps per jitted call (default: the config's; 0 = auto).")
   flags.DEFINE_enum("flat_moments", None, ["true", "false"],
                     "Adam's moments as one vector each (default: the config's, per variant).")
+  flags.DEFINE_enum("fused_sampling", None, ["true", "false"],
+                    "U-Net: Pallas conv-block kernels in the sampling chain on CUDA (default: the config's, off).")
   flags.DEFINE_string("out", "bench.json", "JSON output path.")
   flags.DEFINE_string("config", str(DEFAULT_CONFIG), "Config file with get_config(variant).")
 
@@ -351,6 +356,7 @@ def main(argv):
     records = run(opts.variants, out=opts.out, quick=opts.quick, batch_size=opts.batch_size,
                   compute_dtype=opts.compute_dtype, steps_per_dispatch=opts.steps_per_dispatch,
                   flat_moments=None if opts.flat_moments is None else opts.flat_moments == "true",
+                  fused_sampling=None if opts.fused_sampling is None else opts.fused_sampling == "true",
                   steps=opts.steps, repeats=opts.repeats, samplers=samplers, objective=opts.objective,
                   sample_batch_sizes=[int(b) for b in opts.sample_batch_sizes], config_path=opts.config,
                   time_train=opts.train)

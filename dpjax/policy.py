@@ -29,7 +29,7 @@ COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Spec fields that change no weight: a run may resume with other values, and evaluation may use others
 # (`sample(method=, num_inference_steps=, timestep_spacing=)`, `python -m dpjax.rollout --sampler --compute_dtype
 # --timestep_spacing`).
-INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype", "timestep_spacing")
+INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype", "timestep_spacing", "fused_sampling")
 # The fields only training reads: a run may resume with other values.
 TRAINING_FIELDS = ("flow_time_distribution",)
 
@@ -58,6 +58,7 @@ class PolicySpec:
   objective: str = "ddpm"       # "ddpm" (noise prediction, the paper) or "flow" (velocity; flow matching)
   flow_time_distribution: str = "uniform"   # how flow matching draws its training times (flow.TIME_DISTRIBUTIONS)
   timestep_spacing: str = "leading"         # the steps a short DDPM/DDIM chain visits (schedules.TIMESTEP_SPACINGS)
+  fused_sampling: bool = False              # U-Net: Pallas conv-block kernels in the chain on CUDA (unet1d.py)
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -106,6 +107,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
                      f"{d.objective!r}; use one of {sampler.METHODS_BY_OBJECTIVE[d.objective]} (or the variant "
                      f"configs/pusht.py:flow).")
   _check_choice("config.policy.compute_dtype", p.compute_dtype, COMPUTE_DTYPES)
+  check_fused_sampling(p.denoiser, p.fused_sampling)
   _check_choice("config.diffusion.flow_time_distribution", d.flow_time_distribution, flow.TIME_DISTRIBUTIONS)
   _check_choice("config.diffusion.timestep_spacing", d.timestep_spacing, schedules.TIMESTEP_SPACINGS)
   has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
@@ -134,7 +136,14 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       num_diffusion_steps=d.num_diffusion_steps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
       beta_end=d.beta_end, prediction_type=d.prediction_type, clip_sample=d.clip_sample, sampler=d.sampler,
       num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective,
-      flow_time_distribution=d.flow_time_distribution, timestep_spacing=d.timestep_spacing)
+      flow_time_distribution=d.flow_time_distribution, timestep_spacing=d.timestep_spacing,
+      fused_sampling=bool(p.fused_sampling))
+
+
+def check_fused_sampling(denoiser: str, fused_sampling: bool) -> None:
+  if fused_sampling and denoiser != "unet1d":
+    raise ValueError(f"fused_sampling applies to the U-Net only, not the {denoiser!r} denoiser; leave it False "
+                     "(config.policy.fused_sampling, rollout --fused_sampling).")
 
 
 def _block_kwargs(block) -> dict[str, Any]:
@@ -159,7 +168,10 @@ class PolicyNet(nn.Module):
     self.encoder = obs_encoder.ObservationEncoder(obs_shapes=self.spec.obs_shapes, dtype=dtype,
                                                   **dict(self.spec.encoder_kwargs))
     denoiser_cls = {"unet1d": unet1d.ConditionalUnet1D, "transformer": transformer.TransformerDenoiser}
-    self.denoiser = denoiser_cls[self.spec.denoiser](dtype=dtype, **dict(self.spec.denoiser_kwargs))
+    kwargs = dict(self.spec.denoiser_kwargs)
+    if self.spec.fused_sampling:
+      kwargs["fused_sampling"] = True
+    self.denoiser = denoiser_cls[self.spec.denoiser](dtype=dtype, **kwargs)
 
   def encode(self, obs, train: bool):
     """obs: normalised {key: [B, To, ...]} -> features [B, To, F]."""

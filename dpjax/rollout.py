@@ -43,6 +43,8 @@ flags.DEFINE_enum("timestep_spacing", None, list(schedules.TIMESTEP_SPACINGS),
 flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
                   "Compute dtype of the networks (default: the run's, usually auto = float32 on CPU, bfloat16 on "
                   "GPU/TPU); weights stay float32.")
+flags.DEFINE_bool("fused_sampling", None, "U-Net policies: run each conv block's norm, Mish, FiLM and residual as "
+                  "one Pallas kernel in the chain on CUDA at small batch (default: the run's, usually off).")
 flags.DEFINE_bool("ema", True, "Use the EMA weights (default) or, with --noema, the raw weights.")
 flags.DEFINE_string("out", None, "Output folder (default: CHECKPOINT/eval).")
 flags.DEFINE_integer("num_videos", 4, "Save videos of this many first episodes.")
@@ -107,6 +109,7 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "network_calls_per_chunk": sampler.network_calls(method, num_inference_steps),
       "timestep_spacing": spec.timestep_spacing,
       "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
+      "fused_sampling": spec.fused_sampling,
       "wall_seconds": time.perf_counter() - start,
   }
   if checkpoint_step is not None:
@@ -142,6 +145,9 @@ def main(argv):
       pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
     if FLAGS.timestep_spacing:
       pol = pol.replace(spec=dataclasses.replace(pol.spec, timestep_spacing=FLAGS.timestep_spacing))
+    if FLAGS.fused_sampling is not None:
+      policy_lib.check_fused_sampling(pol.spec.denoiser, FLAGS.fused_sampling)
+      pol = pol.replace(spec=dataclasses.replace(pol.spec, fused_sampling=FLAGS.fused_sampling))
     out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
     try:
       result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,

@@ -2,9 +2,11 @@
 # The GPU benchmarks that gpu_check.sh leaves out (issues 12 and 13), in order of what they decide, each stopped by
 # one wall-clock deadline (default 240 s) so the whole fits a short device call:
 #   1. the U-Net's convolution lowering: auto (taps on a GPU for at most unet1d.TAPS_MAX_ROWS rows, since session
-#      14, else im2col) vs im2col vs lax.conv (cuDNN): DDPM-100 / DDIM-10 at batch 1, kernels per denoiser call, and
-#      the train step of auto and lax.conv (experiments/bench/conv_lowering.py; cuDNN's step has more kernels but
-#      moves 1.3 GB less, experiments/gpu_kernels/README.md; taps for training lose on both and are left out);
+#      14, else im2col) vs fused (auto + the Pallas conv-block kernels of config.policy.fused_sampling, session 15:
+#      74 kernels per batch-1 DDPM iteration instead of 115) vs im2col vs lax.conv (cuDNN): DDPM-100 / DDIM-10 at
+#      batch 1, kernels per denoiser call, and the train step of auto and lax.conv
+#      (experiments/bench/conv_lowering.py; cuDNN's step has more kernels but moves 1.3 GB less,
+#      experiments/gpu_kernels/README.md; taps for training lose on both and are left out);
 #   2. the image U-Net's train step with Adam's moments per array (its default since session 14) and flat
 #      (session 13's): the step whose bytes the model of experiments/gpu_kernels/ says dominate;
 #   3. DDPM-100 at batch 1 with the chain's loop unrolled 1 and 10 steps per iteration
@@ -35,7 +37,7 @@ stage() {   # stage NAME COMMAND...: runs COMMAND within the time left, its outp
 }
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 stage "1/6 U-Net convolution lowering" "$python" experiments/bench/conv_lowering.py --variant=lowdim $quick \
-    --lowerings=auto,im2col,lax.conv --out="$out/conv_lowering.json"
+    --lowerings=auto,fused,im2col,lax.conv --out="$out/conv_lowering.json"
 stage "2/6 image U-Net, moments per array" "$python" -m dpjax.bench --variants=image $quick --steps=50 \
     --sample_batch_sizes= --flat_moments=false --out="$out/bench_image_moments_per_array.json"
 stage "2/6 image U-Net, moments flat" "$python" -m dpjax.bench --variants=image $quick --steps=50 \

@@ -171,3 +171,20 @@ def test_conditioned_call_equals_the_whole_call(variant):
   conditioning = net.apply(variables, k, features, method=policy_lib.PolicyNet.condition)
   split = net.apply(variables, x, conditioning, method=policy_lib.PolicyNet.denoise_conditioned)
   np.testing.assert_array_equal(split, whole)
+
+
+def test_fused_sampling_is_an_inference_field_of_u_net_policies_only():
+  """`fused_sampling` changes how the chain runs, not the weights: a spec with it on has the same network fields
+  (a run resumes or evaluates either way), samples the same chunks on a CPU (which runs the XLA layers), and the
+  transformer refuses it with the fix in the message."""
+  policy = _policy()
+  fused = policy.replace(spec=dataclasses.replace(policy.spec, fused_sampling=True))
+  assert fused.spec.network_fields() == policy.spec.network_fields()
+  assert policy_lib.PolicySpec.from_json(fused.spec.to_json()) == fused.spec
+  obs = {"low_dim": np.random.default_rng(3).uniform(0, 512, (2, 2, 20)).astype(np.float32)}
+  np.testing.assert_allclose(dpjax.sample(fused, obs, jax.random.key(0)), dpjax.sample(policy, obs, jax.random.key(0)),
+                             rtol=1e-5, atol=1e-4)
+  config = smoke.smoke_config("unused", "transformer,smoke")
+  config.policy.fused_sampling = True
+  with pytest.raises(ValueError, match="U-Net only.*leave it False"):
+    policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)

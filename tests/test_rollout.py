@@ -50,12 +50,12 @@ def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
   assert checkpoint.load_policy(tmp_path / "run").spec.horizon == 16
   cmd = [sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'run'}", "--num_episodes=2",
          "--max_steps=8", "--num_videos=1", "--video_size=64", "--sampler=ddim", "--num_inference_steps=3",
-         "--compute_dtype=bfloat16", "--timestep_spacing=trailing"]
+         "--compute_dtype=bfloat16", "--timestep_spacing=trailing", "--fused_sampling"]
   done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   saved = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text())
   assert saved["num_episodes"] == 2 and saved["sampler"] == "ddim" and saved["num_inference_steps"] == 3
-  assert saved["compute_dtype"] == "bfloat16" and saved["timestep_spacing"] == "trailing"
+  assert saved["compute_dtype"] == "bfloat16" and saved["timestep_spacing"] == "trailing" and saved["fused_sampling"]
   missing = subprocess.run([sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'nothing'}"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
   assert missing.returncode != 0 and "No checkpoints in" in missing.stderr

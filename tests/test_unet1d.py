@@ -215,3 +215,54 @@ def test_every_film_embedding_from_one_matmul_equals_each_block_s_dense(dtype):
     assert merged[name].shape == (B, 1, 2 * width) and merged[name].dtype == per_block[name].dtype == dtype
     np.testing.assert_allclose(np.asarray(merged[name], np.float32), np.asarray(per_block[name], np.float32),
                                rtol=1e-6 if dtype == jnp.float32 else 1e-2, atol=1e-6)
+
+
+def _conditioned_outputs(fused_net, plain_net, params, dtype=jnp.float32):
+  """(fused, plain) outputs of the sampling chain's call (conditioning computed first) on random inputs."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(B, T, DA)), jnp.float32)
+  obs = jnp.asarray(rng.normal(size=(B, TO, F)), jnp.float32)
+  k = jnp.array([3, 17])
+  outputs = []
+  for net in (fused_net, plain_net):
+    conditioning = net.apply({"params": params}, None, k, obs, conditioning_only=True)
+    outputs.append(net.apply({"params": params}, x, None, conditioning=conditioning))
+  return outputs, (x, k, obs)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_fused_sampling_off_cuda_is_the_unfused_network(dtype):
+  """On a CPU `fused_sampling` runs the XLA layers (lax.platform_dependent): the chain's call gives the numbers of
+  the unfused network with one FiLM matmul bit for bit (every block's embedding side by side in one array, as the
+  kernels read it); training (no conditioning passed) is the unfused network itself."""
+  plain = unet1d.ConditionalUnet1D(**TINY, dtype=dtype, one_film_matmul=True)
+  fused = plain.clone(fused_sampling=True)
+  params = _random_params(plain)["params"]
+  (got, want), (x, k, obs) = _conditioned_outputs(fused, plain, params)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  films = fused.apply({"params": params}, None, k, obs, conditioning_only=True)
+  assert list(films) == ["films"]
+  assert films["films"].shape == (B, 1, 2 * sum(unet1d.block_widths(TINY["down_dims"]).values()))
+  np.testing.assert_array_equal(np.asarray(fused.apply({"params": params}, x, k, obs)),
+                                np.asarray(plain.apply({"params": params}, x, k, obs)))
+
+
+def test_fused_sampling_kernel_path_matches_the_unfused_network(monkeypatch):
+  """The program a CUDA device runs (every lax.platform_dependent taking its GPU branch, the Pallas kernels in
+  Pallas' interpreter): the whole U-Net's output equals the unfused network's to float32 rounding."""
+  from dpjax.nets import conv_block_kernel
+  plain = unet1d.ConditionalUnet1D(**TINY)
+  params = _random_params(plain)["params"]
+  (_, want), _ = _conditioned_outputs(plain.clone(fused_sampling=True), plain, params)
+  epilogue = conv_block_kernel.conv_block_epilogue
+  calls = []
+
+  def interpreted(*args, **kwargs):
+    calls.append(args[0].shape)
+    return epilogue(*args, **kwargs, interpret=True)
+
+  monkeypatch.setattr(conv_block_kernel, "conv_block_epilogue", interpreted)
+  monkeypatch.setattr(jax.lax, "platform_dependent", lambda *args, cuda=None, default=None, **_: (cuda or default)())
+  (got, _), _ = _conditioned_outputs(plain.clone(fused_sampling=True), plain, params)
+  assert len(calls) == 2 * len(unet1d.block_widths(TINY["down_dims"])) + 1   # every conv block, the final one too
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

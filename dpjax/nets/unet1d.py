@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpjax.nets import torch_init
+from dpjax.nets import conv_block_kernel, torch_init
 from dpjax.nets.embeddings import sinusoidal_embedding
 
 _GROUP_NORM_EPS = 1e-5  # torch's default; flax's is 1e-6
@@ -52,6 +52,13 @@ def conv1d_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: int) ->
   return patches @ kernel.reshape(k * c_in, c_out)
 
 
+def tap_products(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x [B, L, C_in] times each tap of kernel [k, C_in, C_out], in one batched matmul with float32 results:
+  [k, B, L, C_out]."""
+  k = kernel.shape[0]
+  return jnp.einsum("kblc,kcd->kbld", jnp.broadcast_to(x, (k,) + x.shape), kernel, preferred_element_type=jnp.float32)
+
+
 def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
   """`conv1d_im2col`'s result as k products of the unshifted input, shifted and summed: x [B, L, C_in], kernel
   [k, C_in, C_out] -> [B, L_out, C_out].
@@ -63,9 +70,7 @@ def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
   the call is not launch-bound (a training batch), and XLA:CPU runs it slower (BUILD_NOTES.md, "Session 14").
   """
   k = kernel.shape[0]
-  taps = jnp.einsum("kblc,kcd->kbld", jnp.broadcast_to(x, (k,) + x.shape), kernel,
-                    preferred_element_type=jnp.float32)
-  taps = jnp.pad(taps, ((0, 0), (0, 0), (padding, padding), (0, 0)))
+  taps = jnp.pad(tap_products(x, kernel), ((0, 0), (0, 0), (padding, padding), (0, 0)))
   out_length = (x.shape[1] + 2 * padding - k) // stride + 1
   span = stride * (out_length - 1) + 1
   return sum(taps[j, :, j:j + span:stride] for j in range(k)).astype(x.dtype)
@@ -141,8 +146,13 @@ class Conv1d(nn.Module):
     k, in_features = self.kernel_size, x.shape[-1]
     kernel = self.param("kernel", torch_init.kernel_init, (k, in_features, self.features))
     bias = self.param("bias", torch_init.bias_init(in_features * k), (self.features,))
-    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-    return conv1d(x, kernel, self.stride, self.padding) + bias
+    return conv1d_layer(x, kernel, bias, self.stride, self.padding, self.dtype)
+
+
+def conv1d_layer(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int, padding: int, dtype) -> jax.Array:
+  """What `Conv1d` computes from its parameters: `conv1d` + bias, everything cast to `dtype` first."""
+  x, kernel, bias = x.astype(dtype), kernel.astype(dtype), bias.astype(dtype)
+  return conv1d(x, kernel, stride, padding) + bias
 
 
 def _conv(x, features, kernel_size, dtype, stride=1, padding=None, name=None):
@@ -156,23 +166,68 @@ def _dense(x, features, dtype, name=None):
                   bias_init=torch_init.bias_init(x.shape[-1]), name=name)(x)
 
 
-def _group_norm(n_groups, dtype, name):
+def _group_norm(n_groups, dtype, name, **kwargs):
   """GroupNorm whose statistics are float32 whatever `dtype` (flax's force_float32_reductions)."""
-  return nn.GroupNorm(num_groups=n_groups, epsilon=_GROUP_NORM_EPS, dtype=dtype, name=name)
+  return nn.GroupNorm(num_groups=n_groups, epsilon=_GROUP_NORM_EPS, dtype=dtype, name=name, **kwargs)
 
 
 class Conv1dBlock(nn.Module):
-  """Conv1d (same padding) -> GroupNorm -> Mish. [B, T, C_in] -> [B, T, features]."""
+  """Conv1d (same padding) -> GroupNorm -> Mish, then optionally FiLM and a residual. [B, T, C_in] ->
+  [B, T, features].
+
+  `fused=True` (evaluation only: the parameters must exist) runs everything after the convolution's tap products
+  as one Pallas kernel on CUDA when the block is launch-bound (at most TAPS_MAX_ROWS rows) and its shapes fit
+  (`conv_block_kernel`); elsewhere, and on other platforms, the same layers as `fused=False`.
+  """
   features: int
   kernel_size: int
   n_groups: int = 8
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, film: Optional[jax.Array] = None, film_offset: int = 0,
+               residual: Optional[jax.Array] = None, residual_bias: Optional[jax.Array] = None,
+               fused: bool = False) -> jax.Array:
+    """x [B, T, C_in]; film [B, 1, W] with this block's scale and shift at channels film_offset ..
+    film_offset + 2 * features, or None; residual [B, T, features] (+ residual_bias [features]) or None."""
+    if fused and x.shape[0] * x.shape[1] <= TAPS_MAX_ROWS and conv_block_kernel.supported(
+        x.shape[1], self.features, self.n_groups):
+      return self._fused(self.variables["params"], x, film, film_offset, residual, residual_bias)
     x = _conv(x, self.features, self.kernel_size, self.dtype, name="conv")
-    x = _group_norm(self.n_groups, self.dtype, "norm")(x)
-    return jax.nn.mish(x)
+    x = jax.nn.mish(_group_norm(self.n_groups, self.dtype, "norm")(x))
+    return _film_and_residual(x, film, film_offset, residual, residual_bias)
+
+  def _fused(self, params, x, film, film_offset, residual, residual_bias) -> jax.Array:
+    """The block from its parameters {"conv": {kernel, bias}, "norm": {scale, bias}}: the Pallas kernel on CUDA,
+    the layers of the unfused path elsewhere (`lax.platform_dependent`)."""
+    conv, norm = params["conv"], params["norm"]
+    padding = self.kernel_size // 2
+
+    def layers():
+      y = conv1d_layer(x, conv["kernel"], conv["bias"], 1, padding, self.dtype)
+      y = jax.nn.mish(_group_norm(self.n_groups, self.dtype, None, parent=None).apply({"params": norm}, y))
+      return _film_and_residual(y, film, film_offset, residual, residual_bias)
+
+    def kernel():
+      taps = tap_products(x.astype(self.dtype), conv["kernel"].astype(self.dtype))
+      return conv_block_kernel.conv_block_epilogue(
+          taps, conv["bias"], norm["scale"], norm["bias"], n_groups=self.n_groups, padding=padding,
+          eps=_GROUP_NORM_EPS, out_dtype=jnp.result_type(self.dtype), film=film, film_offset=film_offset,
+          residual=residual, residual_bias=residual_bias)
+
+    return jax.lax.platform_dependent(cuda=kernel, default=layers)
+
+
+def _film_and_residual(x: jax.Array, film: Optional[jax.Array], film_offset: int, residual: Optional[jax.Array],
+                       residual_bias: Optional[jax.Array]) -> jax.Array:
+  """On x [B, T, C]: FiLM (Perez et al. 2018; film[..., film_offset:] = per-channel scale [C], then shift [C]),
+  then + residual (+ residual_bias), each if given."""
+  if film is not None:
+    features = x.shape[-1]
+    x = film[..., film_offset:film_offset + features] * x + film[..., film_offset + features:film_offset + 2 * features]
+  if residual is not None:
+    x = x + (residual if residual_bias is None else residual + residual_bias.astype(residual.dtype))
+  return x
 
 
 class Downsample1d(nn.Module):
@@ -213,8 +268,9 @@ class ConditionalResidualBlock1D(nn.Module):
   """Two Conv1dBlocks with FiLM from the condition between them, plus a residual.
 
   x: [B, T, C_in], cond: [B, D] -> [B, T, features]. The FiLM embedding depends on the condition only, so it can
-  be computed apart (`film_only=True` returns it, [B, 1, W]) and passed back in (`film=`; then cond is unused):
-  a sampling chain computes every step's embeddings before its loop.
+  be computed apart (`film_only=True` returns it, [B, 1, 2 * features]) and passed back in (`film=`, this block's
+  at channels film_offset .. film_offset + 2 * features; then cond is unused): a sampling chain computes every
+  step's embeddings before its loop. `fused=True`: see `Conv1dBlock` (evaluation only).
   """
   features: int
   kernel_size: int = 3
@@ -223,17 +279,26 @@ class ConditionalResidualBlock1D(nn.Module):
 
   @nn.compact
   def __call__(self, x: Optional[jax.Array], cond: Optional[jax.Array], film: Optional[jax.Array] = None,
-               film_only: bool = False) -> jax.Array:
+               film_only: bool = False, film_offset: int = 0, fused: bool = False) -> jax.Array:
     if film is None:
       # FiLM (Perez et al. 2018): per-channel scale and bias predicted from the condition.
       film = _dense(jax.nn.mish(cond), 2 * self.features, self.dtype, name="cond_encoder")[:, None, :]  # [B, 1, 2C]
     if film_only:
       return film
-    out = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_0")(x)
-    out = film[..., :self.features] * out + film[..., self.features:]
-    out = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_1")(out)
-    residual = x if x.shape[-1] == self.features else _conv(x, self.features, 1, self.dtype, name="residual_conv")
-    return out + residual
+    block_0 = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_0")
+    block_1 = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_1")
+    if not fused:
+      out = block_1(block_0(x, film=film, film_offset=film_offset))
+      residual = x if x.shape[-1] == self.features else _conv(x, self.features, 1, self.dtype, name="residual_conv")
+      return out + residual
+    # The residual (its 1x1 convolution without bias, if any) goes into block_1's kernel.
+    residual, residual_bias = x, None
+    if x.shape[-1] != self.features:
+      conv = self.variables["params"]["residual_conv"]
+      residual = x.astype(self.dtype) @ conv["kernel"][0].astype(self.dtype)
+      residual_bias = conv["bias"]   # float32: a cast here would be a kernel per call
+    out = block_0(x, film=film, film_offset=film_offset, fused=True)
+    return block_1(out, residual=residual, residual_bias=residual_bias, fused=True)
 
 
 def block_widths(down_dims: Sequence[int]) -> dict[str, int]:
@@ -260,6 +325,10 @@ class ConditionalUnet1D(nn.Module):
     one_film_matmul: compute every residual block's FiLM embedding in one matmul (`_films`); None: on GPUs and
       TPUs, where it saves ~50 kernels per train step, not on a CPU, where the CPU-sized network trained ~4 %
       slower with it (BUILD_NOTES.md, "Session 13"). The same numbers either way (to rounding).
+    fused_sampling: in the sampling chain's calls (given `conditioning`), run each conv block's bias, GroupNorm,
+      Mish, FiLM and residual as one Pallas kernel on CUDA where the call is launch-bound (`Conv1dBlock`): two GPU
+      kernels per block instead of four. Elsewhere, and in training, the XLA layers. The same numbers to the
+      compute dtype's rounding, not bit for bit (the kernel keeps float32 between the layers).
   """
   down_dims: Sequence[int]
   kernel_size: int = 5
@@ -267,6 +336,7 @@ class ConditionalUnet1D(nn.Module):
   step_embed_dim: int = 256
   dtype: Any = jnp.float32
   one_film_matmul: Optional[bool] = None
+  fused_sampling: bool = False
 
   @nn.compact
   def __call__(self, x: Optional[jax.Array], k: Optional[jax.Array], obs_features: Optional[jax.Array] = None,
@@ -288,12 +358,14 @@ class ConditionalUnet1D(nn.Module):
     del train
     blocks = {name: ConditionalResidualBlock1D(features, self.kernel_size, self.n_groups, self.dtype, name=name)
               for name, features in block_widths(self.down_dims).items()}
+    # The sampling chain's calls (given `conditioning`, made by a conditioning_only call) take the fused path.
+    fused = self.fused_sampling and (conditioning is not None or conditioning_only)
     if conditioning is None:
       cond = self._condition(k, obs_features, batch=None if x is None else x.shape[0])
       if self.is_initializing():   # each block creates its FiLM encoder's parameters
         conditioning = {name: block(None, cond, film_only=True) for name, block in blocks.items()}
       else:
-        conditioning = self._films(cond, list(blocks))
+        conditioning = self._films(cond, list(blocks), side_by_side=fused)
     if conditioning_only:
       return conditioning
 
@@ -303,7 +375,12 @@ class ConditionalUnet1D(nn.Module):
     if horizon % factor:
       raise ValueError(f"Horizon {horizon} must be divisible by 2 ** (len(down_dims) - 1) = {factor} "
                        f"for down_dims={tuple(self.down_dims)}: each level but the last halves it.")
-    run = lambda name, x: blocks[name](x, None, film=conditioning[name])
+    if fused:   # every block's embedding side by side in one array ({"films": [B, 1, W]})
+      offsets = dict(zip(blocks, np.cumsum([0] + [2 * w for w in block_widths(self.down_dims).values()])))
+      run = lambda name, x: blocks[name](x, None, film=conditioning["films"], film_offset=int(offsets[name]),
+                                         fused=True)
+    else:
+      run = lambda name, x: blocks[name](x, None, film=conditioning[name])
 
     skips = []
     for level in range(len(self.down_dims)):
@@ -319,13 +396,15 @@ class ConditionalUnet1D(nn.Module):
       x = run(f"up_{level}_res_1", run(f"up_{level}_res_0", x))
       x = Upsample1d(dtype=self.dtype, name=f"up_{level}_upsample")(x)
 
-    x = Conv1dBlock(self.down_dims[0], self.kernel_size, _FINAL_BLOCK_GROUPS, self.dtype, name="final_block")(x)
+    x = Conv1dBlock(self.down_dims[0], self.kernel_size, _FINAL_BLOCK_GROUPS, self.dtype, name="final_block")(
+        x, fused=fused)
     x = _conv(x, action_dim, 1, self.dtype, name="final_conv")
     chex.assert_shape(x, (batch, horizon, action_dim))
     return x.astype(jnp.float32)
 
-  def _films(self, cond: jax.Array, names: Sequence[str]) -> dict:
-    """Every residual block's FiLM embedding {name: [B, 1, 2C]} from the global condition [B, D].
+  def _films(self, cond: jax.Array, names: Sequence[str], side_by_side: bool = False) -> dict:
+    """Every residual block's FiLM embedding {name: [B, 1, 2C]} from the global condition [B, D]; side_by_side:
+    {"films": [B, 1, sum 2C]}, one matmul on every platform (what `fused_sampling` reads).
 
     Each block's `cond_encoder` is a Dense on the same mish(cond), so their kernels side by side make one [D, sum 2C]
     matrix: the same numbers as the twelve Dense layers in two GPU kernels instead of ~50 per train step, forward and
@@ -344,11 +423,15 @@ class ConditionalUnet1D(nn.Module):
     def per_block():
       return [dense(p["kernel"], p["bias"]) for p in params]
 
-    def one_matmul():
-      films = dense(jnp.concatenate([p["kernel"] for p in params], axis=1),
-                    jnp.concatenate([p["bias"] for p in params]))
-      return jnp.split(films, np.cumsum([p["bias"].shape[0] for p in params])[:-1], axis=-1)
+    def all_blocks():
+      return dense(jnp.concatenate([p["kernel"] for p in params], axis=1),
+                   jnp.concatenate([p["bias"] for p in params]))
 
+    def one_matmul():
+      return jnp.split(all_blocks(), np.cumsum([p["bias"].shape[0] for p in params])[:-1], axis=-1)
+
+    if side_by_side:
+      return {"films": all_blocks()[:, None, :]}
     if self.one_film_matmul is None:
       films = jax.lax.platform_dependent(cpu=per_block, default=one_matmul)
     else:

@@ -5,6 +5,7 @@ costs inside the chain, with everything XLA hoisted or fused around it, the samp
     PYTHONPATH=. python experiments/bench/chain_body_kernels.py                # this checkout, DDIM-10, batch 1
     git worktree add /tmp/dpjax_old 2380ac8 && PYTHONPATH=/tmp/dpjax_old python experiments/bench/chain_body_kernels.py
     PYTHONPATH=. .venv-gpu-aot/bin/python experiments/bench/chain_body_kernels.py --target=h100 --sampler=ddpm:100
+    PYTHONPATH=. .venv-gpu-aot/bin/python experiments/bench/chain_body_kernels.py --target=h100 --fused_sampling
 
 Session 5, XLA:CPU: 345 at 2380ac8 -> 323 with the conditioning computed before the loop (BUILD_NOTES.md).
 `--target=h100|h200` compiles for that GPU without one (`deviceless_gpu.py`, which says what to install), in
@@ -21,6 +22,8 @@ def main():
   parser.add_argument("--sampler", default="ddim:10", help="method:num_inference_steps")
   parser.add_argument("--batch_size", type=int, default=1)
   parser.add_argument("--variant", default="lowdim")
+  parser.add_argument("--fused_sampling", action="store_true",
+                      help="U-Net: the Pallas conv-block kernels (config.policy.fused_sampling; a GPU target)")
   args = parser.parse_args()
   sharding = this_checkout.target_sharding(args)
   import jax   # after target_sharding, which sets JAX_PLATFORMS for a GPU target
@@ -32,6 +35,8 @@ def main():
 
   config = bench.load_config(args.variant)
   config.policy.compute_dtype = this_checkout.compute_dtype(args, sharding)
+  if args.fused_sampling:
+    config.policy.fused_sampling = True
   method, steps = args.sampler.split(":")
   if method in ("euler", "heun", "ancestral"):
     config.diffusion.objective = "flow"

@@ -9,6 +9,8 @@ each with `dpjax.bench.bench_variant`. `auto` is what the U-Net runs: taps on an
 `unet1d.TAPS_MAX_ROWS` rows (the batch-1 chain), else im2col. On XLA:CPU im2col won by 9x on the train step
 (BUILD_NOTES.md, "Convolution lowering") and taps lost 2.6x (session 14); `lax.conv` is cuDNN's single kernel on a
 GPU, where im2col costs a fused pad/concat plus a GEMM, and taps a GEMM whose shifted sum fuses with the bias.
+`fused` is `auto` with `config.policy.fused_sampling` (session 15): the chain's conv blocks end in one Pallas kernel
+each on CUDA (`dpjax/nets/conv_block_kernel.py`); its train step is auto's, so only its sampling is timed.
 """
 import json
 
@@ -23,7 +25,7 @@ flags.DEFINE_bool("quick", False, "Smoke sizes.")
 flags.DEFINE_integer("steps", 50, "Timed train steps per lowering.")
 flags.DEFINE_integer("repeats", 10, "Timed sampling calls per setting.")
 flags.DEFINE_string("out", "", "JSON file for the records (one per lowering).")
-flags.DEFINE_list("lowerings", ["auto", "im2col", "taps", "lax.conv"], "Which lowerings to time, in order.")
+flags.DEFINE_list("lowerings", ["auto", "fused", "im2col", "taps", "lax.conv"], "Which lowerings to time, in order.")
 FLAGS = flags.FLAGS
 
 
@@ -33,11 +35,15 @@ def lax_conv(x, kernel, stride, padding):
                                       dimension_numbers=("NWC", "WIO", "NWC"))
 
 
-# name -> (convolution, transposed convolution)
-LOWERINGS = {"auto": (unet1d.conv1d, unet1d.transposed_conv1d_x2),
-             "im2col": (unet1d.conv1d_im2col, unet1d.transposed_conv1d_x2_phases),
-             "taps": (unet1d.conv1d_taps, unet1d.transposed_conv1d_x2_taps),
-             "lax.conv": (lax_conv, unet1d.transposed_conv1d_x2_phases)}
+# name -> (convolution, transposed convolution, fused_sampling)
+LOWERINGS = {"auto": (unet1d.conv1d, unet1d.transposed_conv1d_x2, False),
+             "fused": (unet1d.conv1d, unet1d.transposed_conv1d_x2, True),
+             "im2col": (unet1d.conv1d_im2col, unet1d.transposed_conv1d_x2_phases, False),
+             "taps": (unet1d.conv1d_taps, unet1d.transposed_conv1d_x2_taps, False),
+             "lax.conv": (lax_conv, unet1d.transposed_conv1d_x2_phases, False)}
+# Lowerings whose train step is auto's (a training batch has more than TAPS_MAX_ROWS rows, and fused_sampling is
+# inference only): their sampling is timed, not their train step.
+SAMPLING_ONLY = ("im2col", "fused")
 
 
 def main(argv):
@@ -47,19 +53,25 @@ def main(argv):
   if unknown:
     raise SystemExit(f"conv_lowering: unknown --lowerings {sorted(unknown)}; choose from {list(LOWERINGS)}.")
   for name in FLAGS.lowerings:
-    conv, transposed_conv = LOWERINGS[name]
+    conv, transposed_conv, fused_sampling = LOWERINGS[name]
     unet1d.conv1d, unet1d.transposed_conv1d_x2 = conv, transposed_conv
     jax.clear_caches()
-    # im2col's train step is auto's (a training batch has more than TAPS_MAX_ROWS rows): time its sampling only.
-    record = bench.bench_variant(FLAGS.variant, quick=FLAGS.quick, steps=FLAGS.steps, repeats=FLAGS.repeats,
-                                 time_train=name != "im2col",
-                                 samplers=[("ddpm", 100), ("ddim", 10)], sample_batch_sizes=(1,),
-                                 log=lambda message, name=name: print(f"[{name}] {message}", flush=True))
+    try:
+      record = bench.bench_variant(FLAGS.variant, quick=FLAGS.quick, steps=FLAGS.steps, repeats=FLAGS.repeats,
+                                   time_train=name not in SAMPLING_ONLY, fused_sampling=fused_sampling,
+                                   samplers=[("ddpm", 100), ("ddim", 10)], sample_batch_sizes=(1,),
+                                   log=lambda message, name=name: print(f"[{name}] {message}", flush=True))
+    except Exception as error:   # e.g. a Pallas kernel the device's jax cannot compile: the other lowerings still run
+      print(f"[{name}] failed: {type(error).__name__}: {str(error)[:2000]}", flush=True)
+      record = {"error": f"{type(error).__name__}: {str(error)[:2000]}"}
     records[name] = record
     if FLAGS.out:
       with open(FLAGS.out, "w") as f:
         json.dump(records, f, indent=2)
   for name, record in records.items():
+    if "error" in record:
+      print(f"{name:9s} failed: {record['error'][:200]}", flush=True)
+      continue
     sampling = {k: round(v["median_ms"], 2) for k, v in record["sampling"].items()}
     train = f"{record['train']['steps_per_s']:.2f} steps/s" if record.get("train") else "(auto's)"
     print(f"{name:9s} train {train}, kernels/call "

@@ -9,11 +9,13 @@ Full-size Push-T variants, random weights, batch 1 and 50. The count is `dpjax/h
 by path. `<variant>_b<B>` is the whole call (`PolicyNet.denoise`: step embedding, conditioning and network) on
 float32 weights; where the checkout splits the call (`PolicyNet.denoise_conditioned`, what its sampling chain runs
 per step once every step's conditioning is computed before the loop), `<variant>_b<B>_in_chain` counts that call
-too, on the weights the chain runs (`policy.inference_params` where the checkout has it: cast to the compute dtype).
+too, on the weights the chain runs (`policy.inference_params` where the checkout has it: cast to the compute dtype),
+and `<variant>_b<B>_in_chain_fused` with `fused_sampling` (U-Nets, where the checkout has it: session 15).
 `--target=h100|h200` compiles for that GPU without one (`deviceless_gpu.py`, which says what to install) in
 `--compute_dtype` (default bfloat16, what `auto` picks on a GPU); the local backend uses the config's `auto`.
 """
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
@@ -69,6 +71,15 @@ def main():
             lambda p, x, c: net.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned),
             chain_params, x, conditioning)
         print(name, "in chain", out[name + "_in_chain"], flush=True)
+      if getattr(spec, "fused_sampling", None) is False and spec.denoiser == "unet1d":
+        fused = policy.PolicyNet(dataclasses.replace(spec, fused_sampling=True))
+        conditioning = jax.eval_shape(
+            lambda p, k, f: fused.apply({"params": p}, k, f, method=policy.PolicyNet.condition),
+            chain_params, k, features)
+        out[name + "_in_chain_fused"] = count(
+            lambda p, x, c: fused.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned),
+            chain_params, x, conditioning)
+        print(name, "in chain, fused_sampling", out[name + "_in_chain_fused"], flush=True)
   json.dump(out, sys.stdout, indent=2)
   print()
 
