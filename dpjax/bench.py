@@ -182,8 +182,10 @@ def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size:
 
 def bench_sampling(pol: policy.Policy, method: str, num_inference_steps: int, batch_size: int, repeats: int,
                    rng: np.random.Generator) -> dict:
-  """Latency of `policy.sample` for one setting; the first call compiles and is reported apart."""
+  """Latency of `policy.sample` for one setting, on the weights a controller holds (`policy.for_sampling`: cast
+  once, not per chunk; since session 15); the first call compiles and is reported apart."""
   obs = synthetic_obs(dict(pol.spec.obs_shapes), (batch_size, pol.spec.n_obs_steps), rng)
+  pol = policy.for_sampling(pol)
 
   def call(seed):
     start = time.perf_counter()

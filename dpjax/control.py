@@ -50,7 +50,7 @@ class RecedingHorizonController:
 
   def __init__(self, policy: policy_lib.Policy, key: jax.Array, *, method: str | None = None,
                num_inference_steps: int | None = None):
-    self.policy = policy
+    self.policy = policy_lib.for_sampling(policy)   # weights cast once, not at every chunk
     self._key = key
     self._method = method
     self._num_inference_steps = num_inference_steps

@@ -344,17 +344,40 @@ def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> tuple[dict[str, np.nd
 
 def inference_params(params, spec: PolicySpec):
   """The weights as the sampling chain reads them. With a bfloat16 compute dtype every matmul and convolution
-  kernel is cast once, before the chain, so each of its calls reads half the bytes (the cast each layer would
-  make anyway: the actions are bit-identical); biases, norm scales and embeddings stay float32."""
+  kernel and its layer's bias are cast once, before the chain, so each of its calls reads half the bytes and casts
+  nothing (the casts each layer would make anyway: the actions are bit-identical; a cast inside the chain is a GPU
+  kernel per layer and call where the bias feeds a cuBLAS epilogue); norm scales and biases and embeddings stay
+  float32."""
   dtype = resolve_compute_dtype(spec.compute_dtype)
   if dtype == jnp.float32:
     return params
 
-  def cast(path, leaf):
-    is_kernel = getattr(path[-1], "key", None) == "kernel" and jnp.issubdtype(leaf.dtype, jnp.floating)
-    return leaf.astype(dtype) if is_kernel else leaf
+  def cast(tree):
+    if not isinstance(tree, Mapping):
+      return tree
+    layer = "kernel" in tree and not isinstance(tree["kernel"], Mapping)   # a Dense or convolution: kernel, bias
 
-  return jax.tree_util.tree_map_with_path(cast, params)
+    def cast_leaf(name, leaf):
+      if isinstance(leaf, Mapping):
+        return cast(leaf)
+      if (name == "kernel" or (layer and name == "bias")) and jnp.issubdtype(leaf.dtype, jnp.floating):
+        return leaf.astype(dtype)
+      return leaf
+
+    return {name: cast_leaf(name, leaf) for name, leaf in tree.items()}
+
+  return cast(params)
+
+
+def for_sampling(policy: Policy) -> Policy:
+  """`policy` with its weights cast once as the chain reads them (`inference_params`), for a caller that samples
+  many chunks (`control.RecedingHorizonController`): each chunk then starts without the casts, which are GPU
+  kernels too (tens per chunk: as many as a one-step policy's network). The same actions bit for bit. Call it
+  again after changing the spec's compute dtype."""
+  return policy.replace(params=_inference_params_jit(policy.params, policy.spec))
+
+
+_inference_params_jit = jax.jit(inference_params, static_argnums=1)
 
 
 def _chain_from_normalized(policy: Policy, obs, noise: jax.Array | None = None, key: jax.Array | None = None,

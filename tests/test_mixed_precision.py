@@ -90,13 +90,19 @@ def test_resume_may_change_inference_and_training_fields_but_not_the_network(tmp
 
 @pytest.mark.parametrize("variant,obs_shapes", VARIANTS)
 def test_bfloat16_inference_weights_are_cast_once_without_changing_the_outputs(variant, obs_shapes):
-  """Sampling casts the kernels to bfloat16 before the chain; each layer would cast them anyway, so one denoiser
-  call gives bit-identical outputs with the float32 or the pre-cast weights."""
+  """Sampling casts the kernels and their layers' biases to bfloat16 before the chain; each layer would cast them
+  anyway, so one denoiser call gives bit-identical outputs with the float32 or the pre-cast weights. Norm scales
+  and biases stay float32."""
   base = _with_dtype(smoke.random_policy(variant, obs_shapes), "bfloat16")
   cast = policy_lib.inference_params(base.params, base.spec)
   dtypes = {jax.tree_util.keystr(path): leaf.dtype for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
   assert all(d == jax.numpy.bfloat16 for p, d in dtypes.items() if p.endswith("['kernel']"))
-  assert any(d == np.float32 for p, d in dtypes.items() if p.endswith("['scale']") or p.endswith("['bias']"))
+  layer_biases = [p[:-len("['kernel']")] + "['bias']" for p in dtypes if p.endswith("['kernel']")]
+  assert all(dtypes[p] == jax.numpy.bfloat16 for p in layer_biases if p in dtypes)
+  assert any(p in dtypes for p in layer_biases)
+  norms = [p for p in dtypes if p.endswith("['scale']")]
+  assert norms and all(dtypes[p] == np.float32 and dtypes[p[:-len("['scale']")] + "['bias']"] == np.float32
+                       for p in norms)
   net = policy_lib.PolicyNet(base.spec)
   batch = _batch(base.spec, batch_size=2)
   obs = policy_lib.normalizer_lib.normalize_obs(base.normalizer, {k: v[:, :base.spec.n_obs_steps]
@@ -106,3 +112,19 @@ def test_bfloat16_inference_weights_are_cast_once_without_changing_the_outputs(v
   outputs = [np.asarray(net.apply({"params": p}, obs, x, k)) for p in (base.params, cast)]
   np.testing.assert_array_equal(*outputs)
   assert policy_lib.inference_params(base.params, _with_dtype(base, "float32").spec) is base.params
+
+
+def test_a_controller_holds_weights_cast_once_and_samples_the_same_chunks():
+  """`policy.for_sampling` casts once what every chunk would cast (`inference_params`); sampling from it gives the
+  same chunks bit for bit, and the receding-horizon controller holds it (no casts per chunk)."""
+  from dpjax import control
+  base = _with_dtype(smoke.random_policy(), "bfloat16")
+  cast = policy_lib.for_sampling(base)
+  kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(cast.params)
+             if jax.tree_util.keystr(path).endswith("['kernel']")]
+  assert kernels and all(k.dtype == jax.numpy.bfloat16 for k in kernels)
+  obs = {"low_dim": np.random.default_rng(4).uniform(0, 512, (2, 2, 20)).astype(np.float32)}
+  np.testing.assert_array_equal(np.asarray(policy_lib.sample(cast, obs, jax.random.key(5))),
+                                np.asarray(policy_lib.sample(base, obs, jax.random.key(5))))
+  controller = control.RecedingHorizonController(base, jax.random.key(0))
+  assert jax.tree.map(lambda a: a.dtype, controller.policy.params) == jax.tree.map(lambda a: a.dtype, cast.params)

@@ -48,6 +48,8 @@ def main():
                       spec=spec)
   obs = bench.synthetic_obs(obs_shapes, (args.batch_size, spec.n_obs_steps), rng)
   key = jax.random.key(0)
+  if hasattr(policy, "for_sampling"):   # the weights a controller holds: cast once (session 15), not per chunk
+    pol = policy.for_sampling(pol)
   pol, obs, key = this_checkout.place((pol, obs, key), sharding)
   text = policy._sample_batched.lower(pol, obs, key, method, int(steps)).compile().as_text()
   print(f"entry {hlo.kernel_count(text)}")
