@@ -266,3 +266,31 @@ def test_fused_sampling_kernel_path_matches_the_unfused_network(monkeypatch):
   (got, _), _ = _conditioned_outputs(plain.clone(fused_sampling=True), plain, params)
   assert len(calls) == 2 * len(unet1d.block_widths(TINY["down_dims"])) + 1   # every conv block, the final one too
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_the_sampling_chain_runs_taps_on_an_accelerator_at_any_batch_and_training_does_not(monkeypatch):
+  """With every lax.platform_dependent taking its accelerator branch: the chain's calls (given conditioning) run
+  every convolution as taps, at batch 1 and at a rollout's batch alike (no row limit since session 15); a training
+  call runs im2col. Both give the CPU program's numbers to float32 rounding."""
+  net = unet1d.ConditionalUnet1D(**TINY)
+  params = _random_params(net)["params"]
+  rng = np.random.default_rng(3)
+  x, obs, k = (jnp.asarray(rng.normal(size=(50, T, DA)), jnp.float32),
+               jnp.asarray(rng.normal(size=(50, TO, F)), jnp.float32), jnp.arange(50))
+  cpu = {"chain": net.apply({"params": params}, x, None,
+                            conditioning=net.apply({"params": params}, None, k, obs, conditioning_only=True)),
+         "train": net.apply({"params": params}, x, k, obs)}
+  calls = []
+  for name in ("conv1d_taps", "transposed_conv1d_x2_taps"):
+    original = getattr(unet1d, name)
+    monkeypatch.setattr(unet1d, name,
+                        lambda *args, original=original, name=name: calls.append(name) or original(*args))
+  monkeypatch.setattr(jax.lax, "platform_dependent", lambda *args, cuda=None, default=None, **_: (cuda or default)())
+  conditioning = net.apply({"params": params}, None, k, obs, conditioning_only=True)
+  chain = net.apply({"params": params}, x, None, conditioning=conditioning)
+  assert calls.count("conv1d_taps") > 0 and calls.count("transposed_conv1d_x2_taps") == len(TINY["down_dims"]) - 1
+  calls.clear()
+  train = net.apply({"params": params}, x, k, obs)
+  assert calls == []
+  np.testing.assert_allclose(np.asarray(chain), np.asarray(cpu["chain"]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(train), np.asarray(cpu["train"]), rtol=1e-5, atol=1e-5)

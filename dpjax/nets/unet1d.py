@@ -31,11 +31,6 @@ _GROUP_NORM_EPS = 1e-5  # torch's default; flax's is 1e-6
 _FINAL_BLOCK_GROUPS = 8
 
 
-# Rows (batch x length) up to which an accelerator runs a convolution as taps (`conv1d`): a sampling chain at batch
-# 1 has 16 at most, a training batch thousands. Not tuned on a GPU yet (experiments/bench/conv_lowering.py does).
-TAPS_MAX_ROWS = 64
-
-
 def conv1d_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
   """torch's Conv1d without bias as one matmul: x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out].
 
@@ -76,19 +71,23 @@ def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
   return sum(taps[j, :, j:j + span:stride] for j in range(k)).astype(x.dtype)
 
 
-def _taps_if_launch_bound(x: jax.Array, general, taps) -> jax.Array:
-  """`taps()` for an input x [B, L, C] of at most TAPS_MAX_ROWS rows on an accelerator (a launch-bound call), else
-  `general()`; both compute the same numbers to rounding."""
-  if x.shape[0] * x.shape[1] > TAPS_MAX_ROWS:
+def _taps_in_chain(chain: bool, general, taps) -> jax.Array:
+  """`taps()` in a sampling chain's call on an accelerator, else `general()`; both compute the same numbers to
+  rounding. The chain's calls are small (batch 1 to a 50-environment rollout) and run once per step: on a GPU taps
+  need fewer kernels and bytes there (batch-1 DDPM iteration 133 -> 115 kernels, batch 50 142 -> 120 and
+  560 -> 441 MB; experiments/gpu_kernels/). A training batch keeps the general form (taps write k float32 partial
+  outputs: the low-dim step would be 532 kernels / 8.59 GB instead of 520 / 7.42), and so does a CPU, where taps
+  ran slower everywhere (BUILD_NOTES.md, "Session 14")."""
+  if not chain:
     return general()
   return jax.lax.platform_dependent(cpu=general, default=taps)
 
 
-def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-  """torch's Conv1d without bias, x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out]: `conv1d_taps` on
-  an accelerator for few rows, else `conv1d_im2col` (`_taps_if_launch_bound`)."""
-  return _taps_if_launch_bound(x, lambda: conv1d_im2col(x, kernel, stride, padding),
-                               lambda: conv1d_taps(x, kernel, stride, padding))
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, chain: bool = False) -> jax.Array:
+  """torch's Conv1d without bias, x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out]: `conv1d_taps` in a
+  sampling chain's call on an accelerator, else `conv1d_im2col` (`_taps_in_chain`)."""
+  return _taps_in_chain(chain, lambda: conv1d_im2col(x, kernel, stride, padding),
+                        lambda: conv1d_taps(x, kernel, stride, padding))
 
 
 def transposed_conv1d_x2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -122,11 +121,11 @@ def transposed_conv1d_x2_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return jnp.stack([even, odd], axis=2).reshape(batch, 2 * length, channels).astype(x.dtype)
 
 
-def transposed_conv1d_x2(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) without bias, x [B, T, C] -> [B, 2T, C]: taps on an
-  accelerator for few rows, else the phase matmul (`_taps_if_launch_bound`)."""
-  return _taps_if_launch_bound(x, lambda: transposed_conv1d_x2_phases(x, kernel),
-                               lambda: transposed_conv1d_x2_taps(x, kernel))
+def transposed_conv1d_x2(x: jax.Array, kernel: jax.Array, chain: bool = False) -> jax.Array:
+  """torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) without bias, x [B, T, C] -> [B, 2T, C]: taps in a
+  sampling chain's call on an accelerator, else the phase matmul (`_taps_in_chain`)."""
+  return _taps_in_chain(chain, lambda: transposed_conv1d_x2_phases(x, kernel),
+                        lambda: transposed_conv1d_x2_taps(x, kernel))
 
 
 class Conv1d(nn.Module):
@@ -142,23 +141,25 @@ class Conv1d(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, chain: bool = False) -> jax.Array:
+    """x [B, L, C_in]; chain: a sampling chain's call (`conv1d`)."""
     k, in_features = self.kernel_size, x.shape[-1]
     kernel = self.param("kernel", torch_init.kernel_init, (k, in_features, self.features))
     bias = self.param("bias", torch_init.bias_init(in_features * k), (self.features,))
-    return conv1d_layer(x, kernel, bias, self.stride, self.padding, self.dtype)
+    return conv1d_layer(x, kernel, bias, self.stride, self.padding, self.dtype, chain)
 
 
-def conv1d_layer(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int, padding: int, dtype) -> jax.Array:
+def conv1d_layer(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int, padding: int, dtype,
+                 chain: bool = False) -> jax.Array:
   """What `Conv1d` computes from its parameters: `conv1d` + bias, everything cast to `dtype` first."""
   x, kernel, bias = x.astype(dtype), kernel.astype(dtype), bias.astype(dtype)
-  return conv1d(x, kernel, stride, padding) + bias
+  return conv1d(x, kernel, stride, padding, chain=chain) + bias
 
 
-def _conv(x, features, kernel_size, dtype, stride=1, padding=None, name=None):
+def _conv(x, features, kernel_size, dtype, stride=1, padding=None, name=None, chain=False):
   """Conv1d with torch's arguments; padding defaults to kernel_size // 2 ("same" for odd kernels)."""
   padding = kernel_size // 2 if padding is None else padding
-  return Conv1d(features, kernel_size, stride, padding, dtype, name=name)(x)
+  return Conv1d(features, kernel_size, stride, padding, dtype, name=name)(x, chain)
 
 
 def _dense(x, features, dtype, name=None):
@@ -175,9 +176,9 @@ class Conv1dBlock(nn.Module):
   """Conv1d (same padding) -> GroupNorm -> Mish, then optionally FiLM and a residual. [B, T, C_in] ->
   [B, T, features].
 
-  `fused=True` (evaluation only: the parameters must exist) runs everything after the convolution's tap products
-  as one Pallas kernel on CUDA when the block is launch-bound (at most TAPS_MAX_ROWS rows) and its shapes fit
-  (`conv_block_kernel`); elsewhere, and on other platforms, the same layers as `fused=False`.
+  `chain=True` marks a sampling chain's call (`conv1d`). `fused=True` (in a chain's call: the parameters must
+  exist) runs everything after the convolution's tap products as one Pallas kernel on CUDA where the block's shapes
+  fit (`conv_block_kernel`); elsewhere, and on other platforms, the same layers as `fused=False`.
   """
   features: int
   kernel_size: int
@@ -187,13 +188,12 @@ class Conv1dBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, film: Optional[jax.Array] = None, film_offset: int = 0,
                residual: Optional[jax.Array] = None, residual_bias: Optional[jax.Array] = None,
-               fused: bool = False) -> jax.Array:
+               chain: bool = False, fused: bool = False) -> jax.Array:
     """x [B, T, C_in]; film [B, 1, W] with this block's scale and shift at channels film_offset ..
     film_offset + 2 * features, or None; residual [B, T, features] (+ residual_bias [features]) or None."""
-    if fused and x.shape[0] * x.shape[1] <= TAPS_MAX_ROWS and conv_block_kernel.supported(
-        x.shape[1], self.features, self.n_groups):
+    if fused and conv_block_kernel.supported(x.shape[1], self.features, self.n_groups):
       return self._fused(self.variables["params"], x, film, film_offset, residual, residual_bias)
-    x = _conv(x, self.features, self.kernel_size, self.dtype, name="conv")
+    x = _conv(x, self.features, self.kernel_size, self.dtype, name="conv", chain=chain)
     x = jax.nn.mish(_group_norm(self.n_groups, self.dtype, "norm")(x))
     return _film_and_residual(x, film, film_offset, residual, residual_bias)
 
@@ -204,7 +204,7 @@ class Conv1dBlock(nn.Module):
     padding = self.kernel_size // 2
 
     def layers():
-      y = conv1d_layer(x, conv["kernel"], conv["bias"], 1, padding, self.dtype)
+      y = conv1d_layer(x, conv["kernel"], conv["bias"], 1, padding, self.dtype, chain=True)
       y = jax.nn.mish(_group_norm(self.n_groups, self.dtype, None, parent=None).apply({"params": norm}, y))
       return _film_and_residual(y, film, film_offset, residual, residual_bias)
 
@@ -235,8 +235,8 @@ class Downsample1d(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return _conv(x, x.shape[-1], 3, self.dtype, stride=2, padding=1, name="conv")
+  def __call__(self, x: jax.Array, chain: bool = False) -> jax.Array:
+    return _conv(x, x.shape[-1], 3, self.dtype, stride=2, padding=1, name="conv", chain=chain)
 
 
 class _TransposedConv1dX2(nn.Module):
@@ -247,12 +247,12 @@ class _TransposedConv1dX2(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, chain: bool = False) -> jax.Array:
     channels = x.shape[-1]
     kernel = self.param("kernel", torch_init.kernel_init, (4, channels, channels))
     bias = self.param("bias", torch_init.bias_init(channels * 4), (channels,))
     x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-    return transposed_conv1d_x2(x, kernel) + bias
+    return transposed_conv1d_x2(x, kernel, chain=chain) + bias
 
 
 class Upsample1d(nn.Module):
@@ -260,8 +260,8 @@ class Upsample1d(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return _TransposedConv1dX2(self.dtype, name="conv")(x)
+  def __call__(self, x: jax.Array, chain: bool = False) -> jax.Array:
+    return _TransposedConv1dX2(self.dtype, name="conv")(x, chain)
 
 
 class ConditionalResidualBlock1D(nn.Module):
@@ -270,7 +270,7 @@ class ConditionalResidualBlock1D(nn.Module):
   x: [B, T, C_in], cond: [B, D] -> [B, T, features]. The FiLM embedding depends on the condition only, so it can
   be computed apart (`film_only=True` returns it, [B, 1, 2 * features]) and passed back in (`film=`, this block's
   at channels film_offset .. film_offset + 2 * features; then cond is unused): a sampling chain computes every
-  step's embeddings before its loop. `fused=True`: see `Conv1dBlock` (evaluation only).
+  step's embeddings before its loop. `chain`, `fused`: see `Conv1dBlock`.
   """
   features: int
   kernel_size: int = 3
@@ -279,7 +279,8 @@ class ConditionalResidualBlock1D(nn.Module):
 
   @nn.compact
   def __call__(self, x: Optional[jax.Array], cond: Optional[jax.Array], film: Optional[jax.Array] = None,
-               film_only: bool = False, film_offset: int = 0, fused: bool = False) -> jax.Array:
+               film_only: bool = False, film_offset: int = 0, chain: bool = False,
+               fused: bool = False) -> jax.Array:
     if film is None:
       # FiLM (Perez et al. 2018): per-channel scale and bias predicted from the condition.
       film = _dense(jax.nn.mish(cond), 2 * self.features, self.dtype, name="cond_encoder")[:, None, :]  # [B, 1, 2C]
@@ -288,17 +289,18 @@ class ConditionalResidualBlock1D(nn.Module):
     block_0 = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_0")
     block_1 = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_1")
     if not fused:
-      out = block_1(block_0(x, film=film, film_offset=film_offset))
-      residual = x if x.shape[-1] == self.features else _conv(x, self.features, 1, self.dtype, name="residual_conv")
+      out = block_1(block_0(x, film=film, film_offset=film_offset, chain=chain), chain=chain)
+      residual = x if x.shape[-1] == self.features else _conv(x, self.features, 1, self.dtype, name="residual_conv",
+                                                              chain=chain)
       return out + residual
     # The residual (its 1x1 convolution without bias, if any) goes into block_1's kernel.
     residual, residual_bias = x, None
     if x.shape[-1] != self.features:
       conv = self.variables["params"]["residual_conv"]
       residual = x.astype(self.dtype) @ conv["kernel"][0].astype(self.dtype)
-      residual_bias = conv["bias"]   # float32: a cast here would be a kernel per call
-    out = block_0(x, film=film, film_offset=film_offset, fused=True)
-    return block_1(out, residual=residual, residual_bias=residual_bias, fused=True)
+      residual_bias = conv["bias"]   # as stored (`policy.inference_params` casts it once): no cast per call
+    out = block_0(x, film=film, film_offset=film_offset, chain=True, fused=True)
+    return block_1(out, residual=residual, residual_bias=residual_bias, chain=True, fused=True)
 
 
 def block_widths(down_dims: Sequence[int]) -> dict[str, int]:
@@ -326,8 +328,8 @@ class ConditionalUnet1D(nn.Module):
       TPUs, where it saves ~50 kernels per train step, not on a CPU, where the CPU-sized network trained ~4 %
       slower with it (BUILD_NOTES.md, "Session 13"). The same numbers either way (to rounding).
     fused_sampling: in the sampling chain's calls (given `conditioning`), run each conv block's bias, GroupNorm,
-      Mish, FiLM and residual as one Pallas kernel on CUDA where the call is launch-bound (`Conv1dBlock`): two GPU
-      kernels per block instead of four. Elsewhere, and in training, the XLA layers. The same numbers to the
+      Mish, FiLM and residual as one Pallas kernel on CUDA (`Conv1dBlock`): two GPU kernels per block instead of
+      four. Elsewhere, and in training, the XLA layers. The same numbers to the
       compute dtype's rounding, not bit for bit (the kernel keeps float32 between the layers).
   """
   down_dims: Sequence[int]
@@ -358,8 +360,10 @@ class ConditionalUnet1D(nn.Module):
     del train
     blocks = {name: ConditionalResidualBlock1D(features, self.kernel_size, self.n_groups, self.dtype, name=name)
               for name, features in block_widths(self.down_dims).items()}
-    # The sampling chain's calls (given `conditioning`, made by a conditioning_only call) take the fused path.
-    fused = self.fused_sampling and (conditioning is not None or conditioning_only)
+    # The sampling chain's calls are given `conditioning` (made by a conditioning_only call); with fused_sampling
+    # its format is every block's embedding side by side.
+    chain = conditioning is not None
+    fused = self.fused_sampling and (chain or conditioning_only)
     if conditioning is None:
       cond = self._condition(k, obs_features, batch=None if x is None else x.shape[0])
       if self.is_initializing():   # each block creates its FiLM encoder's parameters
@@ -378,27 +382,27 @@ class ConditionalUnet1D(nn.Module):
     if fused:   # every block's embedding side by side in one array ({"films": [B, 1, W]})
       offsets = dict(zip(blocks, np.cumsum([0] + [2 * w for w in block_widths(self.down_dims).values()])))
       run = lambda name, x: blocks[name](x, None, film=conditioning["films"], film_offset=int(offsets[name]),
-                                         fused=True)
+                                         chain=True, fused=True)
     else:
-      run = lambda name, x: blocks[name](x, None, film=conditioning[name])
+      run = lambda name, x: blocks[name](x, None, film=conditioning[name], chain=chain)
 
     skips = []
     for level in range(len(self.down_dims)):
       x = run(f"down_{level}_res_1", run(f"down_{level}_res_0", x))
       skips.append(x)
       if level < len(self.down_dims) - 1:
-        x = Downsample1d(self.dtype, name=f"down_{level}_downsample")(x)
+        x = Downsample1d(self.dtype, name=f"down_{level}_downsample")(x, chain)
 
     x = run("mid_1", run("mid_0", x))
 
     for level in range(len(self.down_dims) - 1):
       x = jnp.concatenate([x, skips.pop()], axis=-1)
       x = run(f"up_{level}_res_1", run(f"up_{level}_res_0", x))
-      x = Upsample1d(dtype=self.dtype, name=f"up_{level}_upsample")(x)
+      x = Upsample1d(dtype=self.dtype, name=f"up_{level}_upsample")(x, chain)
 
     x = Conv1dBlock(self.down_dims[0], self.kernel_size, _FINAL_BLOCK_GROUPS, self.dtype, name="final_block")(
-        x, fused=fused)
-    x = _conv(x, action_dim, 1, self.dtype, name="final_conv")
+        x, chain=chain, fused=fused)
+    x = _conv(x, action_dim, 1, self.dtype, name="final_conv", chain=chain)
     chex.assert_shape(x, (batch, horizon, action_dim))
     return x.astype(jnp.float32)
 

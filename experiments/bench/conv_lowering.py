@@ -5,8 +5,9 @@
 
 Swaps `dpjax.nets.unet1d.conv1d` (the U-Net's every stride-1 and stride-2 convolution) and
 `unet1d.transposed_conv1d_x2` (the upsampling) for each lowering in turn: same parameters, same results, and times
-each with `dpjax.bench.bench_variant`. `auto` is what the U-Net runs: taps on an accelerator for at most
-`unet1d.TAPS_MAX_ROWS` rows (the batch-1 chain), else im2col. On XLA:CPU im2col won by 9x on the train step
+each with `dpjax.bench.bench_variant`. `auto` is what the U-Net runs: taps in the sampling chain's calls on an
+accelerator (since session 15 at any batch; session 14: at most 64 rows), else im2col; the others run their one
+form everywhere, training included. On XLA:CPU im2col won by 9x on the train step
 (BUILD_NOTES.md, "Convolution lowering") and taps lost 2.6x (session 14); `lax.conv` is cuDNN's single kernel on a
 GPU, where im2col costs a fused pad/concat plus a GEMM, and taps a GEMM whose shifted sum fuses with the bias.
 `fused` is `auto` with `config.policy.fused_sampling` (session 15): the chain's conv blocks end in one Pallas kernel
@@ -35,14 +36,19 @@ def lax_conv(x, kernel, stride, padding):
                                       dimension_numbers=("NWC", "WIO", "NWC"))
 
 
+def everywhere(lowering):
+  """`lowering` with the U-Net's signature (a trailing `chain` flag), run in the chain's calls and training alike."""
+  return lambda *args, chain=False: lowering(*args)
+
+
 # name -> (convolution, transposed convolution, fused_sampling)
 LOWERINGS = {"auto": (unet1d.conv1d, unet1d.transposed_conv1d_x2, False),
              "fused": (unet1d.conv1d, unet1d.transposed_conv1d_x2, True),
-             "im2col": (unet1d.conv1d_im2col, unet1d.transposed_conv1d_x2_phases, False),
-             "taps": (unet1d.conv1d_taps, unet1d.transposed_conv1d_x2_taps, False),
-             "lax.conv": (lax_conv, unet1d.transposed_conv1d_x2_phases, False)}
-# Lowerings whose train step is auto's (a training batch has more than TAPS_MAX_ROWS rows, and fused_sampling is
-# inference only): their sampling is timed, not their train step.
+             "im2col": (everywhere(unet1d.conv1d_im2col), everywhere(unet1d.transposed_conv1d_x2_phases), False),
+             "taps": (everywhere(unet1d.conv1d_taps), everywhere(unet1d.transposed_conv1d_x2_taps), False),
+             "lax.conv": (everywhere(lax_conv), everywhere(unet1d.transposed_conv1d_x2_phases), False)}
+# Lowerings whose train step is auto's (training runs im2col, and fused_sampling is inference only): their sampling
+# is timed, not their train step.
 SAMPLING_ONLY = ("im2col", "fused")
 
 

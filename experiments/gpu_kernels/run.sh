@@ -35,9 +35,11 @@ for sampler in ddpm:100 ddim:10; do
 done
 # config.policy.fused_sampling (session 15; a checkout without it fails these lines, not the ones above)
 for variant in lowdim image; do
-  for fused in "" --fused_sampling; do
-    echo "$variant ddpm:100 batch 1 ${fused:-(unfused)}: $(run "$ROOT/experiments/bench/chain_body_kernels.py" \
-      --target="$TARGET" --variant=$variant --sampler=ddpm:100 --batch_size=1 $fused | tr '\n' ' ')" \
-      | tee -a "$OUT/chain_body_kernels.txt" || true
+  for batch in 1 50; do
+    for fused in "" --fused_sampling; do
+      echo "$variant ddpm:100 batch $batch ${fused:-(unfused)}: $(run "$ROOT/experiments/bench/chain_body_kernels.py" \
+        --target="$TARGET" --variant=$variant --sampler=ddpm:100 --batch_size=$batch $fused | tr '\n' ' ')" \
+        | tee -a "$OUT/chain_body_kernels.txt" || true
+    done
   done
 done
