@@ -28,7 +28,7 @@ SAMPLERS = sampler.SAMPLING_METHODS
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Spec fields that change no weight: a run may resume with other values, and evaluation may use others
 # (`sample(method=, num_inference_steps=, timestep_spacing=)`, `python -m dpjax.rollout --sampler --compute_dtype
-# --timestep_spacing`).
+# --timestep_spacing --fused_sampling`).
 INFERENCE_FIELDS = ("sampler", "num_inference_steps", "compute_dtype", "timestep_spacing", "fused_sampling")
 # The fields only training reads: a run may resume with other values.
 TRAINING_FIELDS = ("flow_time_distribution",)
@@ -141,6 +141,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
 
 
 def check_fused_sampling(denoiser: str, fused_sampling: bool) -> None:
+  """The Pallas conv-block kernels are the U-Net's (`unet1d.Conv1dBlock`): a clear error for any other denoiser."""
   if fused_sampling and denoiser != "unet1d":
     raise ValueError(f"fused_sampling applies to the U-Net only, not the {denoiser!r} denoiser; leave it False "
                      "(config.policy.fused_sampling, rollout --fused_sampling).")
