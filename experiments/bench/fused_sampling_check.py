@@ -6,7 +6,7 @@ interpreter. Against the CPU's own program (the XLA layers):
     PYTHONPATH=. python experiments/bench/fused_sampling_check.py \
         --run=runs/lowdim_cnn_small_alleps_4k --chain=ddim:10 --episodes=50   # scores, 50 test episodes
 
-The first compares one chain call of the full-size low-dim and image U-Nets (random weights, float32 and bfloat16)
+The first compares one chain call of the full-size low-dim and image U-Nets (initial weights, float32 and bfloat16)
 and prints the largest difference. The second evaluates a trained run both ways on the same seeds (the interpreted
 kernels are slow: DDIM-10 at batch 50 takes minutes) and prints both mean scores and how many episodes differ.
 Nothing here measures speed: that needs the GPU (`experiments/gpu_bench.sh`, stage 1).
@@ -47,17 +47,6 @@ def as_on_cuda():
     jax.clear_caches()
 
 
-def _random_params(net, x, k, obs, rng):
-  """Weights at the init's scale (uniform +-1/sqrt(fan_in)), norm scales 1; shapes from eval_shape."""
-  def draw(path, leaf):
-    name = getattr(path[-1], "key", "")
-    if name == "scale":
-      return np.ones(leaf.shape, np.float32)
-    fan_in = np.prod(leaf.shape[:-1]) if name == "kernel" else leaf.shape[-1]
-    return rng.uniform(-1, 1, leaf.shape).astype(np.float32) / np.sqrt(fan_in)
-  return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(net.init, jax.random.key(0), x, k, obs))["params"]
-
-
 def compare_one_call():
   rng = np.random.default_rng(0)
   for name, sizes in FULL_SIZE.items():
@@ -67,7 +56,7 @@ def compare_one_call():
       x = jnp.asarray(rng.normal(size=(2, 16, 2)), jnp.float32)
       obs = jnp.asarray(rng.normal(size=(2, 2, sizes["obs_width"])), jnp.float32)
       k = jnp.array([3, 70])
-      params = _random_params(net, x, k, obs, rng)
+      params = net.init(jax.random.key(0), x, k, obs)["params"]   # the PyTorch-style init: biases too
 
       def chain_call(net):
         conditioning = net.apply({"params": params}, None, k, obs, conditioning_only=True)
