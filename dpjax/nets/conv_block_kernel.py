@@ -44,6 +44,8 @@ def _mish(x):
 
 
 def _kernel(*refs, num_taps: int, padding: int, eps: float, film: bool, residual: bool, residual_bias: bool):
+  """One (batch row, group) program. refs: taps [k, L, Cg], bias, norm scale, norm shift [Cg], then FiLM scale and
+  shift [Cg] (film), residual [L, Cg] (residual), its bias [Cg] (residual_bias), and the output [L, Cg]."""
   taps_ref, bias_ref, scale_ref, shift_ref = refs[:4]
   rest = list(refs[4:])
   if film:
@@ -133,8 +135,8 @@ def conv_block_epilogue(taps: jax.Array, bias: jax.Array, norm_scale: jax.Array,
       operands.append(residual_bias)
       in_specs.append(vector)
   kernel = functools.partial(_kernel, num_taps=num_taps, padding=padding, eps=eps, film=film is not None,
-                                 residual=residual is not None,
-                                 residual_bias=residual is not None and residual_bias is not None)
+                             residual=residual is not None,
+                             residual_bias=residual is not None and residual_bias is not None)
   return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((batch, length, channels), out_dtype),
                         grid=(batch, n_groups), in_specs=in_specs,
                         out_specs=pl.BlockSpec((None, length, group), lambda b, g: (b, 0, g)),
