@@ -11,8 +11,10 @@ form everywhere, training included. On XLA:CPU im2col won by 9x on the train ste
 (BUILD_NOTES.md, "Convolution lowering") and taps lost 2.6x (session 14); `lax.conv` is cuDNN's single kernel on a
 GPU, where im2col costs a fused pad/concat plus a GEMM, and taps a GEMM whose shifted sum fuses with the bias.
 `fused` is `auto` with `config.policy.fused_sampling` (session 15): the chain's conv blocks end in one Pallas kernel
-each on CUDA (`dpjax/nets/conv_block_kernel.py`); its train step is auto's, so only its sampling is timed.
+each on CUDA (`dpjax/nets/conv_block_kernel.py`); its train step is auto's, so only its sampling is timed, and its
+DDIM-10 actions are compared with auto's from the same weights and noise (`agreement_with_auto`).
 """
+import dataclasses
 import json
 
 import jax
@@ -52,6 +54,30 @@ LOWERINGS = {"auto": (unet1d.conv1d, unet1d.transposed_conv1d_x2, False),
 SAMPLING_ONLY = ("im2col", "fused")
 
 
+def fused_agreement(variant: str, quick: bool) -> dict:
+  """How far the `fused` chain's actions are from `auto`'s: DDIM-10 (deterministic) from the same weights, noise
+  and observations, at batch 1 and 50, as the largest absolute difference in normalised-action units (the actions
+  span [-1, 1]); bfloat16 rounding moves them by ~1e-2, a wrong kernel by ~1."""
+  import numpy as np
+  from dpjax import policy
+  from dpjax.data import pusht
+  config = bench.load_config(variant, quick)
+  rng = np.random.default_rng(config.seed)
+  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
+  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
+  pol = policy.Policy(params=bench.random_params(spec, rng), normalizer=bench.synthetic_normalizer(obs_shapes, rng),
+                      spec=spec)
+  fused = pol.replace(spec=dataclasses.replace(spec, fused_sampling=True))
+  scale = np.asarray(pol.normalizer["action"]["scale"])   # normalised = raw * scale + offset
+  agreement = {}
+  for batch in (1, 50):
+    obs = bench.synthetic_obs(obs_shapes, (batch, spec.n_obs_steps), rng)
+    actions = [np.asarray(policy.sample(p, obs, jax.random.key(batch), method="ddim", num_inference_steps=10))
+               for p in (pol, fused)]
+    agreement[f"ddim10_b{batch}_max_abs_diff"] = float(np.abs((actions[1] - actions[0]) * scale).max())
+  return agreement
+
+
 def main(argv):
   del argv
   records = {}
@@ -70,6 +96,12 @@ def main(argv):
     except Exception as error:   # e.g. a Pallas kernel the device's jax cannot compile: the other lowerings still run
       print(f"[{name}] failed: {type(error).__name__}: {str(error)[:2000]}", flush=True)
       record = {"error": f"{type(error).__name__}: {str(error)[:2000]}"}
+    if fused_sampling and "error" not in record:
+      try:
+        record["agreement_with_auto"] = fused_agreement(FLAGS.variant, FLAGS.quick)
+        print(f"[{name}] actions against auto's: {record['agreement_with_auto']}", flush=True)
+      except Exception as error:
+        print(f"[{name}] agreement check failed: {type(error).__name__}: {str(error)[:2000]}", flush=True)
     records[name] = record
     if FLAGS.out:
       with open(FLAGS.out, "w") as f:
