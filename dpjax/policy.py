@@ -345,13 +345,15 @@ def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> tuple[dict[str, np.nd
 
 def inference_params(params, spec: PolicySpec):
   """The weights as the sampling chain reads them. With a bfloat16 compute dtype every matmul and convolution
-  kernel and its layer's bias are cast once, before the chain, so each of its calls reads half the bytes and casts
-  nothing (the casts each layer would make anyway: the actions are bit-identical; a cast inside the chain is a GPU
-  kernel per layer and call where the bias feeds a cuBLAS epilogue); norm scales and biases and embeddings stay
-  float32."""
+  kernel is cast once, before the chain, so each of its calls reads half the bytes (the cast each layer would make
+  anyway: the actions are bit-identical); norm scales and biases and embeddings stay float32. The transformer's
+  Dense biases are cast too: with cuBLAS GEMMs each was a convert kernel in every call (233 -> 199 kernels per
+  chain iteration), while the U-Net's bias adds fuse with their neighbours and cast biases cost it kernels (74 -> 76
+  per batch-1 iteration with fused_sampling, 150 -> 173 at batch 1,024; BUILD_NOTES.md, "Session 15")."""
   dtype = resolve_compute_dtype(spec.compute_dtype)
   if dtype == jnp.float32:
     return params
+  cast_biases = spec.denoiser == "transformer"
 
   def cast(tree):
     if not isinstance(tree, Mapping):
@@ -361,9 +363,8 @@ def inference_params(params, spec: PolicySpec):
     def cast_leaf(name, leaf):
       if isinstance(leaf, Mapping):
         return cast(leaf)
-      if (name == "kernel" or (layer and name == "bias")) and jnp.issubdtype(leaf.dtype, jnp.floating):
-        return leaf.astype(dtype)
-      return leaf
+      is_weight = name == "kernel" or (cast_biases and layer and name == "bias")
+      return leaf.astype(dtype) if is_weight and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
     return {name: cast_leaf(name, leaf) for name, leaf in tree.items()}
 

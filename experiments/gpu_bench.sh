@@ -2,8 +2,8 @@
 # The GPU benchmarks that gpu_check.sh leaves out (issues 12 and 13), in order of what they decide, each stopped by
 # one wall-clock deadline (default 240 s) so the whole fits a short device call:
 #   1. the U-Net's convolution lowering: auto (taps in the sampling chain's calls on a GPU, since session 14 at
-#      batch 1 and since session 15 at any batch; im2col in training) vs fused (auto + the Pallas conv-block
-#      kernels of config.policy.fused_sampling, session 15: 76 kernels per batch-1 DDPM iteration instead of 114;
+#      batch 1 and since session 15 up to batch 50; im2col in training) vs fused (auto + the Pallas conv-block
+#      kernels of config.policy.fused_sampling, session 15: 74 kernels per batch-1 DDPM iteration instead of 115;
 #      its actions checked against auto's) vs im2col vs lax.conv (cuDNN): DDPM-100 / DDIM-10 at batch 1, kernels
 #      per denoiser call, and the train step of auto and lax.conv (experiments/bench/conv_lowering.py; cuDNN's step
 #      has more kernels but moves 1.3 GB less, experiments/gpu_kernels/README.md; taps for training lose on both

@@ -268,10 +268,12 @@ def test_fused_sampling_kernel_path_matches_the_unfused_network(monkeypatch):
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
-def test_the_sampling_chain_runs_taps_on_an_accelerator_at_any_batch_and_training_does_not(monkeypatch):
+def test_the_sampling_chain_runs_taps_on_an_accelerator_at_a_rollout_s_batch_and_training_does_not(monkeypatch):
   """With every lax.platform_dependent taking its accelerator branch: the chain's calls (given conditioning) run
-  every convolution as taps, at batch 1 and at a rollout's batch alike (no row limit since session 15); a training
-  call runs im2col. Both give the CPU program's numbers to float32 rounding."""
+  every convolution as taps at a 50-environment rollout's batch too (at most TAPS_MAX_ROWS rows, since session 15;
+  session 14 stopped at 64); a training call of the same size runs im2col. Both give the CPU program's numbers to
+  float32 rounding."""
+  assert 50 * T <= unet1d.TAPS_MAX_ROWS
   net = unet1d.ConditionalUnet1D(**TINY)
   params = _random_params(net)["params"]
   rng = np.random.default_rng(3)

@@ -71,14 +71,20 @@ def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
   return sum(taps[j, :, j:j + span:stride] for j in range(k)).astype(x.dtype)
 
 
-def _taps_in_chain(chain: bool, general, taps) -> jax.Array:
-  """`taps()` in a sampling chain's call on an accelerator, else `general()`; both compute the same numbers to
-  rounding. The chain's calls are small (batch 1 to a 50-environment rollout) and run once per step: on a GPU taps
-  need fewer kernels and bytes there (batch-1 DDPM iteration 133 -> 115 kernels, batch 50 142 -> 120 and
-  560 -> 441 MB; experiments/gpu_kernels/). A training batch keeps the general form (taps write k float32 partial
-  outputs: the low-dim step would be 532 kernels / 8.59 GB instead of 520 / 7.42), and so does a CPU, where taps
-  ran slower everywhere (BUILD_NOTES.md, "Session 14")."""
-  if not chain:
+# Rows (batch x length) up to which a sampling chain's convolution runs as taps on an accelerator (`_taps_in_chain`):
+# a 50-environment rollout's 50 x 16. Counted for an H100 (experiments/gpu_kernels/session15/): taps win at batch 1,
+# 50 and 100 and lose from ~1,000 rows on (batch 256 with a limit of 1,024: 4 more kernels and 34 MB per iteration).
+TAPS_MAX_ROWS = 800
+
+
+def _taps_in_chain(x: jax.Array, chain: bool, general, taps) -> jax.Array:
+  """`taps()` for a sampling chain's call of at most TAPS_MAX_ROWS rows (x [B, L, C]: B x L) on an accelerator,
+  else `general()`; both compute the same numbers to rounding. There taps need fewer GPU kernels and bytes (batch-1
+  DDPM iteration 133 -> 115 kernels, batch 50 141 -> 120 and 569 -> 415 MB; experiments/gpu_kernels/). Training
+  keeps the general form at any size (taps write k float32 partial outputs: the low-dim step would be 532 kernels /
+  8.59 GB instead of 520 / 7.42), and so does a CPU, where taps ran slower everywhere (BUILD_NOTES.md, "Session
+  14")."""
+  if not chain or x.shape[0] * x.shape[1] > TAPS_MAX_ROWS:
     return general()
   return jax.lax.platform_dependent(cpu=general, default=taps)
 
@@ -86,7 +92,7 @@ def _taps_in_chain(chain: bool, general, taps) -> jax.Array:
 def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, chain: bool = False) -> jax.Array:
   """torch's Conv1d without bias, x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out]: `conv1d_taps` in a
   sampling chain's call on an accelerator, else `conv1d_im2col` (`_taps_in_chain`)."""
-  return _taps_in_chain(chain, lambda: conv1d_im2col(x, kernel, stride, padding),
+  return _taps_in_chain(x, chain, lambda: conv1d_im2col(x, kernel, stride, padding),
                         lambda: conv1d_taps(x, kernel, stride, padding))
 
 
@@ -124,7 +130,7 @@ def transposed_conv1d_x2_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def transposed_conv1d_x2(x: jax.Array, kernel: jax.Array, chain: bool = False) -> jax.Array:
   """torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) without bias, x [B, T, C] -> [B, 2T, C]: taps in a
   sampling chain's call on an accelerator, else the phase matmul (`_taps_in_chain`)."""
-  return _taps_in_chain(chain, lambda: transposed_conv1d_x2_phases(x, kernel),
+  return _taps_in_chain(x, chain, lambda: transposed_conv1d_x2_phases(x, kernel),
                         lambda: transposed_conv1d_x2_taps(x, kernel))
 
 
