@@ -217,6 +217,11 @@ def test_every_film_embedding_from_one_matmul_equals_each_block_s_dense(dtype):
                                rtol=1e-6 if dtype == jnp.float32 else 1e-2, atol=1e-6)
 
 
+def _take_gpu_branches(monkeypatch):
+  """Every lax.platform_dependent takes its CUDA branch (else its default): the program a GPU compiles, on a CPU."""
+  monkeypatch.setattr(jax.lax, "platform_dependent", lambda *args, cuda=None, default=None, **_: (cuda or default)())
+
+
 def _conditioned_outputs(fused_net, plain_net, params, dtype=jnp.float32):
   """(fused, plain) outputs of the sampling chain's call (conditioning computed first) on random inputs."""
   rng = np.random.default_rng(2)
@@ -262,7 +267,7 @@ def test_fused_sampling_kernel_path_matches_the_unfused_network(monkeypatch):
     return epilogue(*args, **kwargs, interpret=True)
 
   monkeypatch.setattr(conv_block_kernel, "conv_block_epilogue", interpreted)
-  monkeypatch.setattr(jax.lax, "platform_dependent", lambda *args, cuda=None, default=None, **_: (cuda or default)())
+  _take_gpu_branches(monkeypatch)
   (got, _), _ = _conditioned_outputs(plain.clone(fused_sampling=True), plain, params)
   assert len(calls) == 2 * len(unet1d.block_widths(TINY["down_dims"])) + 1   # every conv block, the final one too
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
@@ -287,7 +292,7 @@ def test_the_sampling_chain_runs_taps_on_an_accelerator_at_a_rollout_s_batch_and
     original = getattr(unet1d, name)
     monkeypatch.setattr(unet1d, name,
                         lambda *args, original=original, name=name: calls.append(name) or original(*args))
-  monkeypatch.setattr(jax.lax, "platform_dependent", lambda *args, cuda=None, default=None, **_: (cuda or default)())
+  _take_gpu_branches(monkeypatch)
   conditioning = net.apply({"params": params}, None, k, obs, conditioning_only=True)
   chain = net.apply({"params": params}, x, None, conditioning=conditioning)
   assert calls.count("conv1d_taps") > 0 and calls.count("transposed_conv1d_x2_taps") == len(TINY["down_dims"]) - 1

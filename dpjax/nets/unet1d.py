@@ -304,7 +304,7 @@ class ConditionalResidualBlock1D(nn.Module):
     if x.shape[-1] != self.features:
       conv = self.variables["params"]["residual_conv"]
       residual = x.astype(self.dtype) @ conv["kernel"][0].astype(self.dtype)
-      residual_bias = conv["bias"]   # as stored (`policy.inference_params` casts it once): no cast per call
+      residual_bias = conv["bias"]   # float32, added in the kernel: a cast here would be a kernel per call
     out = block_0(x, film=film, film_offset=film_offset, chain=True, fused=True)
     return block_1(out, residual=residual, residual_bias=residual_bias, chain=True, fused=True)
 
@@ -335,8 +335,8 @@ class ConditionalUnet1D(nn.Module):
       slower with it (BUILD_NOTES.md, "Session 13"). The same numbers either way (to rounding).
     fused_sampling: in the sampling chain's calls (given `conditioning`), run each conv block's bias, GroupNorm,
       Mish, FiLM and residual as one Pallas kernel on CUDA (`Conv1dBlock`): two GPU kernels per block instead of
-      four. Elsewhere, and in training, the XLA layers. The same numbers to the
-      compute dtype's rounding, not bit for bit (the kernel keeps float32 between the layers).
+      four. Elsewhere, and in training, the XLA layers. The same numbers to the compute dtype's rounding, not bit
+      for bit (the kernel keeps float32 between the layers).
   """
   down_dims: Sequence[int]
   kernel_size: int = 5

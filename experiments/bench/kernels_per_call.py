@@ -64,21 +64,19 @@ def main():
       out[name] = count(lambda p, x, k, f: net.apply({"params": p}, x, k, f, False, method=policy.PolicyNet.denoise),
                         params, x, k, features)
       print(name, out[name], flush=True)
+
+      def in_chain(chain_net) -> int:   # the chain's per-step call of `chain_net`, on its step's conditioning
+        conditioning = jax.eval_shape(
+            lambda p, k, f: chain_net.apply({"params": p}, k, f, method=policy.PolicyNet.condition),
+            chain_params, k, features)
+        return count(lambda p, x, c: chain_net.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned),
+                     chain_params, x, conditioning)
+
       if hasattr(policy.PolicyNet, "denoise_conditioned"):
-        conditioning = jax.eval_shape(lambda p, k, f: net.apply({"params": p}, k, f, method=policy.PolicyNet.condition),
-                                      chain_params, k, features)
-        out[name + "_in_chain"] = count(
-            lambda p, x, c: net.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned),
-            chain_params, x, conditioning)
+        out[name + "_in_chain"] = in_chain(net)
         print(name, "in chain", out[name + "_in_chain"], flush=True)
       if getattr(spec, "fused_sampling", None) is False and spec.denoiser == "unet1d":
-        fused = policy.PolicyNet(dataclasses.replace(spec, fused_sampling=True))
-        conditioning = jax.eval_shape(
-            lambda p, k, f: fused.apply({"params": p}, k, f, method=policy.PolicyNet.condition),
-            chain_params, k, features)
-        out[name + "_in_chain_fused"] = count(
-            lambda p, x, c: fused.apply({"params": p}, x, c, method=policy.PolicyNet.denoise_conditioned),
-            chain_params, x, conditioning)
+        out[name + "_in_chain_fused"] = in_chain(policy.PolicyNet(dataclasses.replace(spec, fused_sampling=True)))
         print(name, "in chain, fused_sampling", out[name + "_in_chain_fused"], flush=True)
   json.dump(out, sys.stdout, indent=2)
   print()
