@@ -17,7 +17,8 @@
 #
 # Environment (all optional): PYTHON (default: .venv/bin/python, else python3), OUT (folder for the JSON files, the
 # log and the metrics), RUN_DIR (the training run; default OUT/run), DEADLINE_S (whole check, default 540),
-# TRAIN_BUDGET_S (fixes the training budget instead of deriving it from the deadline), CONFIG (default
+# TRAIN_BUDGET_S (fixes the training budget instead of deriving it from the deadline), NUM_STEPS (fixes the run's
+# length instead, a multiple of 500: the schedule then ends there, however fast the GPU is), CONFIG (default
 # configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300), EXTRA (more --config.*
 # flags for dpjax.train, e.g. --config.optim.learning_rate=3e-4), BATCH_SIZE (the global batch of the benchmark and
 # the run alike, so the step count fits the budget; default: the config's 256), EVAL_CHECKPOINTS (default 10),
@@ -38,6 +39,11 @@ if [ -n "${BATCH_SIZE:-}" ]; then
 fi
 extra_benches=${EXTRA_BENCHES:-0}
 eval_checkpoints=${EVAL_CHECKPOINTS:-10}
+if [ -n "${NUM_STEPS:-}" ] \
+    && { ! [[ "$NUM_STEPS" =~ ^[0-9]+$ ]] || [ $(( NUM_STEPS % 500 )) != 0 ] || [ "$NUM_STEPS" = 0 ]; }; then
+  echo "NUM_STEPS=$NUM_STEPS: give a positive multiple of 500 (every tenth of the run is then a logged step)" >&2
+  exit 1
+fi
 out=${OUT:-experiments/gpu_check/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 run=${RUN_DIR:-$out/run}
@@ -69,8 +75,9 @@ steps_per_s=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))[
 budget=${TRAIN_BUDGET_S:-$(( $(left) - eval_reserve - bench_reserve - train_overhead ))}
 # Whole multiples of 500 steps, so every tenth (checkpoints, validation) is a multiple of the 50-step log interval
 # and of the 10 steps per dispatch: another interval would compile shorter dispatches (~25 s each, H100 check).
-num_steps=$("$python" -c "import sys; print(max(int(0.85 * float(sys.argv[1]) * float(sys.argv[2]) / 500) * 500, 500))" \
+fit_steps=$("$python" -c "import sys; print(max(int(0.85 * float(sys.argv[1]) * float(sys.argv[2]) / 500) * 500, 500))" \
     "$steps_per_s" "$budget")
+num_steps=${NUM_STEPS:-$fit_steps}
 every=$(( num_steps / 10 ))
 
 say "2/4 train $num_steps steps (${steps_per_s} steps/s measured, budget ${budget} s)"

@@ -19,11 +19,13 @@ FLOAT32_200 = {42: EXPERIMENTS / "frontier/episodes200/ddpm100/eval.json",
                43: HERE / "seed43/episodes200_step_4000/eval.json"}
 LAST_3_OF_4000 = (3000, 3500, 4000)
 LAST_3_OF_10000 = (8000, 9000, 10000)
-# The 10,000-step runs (label, training seed, folder): rows of the first table and of the second. The last two
-# train on all 202 non-validation episodes instead of the paper's 90.
+# The 10,000-step runs (label, training seed, folder): rows of the first table and of the second. Two train on all
+# 202 non-validation episodes instead of the paper's 90; one is the original PyTorch code (../original_torch_small).
 STEPS10K = [("seed 42", 42, HERE / "steps10k"), ("seed 43", 43, HERE / "steps10k_seed43"),
             ("seed 42, all 202 training episodes", 42, HERE / "steps10k_alleps"),
-            ("seed 43, all 202 training episodes", 43, HERE / "steps10k_alleps_seed43")]
+            ("seed 43, all 202 training episodes", 43, HERE / "steps10k_alleps_seed43"),
+            ("seed 42, constant learning rate after warm-up", 42, HERE / "steps10k_constant"),
+            ("seed 42, the original PyTorch code", 42, EXPERIMENTS / "original_torch_small" / "steps10k")]
 # (label, training seed, 200-episode eval.json, folder of the 50-episode eval_step_<step>/eval.json files, the steps
 # of its last three checkpoints)
 RUNS = [
