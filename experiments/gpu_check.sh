@@ -80,7 +80,8 @@ fit_steps=$("$python" -c "import sys; print(max(int(0.85 * float(sys.argv[1]) * 
 num_steps=${NUM_STEPS:-$fit_steps}
 every=$(( num_steps / 10 ))
 
-say "2/4 train $num_steps steps (${steps_per_s} steps/s measured, budget ${budget} s)"
+length=$([ -n "${NUM_STEPS:-}" ] && echo "fixed by NUM_STEPS" || echo "budget ${budget} s")
+say "2/4 train $num_steps steps (${steps_per_s} steps/s measured, $length)"
 train_start=$(date +%s)
 timeout $(( $(left) - eval_reserve - bench_reserve )) "$python" -m dpjax.train --config="$config" --workdir="$run" \
     --config.train.num_steps="$num_steps" --config.train.checkpoint_every="$every" --config.train.val_every="$every" \
