@@ -7,8 +7,8 @@
 set -euo pipefail
 run=$1; out_dir=$2; shift 2
 python=${PYTHON:-.venv/bin/python}
-for ckpt in $(ls "$run"/checkpoints/step_*.ckpt | sort -t_ -k2 -n); do
-  step=$(basename "$ckpt" .ckpt); step=${step#step_}
+for step in $(ls "$run/checkpoints" | sed -n 's/^step_\([0-9]*\)\.ckpt$/\1/p' | sort -n); do
+  ckpt="$run/checkpoints/step_$step.ckpt"
   [ "$step" -ge "${MIN_STEP:-3000}" ] || continue
   [ -f "$out_dir/eval_step_$step/eval.json" ] && continue
   [ -d "$run/conv_$step" ] || "$python" -m dpjax.convert --from_torch="$ckpt" --out="$run/conv_$step" > /dev/null
