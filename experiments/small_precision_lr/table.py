@@ -43,6 +43,8 @@ RUNS = [
      LAST_3_OF_4000),
     ("float32, lr 1e-3, seed 42", 42, HERE / "lr1e-3/episodes200_step_4000/eval.json", HERE / "lr1e-3",
      LAST_3_OF_4000),
+    ("float32, lr 3e-4, seed 42, U-Net (128, 256, 512): 16.6 M parameters", 42,
+     HERE / "half_width/episodes200_step_4000/eval.json", HERE / "half_width", LAST_3_OF_4000),
 ] + [(f"float32, lr 3e-4, 10,000 steps, {label}", seed, folder / "episodes200_step_10000/eval.json", folder,
       LAST_3_OF_10000) for label, seed, folder in STEPS10K]
 # The 10,000-step runs' checkpoints on the test seeds: the score along the schedule.
