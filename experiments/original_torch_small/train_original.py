@@ -9,7 +9,8 @@ schedule's length is --steps instead of num_epochs x batches; the training loop 
 Checkpoints are written in the workspace's payload format, so `python -m dpjax.convert` reads them. README.md says
 how to set up the original's code (a checkout of real-stanford/diffusion_policy, diffusers 0.11.1).
 
-Usage: python train_orig.py --original=DIR --out=DIR [--steps=10000] [--lr=3e-4] [--seed=42] [--max_train_episodes=90]
+Usage: python train_original.py --original=DIR --out=DIR [--steps=10000] [--lr=3e-4] [--seed=42]
+                                [--max_train_episodes=90]
 """
 import argparse
 import copy
@@ -39,6 +40,7 @@ from diffusion_policy.model.diffusion.conditional_unet1d import ConditionalUnet1
 from diffusion_policy.model.diffusion.ema_model import EMAModel
 from diffusion_policy.policy.diffusion_unet_lowdim_policy import DiffusionUnetLowdimPolicy
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from dpjax.convert import payload
 
 ZARR = os.environ.get("DPJAX_PUSHT_ZARR", str(pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "pusht"
                                               / "pusht_cchi_v7_replay.zarr"))
@@ -52,12 +54,21 @@ def replay_buffer_from_zarr3(path, keys):
 
 
 def workspace_cfg(original: pathlib.Path):
-  """The cfg hydra composes for train_diffusion_unet_lowdim_workspace with task=pusht_lowdim (unresolved)."""
+  """The cfg hydra composes for train_diffusion_unet_lowdim_workspace with task=pusht_lowdim (unresolved); its
+  ${eval:...} values resolve with dpjax.convert's `eval` resolver (arithmetic only, where the workspace uses eval)."""
+  payload.register_eval_resolver()
   config_dir = original / "diffusion_policy" / "config"
   cfg = OmegaConf.load(config_dir / "train_diffusion_unet_lowdim_workspace.yaml")
   del cfg["defaults"], cfg["hydra"]
   cfg.task = OmegaConf.load(config_dir / "task" / "pusht_lowdim.yaml")
   return cfg
+
+
+def arguments(section) -> dict:
+  """A cfg section's constructor arguments: interpolations resolved, without its _target_."""
+  values = OmegaConf.to_container(section, resolve=True)
+  values.pop("_target_")
+  return values
 
 
 def main():
@@ -86,34 +97,32 @@ def main():
   cfg.optimizer.lr = args.lr
   cfg.training.seed = args.seed
   cfg.training.device = "cpu"
-  cfg.task.dataset.max_train_episodes = args.max_train_episodes
+  cfg.task.dataset.zarr_path = ZARR
+  cfg.task.dataset.max_train_episodes = None if args.max_train_episodes <= 0 else args.max_train_episodes
   cfg.exp_name = "orig_cpu_small"
 
-  model = ConditionalUnet1D(input_dim=2, local_cond_dim=None, global_cond_dim=40,
-                            diffusion_step_embed_dim=args.step_embed, down_dims=down_dims, kernel_size=5,
-                            n_groups=8, cond_predict_scale=True)
-  scheduler = DDPMScheduler(num_train_timesteps=100, beta_start=0.0001, beta_end=0.02,
-                            beta_schedule="squaredcos_cap_v2", variance_type="fixed_small", clip_sample=True,
-                            prediction_type="epsilon")
-  policy = DiffusionUnetLowdimPolicy(model=model, noise_scheduler=scheduler, horizon=16, obs_dim=20, action_dim=2,
-                                     n_action_steps=8, n_obs_steps=2, num_inference_steps=100,
-                                     obs_as_local_cond=False, obs_as_global_cond=True, pred_action_steps_only=False,
-                                     oa_step_convention=True)
+  # Every object from its cfg section, as the workspace's hydra.utils.instantiate would build it: the checkpoint's
+  # cfg (what dpjax.convert reads) is then the run's by construction.
+  model = ConditionalUnet1D(**arguments(cfg.policy.model))
+  scheduler = DDPMScheduler(**arguments(cfg.policy.noise_scheduler))
+  policy_arguments = {k: v for k, v in arguments(cfg.policy).items() if k not in ("model", "noise_scheduler")}
+  policy = DiffusionUnetLowdimPolicy(model=model, noise_scheduler=scheduler, **policy_arguments)
   ema_policy = copy.deepcopy(policy)
-  optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, betas=(0.95, 0.999), eps=1e-8, weight_decay=1e-6)
+  optimizer = torch.optim.AdamW(policy.parameters(), **arguments(cfg.optimizer))
 
   rb.ReplayBuffer.copy_from_path = classmethod(lambda cls, path, keys=None, **kw: replay_buffer_from_zarr3(path, keys))
-  max_eps = None if args.max_train_episodes <= 0 else args.max_train_episodes
-  dataset = PushTLowdimDataset(ZARR, horizon=16, pad_before=1, pad_after=7, seed=42, val_ratio=0.02,
-                               max_train_episodes=max_eps)
-  loader = torch.utils.data.DataLoader(dataset, batch_size=256, shuffle=True, num_workers=0)
+  dataset = PushTLowdimDataset(**arguments(cfg.task.dataset))
+  loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.dataloader.batch_size, shuffle=cfg.dataloader.shuffle,
+                                       num_workers=0)
   normalizer = dataset.get_normalizer()
-  val_loader = torch.utils.data.DataLoader(dataset.get_validation_dataset(), batch_size=256, shuffle=False)
+  val_loader = torch.utils.data.DataLoader(dataset.get_validation_dataset(), batch_size=cfg.val_dataloader.batch_size,
+                                           shuffle=False)
   policy.set_normalizer(normalizer)
   ema_policy.set_normalizer(normalizer)
-  lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=500, num_training_steps=args.steps,
+  lr_scheduler = get_scheduler(cfg.training.lr_scheduler, optimizer=optimizer,
+                               num_warmup_steps=cfg.training.lr_warmup_steps, num_training_steps=args.steps,
                                last_epoch=-1)
-  ema = EMAModel(model=ema_policy, update_after_step=0, inv_gamma=1.0, power=0.75, min_value=0.0, max_value=0.9999)
+  ema = EMAModel(model=ema_policy, **arguments(cfg.ema))
   print(f"train windows {len(dataset)}, batches per epoch {len(loader)}, train episodes "
         f"{int(dataset.train_mask.sum())}, validation windows {len(val_loader.dataset)}", flush=True)
 
