@@ -25,7 +25,7 @@ except ImportError:
 
 import dpjax  # noqa: E402
 from dpjax import convert, policy as policy_lib, train  # noqa: E402
-from dpjax.convert import __main__ as convert_cli, payload as payload_lib  # noqa: E402
+from dpjax.convert import __main__ as convert_cli, payload as payload_lib, torch_config  # noqa: E402
 from dpjax.data import normalizer as normalizer_lib, synthetic  # noqa: E402
 from dpjax.diffusion import schedules, steps  # noqa: E402
 from tests import smoke  # noqa: E402
@@ -176,6 +176,23 @@ def test_scheduler_settings_are_carried_over(unet_payload):
   assert (converted.spec.sampler, converted.spec.num_inference_steps) == ("ddim", 10)
   with pytest.raises(convert.UnsupportedCheckpointError, match=r"set_alpha_to_one=False \(dpjax supports True\)"):
     convert.convert_payload(_with(ddim, **{"policy.noise_scheduler.set_alpha_to_one": False}))
+
+
+@pytest.mark.parametrize("value, expected", [(90, 90), (None, 0), (17, 17)])
+def test_max_train_episodes_null_means_every_episode(unet_payload, value, expected):
+  # The original keeps all training episodes for max_train_episodes=None; dpjax spells that 0.
+  cfg = _with(unet_payload, **{"task.dataset.max_train_episodes": value}).cfg
+  _, overrides, _ = torch_config.config_overrides(cfg)
+  assert overrides["data.max_train_episodes"] == expected
+  assert torch_config.build_config("lowdim", overrides).data.max_train_episodes == expected
+
+
+def test_training_fields_the_cfg_lacks_keep_dpjax_defaults(unet_payload):
+  cfg = copy.deepcopy(unet_payload.cfg)
+  OmegaConf.set_struct(cfg, False)
+  cfg.task.dataset.pop("max_train_episodes", None)
+  _, overrides, _ = torch_config.config_overrides(cfg)
+  assert "data.max_train_episodes" not in overrides
 
 
 def test_state_dict_that_does_not_map_one_to_one_names_the_keys(unet_payload):

@@ -68,7 +68,11 @@ TRAINING = {
     "data.val_ratio": "task.dataset.val_ratio", "data.max_train_episodes": "task.dataset.max_train_episodes",
     "data.split_seed": "task.dataset.seed",
 }
+# Training fields whose null in the cfg means something dpjax spells otherwise: the original keeps every training
+# episode for max_train_episodes=None, dpjax for 0. Other nulls leave configs/pusht.py's default.
+NULL_MEANS = {"data.max_train_episodes": 0}
 _MISSING = object()
+_ABSENT = object()
 
 
 def select(cfg, key: str, default: Any = _MISSING) -> Any:
@@ -175,10 +179,13 @@ def config_overrides(cfg) -> tuple[str, dict[str, Any], list[str]]:
   overrides = {field: select(cfg, key) for field, key in {**ARCHITECTURE["common"], **ARCHITECTURE[denoiser]}.items()}
   overrides.update({f"diffusion.{field}": value for field, value in diffusion_settings(cfg).items()})
   for field, keys in TRAINING.items():
-    values = [select(cfg, key, None) for key in ((keys,) if isinstance(keys, str) else keys)]
-    values = [v for v in values if v is not None]
+    present = [select(cfg, key, _ABSENT) for key in ((keys,) if isinstance(keys, str) else keys)]
+    present = [v for v in present if v is not _ABSENT]
+    values = [v for v in present if v is not None]
     if values:
       overrides[field] = values[0]
+    elif present and field in NULL_MEANS:
+      overrides[field] = NULL_MEANS[field]
   betas = select(cfg, "optimizer.betas", None)
   if betas is not None:
     overrides["optim.b1"], overrides["optim.b2"] = (float(b) for b in betas)
