@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpjax.nets import unet1d
+from dpjax.nets import gpu_branches, unet1d
 
 TINY = dict(down_dims=(8, 16), kernel_size=3, n_groups=4, step_embed_dim=8)
 B, T, DA, TO, F = 2, 8, 2, 2, 3
@@ -217,11 +217,6 @@ def test_every_film_embedding_from_one_matmul_equals_each_block_s_dense(dtype):
                                rtol=1e-6 if dtype == jnp.float32 else 1e-2, atol=1e-6)
 
 
-def _take_gpu_branches(monkeypatch):
-  """Every lax.platform_dependent takes its CUDA branch (else its default): the program a GPU compiles, on a CPU."""
-  monkeypatch.setattr(jax.lax, "platform_dependent", lambda *args, cuda=None, default=None, **_: (cuda or default)())
-
-
 def _conditioned_outputs(fused_net, plain_net, params, dtype=jnp.float32):
   """(fused, plain) outputs of the sampling chain's call (conditioning computed first) on random inputs."""
   rng = np.random.default_rng(2)
@@ -262,13 +257,14 @@ def test_fused_sampling_kernel_path_matches_the_unfused_network(monkeypatch):
   epilogue = conv_block_kernel.conv_block_epilogue
   calls = []
 
-  def interpreted(*args, **kwargs):
+  def counted(*args, **kwargs):
     calls.append(args[0].shape)
-    return epilogue(*args, **kwargs, interpret=True)
+    assert kwargs["interpret"]
+    return epilogue(*args, **kwargs)
 
-  monkeypatch.setattr(conv_block_kernel, "conv_block_epilogue", interpreted)
-  _take_gpu_branches(monkeypatch)
-  (got, _), _ = _conditioned_outputs(plain.clone(fused_sampling=True), plain, params)
+  monkeypatch.setattr(conv_block_kernel, "conv_block_epilogue", counted)
+  with gpu_branches.as_on_cuda():
+    (got, _), _ = _conditioned_outputs(plain.clone(fused_sampling=True), plain, params)
   assert len(calls) == 2 * len(unet1d.block_widths(TINY["down_dims"])) + 1   # every conv block, the final one too
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
@@ -292,12 +288,12 @@ def test_the_sampling_chain_runs_taps_on_an_accelerator_at_a_rollout_s_batch_and
     original = getattr(unet1d, name)
     monkeypatch.setattr(unet1d, name,
                         lambda *args, original=original, name=name: calls.append(name) or original(*args))
-  _take_gpu_branches(monkeypatch)
-  conditioning = net.apply({"params": params}, None, k, obs, conditioning_only=True)
-  chain = net.apply({"params": params}, x, None, conditioning=conditioning)
-  assert calls.count("conv1d_taps") > 0 and calls.count("transposed_conv1d_x2_taps") == len(TINY["down_dims"]) - 1
-  calls.clear()
-  train = net.apply({"params": params}, x, k, obs)
+  with gpu_branches.as_on_cuda():
+    conditioning = net.apply({"params": params}, None, k, obs, conditioning_only=True)
+    chain = net.apply({"params": params}, x, None, conditioning=conditioning)
+    assert calls.count("conv1d_taps") > 0 and calls.count("transposed_conv1d_x2_taps") == len(TINY["down_dims"]) - 1
+    calls.clear()
+    train = net.apply({"params": params}, x, k, obs)
   assert calls == []
   np.testing.assert_allclose(np.asarray(chain), np.asarray(cpu["chain"]), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(train), np.asarray(cpu["train"]), rtol=1e-5, atol=1e-5)

@@ -11,7 +11,6 @@ and prints the largest difference. The second evaluates a trained run both ways 
 kernels are slow: DDIM-10 at batch 50 takes minutes) and prints both mean scores and how many episodes differ.
 Nothing here measures speed: that needs the GPU (`experiments/gpu_bench.sh`, stage 1).
 """
-import contextlib
 import dataclasses
 import functools
 
@@ -20,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from dpjax.nets import conv_block_kernel, unet1d
+from dpjax.nets import unet1d
+from dpjax.nets.gpu_branches import as_on_cuda
 
 # (Not --checkpoint or --sampler: dpjax.rollout, imported for --run, defines those.)
 flags.DEFINE_string("run", "", "A U-Net run directory to evaluate both ways; empty: compare one call of the "
@@ -31,20 +31,6 @@ FLAGS = flags.FLAGS
 
 FULL_SIZE = {"lowdim": dict(down_dims=(256, 512, 1024), step_embed_dim=256, obs_width=20),
              "image": dict(down_dims=(512, 1024, 2048), step_embed_dim=128, obs_width=66)}
-
-
-@contextlib.contextmanager
-def as_on_cuda():
-  """Inside: every platform_dependent takes its GPU branch and the Pallas kernels run interpreted."""
-  platform_dependent, epilogue = jax.lax.platform_dependent, conv_block_kernel.conv_block_epilogue
-  jax.lax.platform_dependent = lambda *args, cuda=None, default=None, **_: (cuda or default)()
-  conv_block_kernel.conv_block_epilogue = functools.partial(epilogue, interpret=True)
-  jax.clear_caches()
-  try:
-    yield
-  finally:
-    jax.lax.platform_dependent, conv_block_kernel.conv_block_epilogue = platform_dependent, epilogue
-    jax.clear_caches()
 
 
 def compare_one_call():
