@@ -52,6 +52,8 @@ start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
 left() { echo $(( deadline - $(elapsed) )); }
 say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
+# shellcheck source=experiments/side_by_side_evals.sh
+source experiments/side_by_side_evals.sh
 
 # The evaluations side by side, incl. start-up and compile (three took 33 s on the H100: ~30 s each, CPU-bound).
 eval_reserve=$(( 90 + 5 * eval_checkpoints ))
@@ -99,13 +101,11 @@ say "3/4 evaluate the last $eval_checkpoints checkpoints side by side"
 eval_start=$(date +%s)
 steps=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -"$eval_checkpoints")
 memory_fraction=$("$python" -c "import sys; print(round(0.8 / int(sys.argv[1]), 3))" "$eval_checkpoints")
-for step in $steps; do
-  XLA_PYTHON_CLIENT_MEM_FRACTION=$memory_fraction timeout $(( $(left) - bench_reserve + 20 )) "$python" -m dpjax.rollout \
-      --checkpoint="$run" --step="$step" --num_episodes="$episodes" --max_steps="$max_steps" \
-      --out="$run/eval_step_$step" --num_videos=0 > "$run/eval_step_$step.log" 2>&1 &
-done
+# shellcheck disable=SC2086  # $steps: one word per checkpoint
+evaluate_in_background $(( $(left) - bench_reserve + 20 )) "$memory_fraction" "$run" $steps
 wait
-for step in $steps; do tr '\r' '\n' < "$run/eval_step_$step.log" | grep -v "^rollout: " | tail -4 | tee -a "$log"; done
+# shellcheck disable=SC2086
+evaluation_summaries "$run" $steps | tee -a "$log"
 eval_s=$(( $(date +%s) - eval_start ))
 
 if [ "$extra_benches" = 1 ]; then
@@ -120,7 +120,9 @@ fi
 
 "$python" - "$out" "$run" "$budget" "$num_steps" "$train_s" "$eval_s" "$(elapsed)" "$train_rc" <<'EOF' 2>&1 | tee -a "$log"
 """Collects the check's numbers into one JSON file named after the device."""
-import glob, json, pathlib, re, sys
+import json, pathlib, sys
+sys.path.insert(0, "experiments/bench")
+import run_summary
 out, run = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 budget, num_steps, train_s, eval_s, total_s, train_rc = (float(x) for x in sys.argv[3:])
 
@@ -129,33 +131,14 @@ def bench(name):
   return json.loads(path.read_text())["records"][0] if path.exists() else None
 
 lowdim = bench("lowdim")
-metrics_path = run / "metrics.jsonl"
-metrics = ([json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-           if metrics_path.exists() else [])
-rates = [m["train/steps_per_second"] for m in metrics if "train/steps_per_second" in m]
-blocking = [m["train/checkpoint_blocking_s"] for m in metrics if "train/checkpoint_blocking_s" in m]
-evals = {int(re.search(r"eval_step_(\d+)", p).group(1)): json.loads(pathlib.Path(p).read_text())
-         for p in glob.glob(str(run / "eval_step_*" / "eval.json"))}
-scores = [evals[s]["mean_score"] for s in sorted(evals)]
-config_path = run / "config.json"
+summary = run_summary.summarize(run)
 record = {
-    "device": lowdim["device"], "config": json.loads(config_path.read_text()) if config_path.exists() else None,
+    "device": lowdim["device"], "config": summary.pop("config"),
     "bench_lowdim": lowdim, "bench_flow": bench("flow"), "bench_image": bench("image"),
     "train_budget_s": budget, "num_steps": int(num_steps), "train_exit_status": int(train_rc),
-    "train_wall_s": train_s, "eval_wall_s": eval_s, "total_wall_s": total_s,
-    "train_steps_per_s": {"first_window": rates[0] if rates else None,
-                          "median": sorted(rates)[len(rates) // 2] if rates else None},
-    "checkpoint_blocking_s": {"first": blocking[0] if blocking else None, "max": max(blocking, default=None),
-                              "all": blocking},
-    "final_train_loss": next((m["train/loss"] for m in reversed(metrics) if "train/loss" in m), None),
-    "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(metrics) if "val/loss_ema" in m), None),
-    "eval": {str(s): {k: evals[s].get(k) for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
-             for s in sorted(evals)},
-    "best_mean_score": max(scores, default=None),
-    "mean_of_last_3": sum(scores[-3:]) / len(scores[-3:]) if scores else None,
+    "train_wall_s": train_s, "eval_wall_s": eval_s, "total_wall_s": total_s, **summary,
 }
-kind = re.sub(r"[^A-Za-z0-9]+", "_", lowdim["device"]["device_kind"]).strip("_").lower()
-path = out / f"gpu_check_{kind}.json"
+path = out / run_summary.device_file_name("gpu_check", lowdim["device"]["device_kind"])
 path.write_text(json.dumps(record, indent=2))
 print(json.dumps({k: record[k] for k in ("num_steps", "train_wall_s", "eval_wall_s", "total_wall_s",
                                           "train_steps_per_s", "checkpoint_blocking_s", "best_mean_score",

@@ -87,8 +87,10 @@ eval_s=$(( $(date +%s) - eval_start ))
 "$python" - "$out" "$work" "$teacher" "$teacher_step" "$train_s" "$eval_s" "$(elapsed)" "$train_rc" <<'EOF' 2>&1 \
     | tee -a "$log"
 """Collects the student's numbers and its gap to the teacher's DDPM-100 score into one JSON file."""
-import json, pathlib, re, sys
+import json, pathlib, sys
 import jax
+sys.path.insert(0, "experiments/bench")
+import run_summary
 out, work, teacher = (pathlib.Path(p) for p in sys.argv[1:4])
 student = work / "student"
 teacher_step = int(sys.argv[4])
@@ -97,8 +99,7 @@ train_s, eval_s, total_s, train_rc = (float(x) for x in sys.argv[5:])
 def load(path):
   return json.loads(path.read_text()) if path.exists() else None
 
-metrics = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-    if (student / "metrics.jsonl").exists() else []
+metrics = run_summary.read_metrics(student)
 rates = [m["train/steps_per_second"] for m in metrics if "train/steps_per_second" in m]
 teacher_ddpm100 = load(teacher / f"eval_step_{teacher_step}" / "eval.json")
 reference = teacher_ddpm100["mean_score"] if teacher_ddpm100 else None
@@ -118,8 +119,7 @@ record = {
     "minus_teacher_ddpm100": {name: None if e is None or reference is None else e["mean_score"] - reference
                               for name, e in evals.items()},
 }
-kind = re.sub(r"[^A-Za-z0-9]+", "_", device.device_kind).strip("_").lower()
-path = out / f"gpu_distill_{kind}.json"
+path = out / run_summary.device_file_name("gpu_distill", device.device_kind)
 path.write_text(json.dumps(record, indent=2))
 print(json.dumps({k: record[k] for k in ("teacher_ddpm100_mean_score", "student_wall_s", "eval_wall_s",
                                           "student_steps_per_s", "minus_teacher_ddpm100")}, indent=2))

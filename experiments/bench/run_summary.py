@@ -1,0 +1,55 @@
+"""What a training run measured, read back from its directory: the GPU scripts' shared summary.
+
+`summarize(run_dir)` reads `metrics.jsonl`, `config.json` and every `eval_step_<N>/eval.json` (written by
+`dpjax.rollout --out=RUN_DIR/eval_step_<N>`) and returns the numbers issue 12 asks for: steps/s (first window,
+which holds the compile, and median), the blocking time of every checkpoint save, the last losses, every
+evaluation and the best / mean-of-last-3 mean scores. `experiments/gpu_check.sh` and `experiments/gpu_recipes.sh`
+write it into their JSON files.
+"""
+import glob
+import json
+import pathlib
+import re
+
+
+def read_metrics(run_dir) -> list[dict]:
+  """The run's metrics.jsonl as a list of records ([] when it has none)."""
+  path = pathlib.Path(run_dir) / "metrics.jsonl"
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def read_evals(run_dir) -> dict[int, dict]:
+  """{checkpoint step: eval.json} for every RUN_DIR/eval_step_<N>/eval.json."""
+  found = glob.glob(str(pathlib.Path(run_dir) / "eval_step_*" / "eval.json"))
+  return {int(re.search(r"eval_step_(\d+)", p).group(1)): json.loads(pathlib.Path(p).read_text()) for p in found}
+
+
+def summarize(run_dir) -> dict:
+  """The run's config, speed, checkpoint stalls, losses and scores (None where it has none)."""
+  run_dir = pathlib.Path(run_dir)
+  metrics = read_metrics(run_dir)
+  rates = [m["train/steps_per_second"] for m in metrics if "train/steps_per_second" in m]
+  blocking = [m["train/checkpoint_blocking_s"] for m in metrics if "train/checkpoint_blocking_s" in m]
+  evals = read_evals(run_dir)
+  scores = [evals[s]["mean_score"] for s in sorted(evals)]
+  config_path = run_dir / "config.json"
+  return {
+      "config": json.loads(config_path.read_text()) if config_path.exists() else None,
+      "train_steps_per_s": {"first_window": rates[0] if rates else None,
+                            "median": sorted(rates)[len(rates) // 2] if rates else None},
+      "checkpoint_blocking_s": {"first": blocking[0] if blocking else None, "max": max(blocking, default=None),
+                                "all": blocking},
+      "final_train_loss": next((m["train/loss"] for m in reversed(metrics) if "train/loss" in m), None),
+      "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(metrics) if "val/loss_ema" in m), None),
+      "val_loss_ema": {str(m["step"]): m["val/loss_ema"] for m in metrics if "val/loss_ema" in m},
+      "eval": {str(s): {k: evals[s].get(k) for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
+               for s in sorted(evals)},
+      "best_mean_score": max(scores, default=None),
+      "best_step": max(evals, key=lambda s: evals[s]["mean_score"]) if evals else None,
+      "mean_of_last_3": sum(scores[-3:]) / len(scores[-3:]) if scores else None,
+  }
+
+
+def device_file_name(prefix: str, device_kind: str) -> str:
+  """'gpu_check' + 'NVIDIA H100 80GB HBM3' -> 'gpu_check_nvidia_h100_80gb_hbm3.json'."""
+  return f"{prefix}_{re.sub(r'[^A-Za-z0-9]+', '_', device_kind).strip('_').lower()}.json"

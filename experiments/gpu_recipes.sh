@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Which training recipe reaches issue 12's score with the full-size low-dim CNN: several recipes in one device call,
+# sized to a wall-clock deadline (default 540 s). Each recipe trains from scratch (a fixed number of steps, a multiple
+# of 500, with a checkpoint and a validation every tenth); while the next recipe trains, the last one's ten
+# checkpoints are evaluated side by side with the paper's protocol (50 episodes, seeds 100000..100049, DDPM-100, EMA).
+# A recipe that the deadline cuts keeps its checkpoints so far, evaluated; recipes with no time left are skipped.
+# Writes gpu_recipes_<device>.json (device, versions and per recipe: its flags, steps/s, checkpoint stalls, losses,
+# validation curve, every score, best and mean of the last 3) and recipes.log into OUT: two files, so the device
+# tool's 8-file limit holds. No benchmark: experiments/gpu_check.sh and experiments/gpu_bench.sh time things.
+#
+#   OUT=$OUT bash experiments/gpu_recipes.sh             # the default recipes (below), on the lent device machine
+#   RECIPES="cos4k 4000 --config.optim.learning_rate=3e-4; const4k 4000 --config.optim.learning_rate=3e-4 \
+#     --config.optim.schedule=constant" OUT=$OUT bash experiments/gpu_recipes.sh
+#
+# Environment (all optional): RECIPES ("NAME STEPS FLAGS...; NAME STEPS FLAGS...": a name of letters, digits, _ and
+# -, the step count, then --config.* flags for dpjax.train), PYTHON (default: .venv/bin/python, else python3), OUT
+# (default experiments/gpu_recipes/<date>), WORK_DIR (the runs, default /tmp/gpu_recipes; a rerun replaces a recipe's
+# run), DEADLINE_S (default 540), CONFIG (default configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per
+# episode, default 300). A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke RECIPES="a 500; b 500
+# --config.optim.schedule=constant" EPISODES=2 MAX_STEPS=10 DEADLINE_S=900 bash experiments/gpu_recipes.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+deadline=${DEADLINE_S:-540}
+config=${CONFIG:-configs/pusht.py}
+episodes=${EPISODES:-50}
+max_steps=${MAX_STEPS:-300}
+# Session 17's choice (BUILD_NOTES.md, "GPU check"): the short cosine schedule the CPU-sized U-Net peaks with, the
+# same length at a constant learning rate (no late fall on the CPU), and half the length (a wider U-Net peaks sooner).
+recipes=${RECIPES:-"cosine4k 4000 --config.optim.learning_rate=3e-4; \
+constant4k 4000 --config.optim.learning_rate=3e-4 --config.optim.schedule=constant; \
+cosine2k 2000 --config.optim.learning_rate=3e-4"}
+IFS=';' read -ra entries <<< "$recipes"
+for entry in "${entries[@]}"; do
+  read -r name steps flags <<< "$entry"
+  if ! [[ "${name:-}" =~ ^[A-Za-z0-9_-]+$ ]] || ! [[ "${steps:-}" =~ ^[0-9]+$ ]] || [ "$steps" = 0 ] \
+      || [ $(( steps % 500 )) != 0 ]; then
+    echo "RECIPES entry '$entry': give NAME STEPS FLAGS..., a name of letters, digits, _ or -, and a positive" \
+         "multiple of 500 steps (every tenth of the run is then a logged step), entries separated by ';'" >&2
+    exit 1
+  fi
+done
+out=${OUT:-experiments/gpu_recipes/$(date -u +%Y%m%dT%H%M%SZ)}
+work=${WORK_DIR:-/tmp/gpu_recipes}
+mkdir -p "$out" "$work"
+log="$out/recipes.log"
+start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+left() { echo $(( deadline - $(elapsed) )); }
+say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
+# shellcheck source=experiments/side_by_side_evals.sh
+source experiments/side_by_side_evals.sh
+
+eval_reserve=120           # the last recipe's ten evaluations side by side, start-up and compile included
+min_train_s=90             # start-up, data to device, compile and a few hundred steps: less is not worth starting
+say "device"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true; } | tee -a "$log"
+
+names=(); steps_evaluated=""
+for entry in "${entries[@]}"; do
+  read -r name steps flags <<< "$entry"
+  run=$work/$name
+  if [ $(( $(left) - eval_reserve )) -lt $min_train_s ]; then
+    say "$name: skipped, $(left) s left"; continue
+  fi
+  rm -rf "$run"
+  every=$(( steps / 10 ))
+  say "train $name: $steps steps, ${flags:-the config's recipe}"
+  train_start=$(date +%s)
+  # The training holds under half the GPU's memory; the evaluations beside it grow theirs as they need it.
+  # shellcheck disable=SC2086  # $flags: one word per flag
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 timeout $(( $(left) - eval_reserve )) "$python" -m dpjax.train \
+      --config="$config" --workdir="$run" --config.train.num_steps="$steps" --config.train.checkpoint_every="$every" \
+      --config.train.val_every="$every" --config.train.keep_checkpoints=10 $flags 2>&1 | tr '\r' '\n' \
+      | grep -v "^train: .*step" | tee -a "$log"
+  train_rc=${PIPESTATUS[0]}
+  echo "{\"exit_status\": $train_rc, \"wall_s\": $(( $(date +%s) - train_start ))}" > "$run/train_wall.json"
+  say "$name: training ended (exit status $train_rc, $(( $(date +%s) - train_start )) s)"
+  wait                       # the previous recipe's evaluations
+  [ -n "$steps_evaluated" ] && evaluation_summaries $steps_evaluated | tee -a "$log"
+  checkpoints=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')
+  names+=("$name")
+  if [ -z "$checkpoints" ]; then
+    say "$name: no checkpoint to evaluate (its error is above)"; steps_evaluated=""; continue
+  fi
+  say "$name: evaluating checkpoints $checkpoints side by side, in the background"
+  # shellcheck disable=SC2086
+  evaluate_in_background $(( $(left) + 20 )) 0.04 "$run" $checkpoints
+  steps_evaluated="$run $checkpoints"
+done
+wait
+# shellcheck disable=SC2086
+[ -n "$steps_evaluated" ] && evaluation_summaries $steps_evaluated | tee -a "$log"
+
+"$python" - "$out" "$work" "$(elapsed)" "$recipes" "${names[@]}" <<'EOF' 2>&1 | tee -a "$log"
+"""Collects every recipe's numbers into one JSON file named after the device."""
+import json, pathlib, sys
+import flax, jax, optax, orbax.checkpoint
+sys.path.insert(0, "experiments/bench")
+import run_summary
+out, work = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+total_s, recipes, names = float(sys.argv[3]), sys.argv[4], sys.argv[5:]
+flags = {entry.split()[0]: " ".join(entry.split()[1:]) for entry in recipes.split(";") if entry.strip()}
+device = jax.devices()[0]
+record = {
+    "device": {"platform": device.platform, "device_kind": device.device_kind, "device_count": jax.device_count()},
+    "versions": {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+                 "orbax_checkpoint": orbax.checkpoint.__version__},
+    "total_wall_s": total_s,
+    "recipes": {},
+}
+for name in names:
+  run = work / name
+  summary = run_summary.summarize(run)
+  config = summary.pop("config") or {}
+  train_wall = run / "train_wall.json"
+  record["recipes"][name] = {
+      "steps_and_flags": flags.get(name), "learning_rate": config.get("optim", {}).get("learning_rate"),
+      "schedule": config.get("optim", {}).get("schedule"), "batch_size": config.get("train", {}).get("batch_size"),
+      "train": json.loads(train_wall.read_text()) if train_wall.exists() else None,
+      "train_loss": {str(m["step"]): m["train/loss"] for m in run_summary.read_metrics(run) if "train/loss" in m},
+      **summary,
+  }
+path = out / run_summary.device_file_name("gpu_recipes", device.device_kind)
+path.write_text(json.dumps(record, indent=2))
+for name, r in record["recipes"].items():
+  curve = " ".join(f"{s}:{e['mean_score']:.3f}" for s, e in r["eval"].items())
+  print(f"{name}: best {r['best_mean_score']} (step {r['best_step']}), mean of last 3 {r['mean_of_last_3']}, "
+        f"{r['train_steps_per_s']['median']} steps/s, stalls max {r['checkpoint_blocking_s']['max']} s; {curve}")
+print(f"wrote {path}")
+EOF
+say "done"

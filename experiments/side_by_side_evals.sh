@@ -1,0 +1,23 @@
+# Sourced by experiments/gpu_check.sh and experiments/gpu_recipes.sh: the paper's evaluation protocol (seeds from
+# 100000, DDPM with the run's steps, EMA weights) on several checkpoints of one run at once, one dpjax.rollout
+# process each (the simulation is CPU-bound, the chains share the GPU). Needs $python, $episodes and $max_steps.
+
+# evaluate_in_background TIMEOUT_S MEMORY_FRACTION RUN_DIR STEP...: starts one evaluation per checkpoint in the
+# background (wait for them with `wait`), each writing RUN_DIR/eval_step_<STEP>/eval.json and eval_step_<STEP>.log.
+# Each process grows its GPU memory as it needs it, up to MEMORY_FRACTION of the device.
+evaluate_in_background() {
+  local timeout_s=$1 fraction=$2 run=$3; shift 3
+  local step
+  for step in "$@"; do
+    XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction timeout "$timeout_s" \
+        "$python" -m dpjax.rollout --checkpoint="$run" --step="$step" --num_episodes="$episodes" \
+        --max_steps="$max_steps" --out="$run/eval_step_$step" --num_videos=0 > "$run/eval_step_$step.log" 2>&1 &
+  done
+}
+
+# evaluation_summaries RUN_DIR STEP...: the last lines of each evaluation's log (its score, or its error).
+evaluation_summaries() {
+  local run=$1; shift
+  local step
+  for step in "$@"; do tr '\r' '\n' < "$run/eval_step_$step.log" | grep -v "^rollout: " | tail -4; done
+}
