@@ -4,11 +4,12 @@
 # Writes into .device/ (ignored by git, ~34 MB):
 #   .device/wheels/      cp312 wheels of the other dependencies (grain, zarr, the Push-T simulator, ...), ~31 MB
 #   .device/pusht.zarr   the Push-T demonstrations without images (~2.5 MB; the low-dim policies need no more)
-# Then, with the device tool: carry [".device"], and the two calls of BUILD_NOTES.md "GPU check" (call 1:
-#   experiments/gpu_check.sh, ~8 min; call 2: experiments/gpu_distill.sh or experiments/gpu_bench.sh, ~4 min), e.g.
+# Then, with the device tool: carry [".device"], and the calls of BUILD_NOTES.md "GPU check" (call 1:
+#   experiments/gpu_recipes.sh, ~6 min; call 2: experiments/gpu_bench.sh, ~4 min; then gpu_distill.sh or
+#   gpu_check.sh), e.g.
 #   [ -d /tmp/py/grain ] || python3 -m pip install -q --no-deps --target /tmp/py .device/wheels/*.whl; \
 #     export PYTHONPATH=$PWD:/tmp/py DPJAX_PUSHT_ZARR=$PWD/.device/pusht.zarr PYTHON=python3; \
-#     DEADLINE_S=540 RUN_DIR=/tmp/gpu_run OUT=$OUT bash experiments/gpu_check.sh > /dev/null 2>&1; tail -c 6000 $OUT/check.log
+#     DEADLINE_S=420 OUT=$OUT bash experiments/gpu_recipes.sh > /dev/null 2>&1; tail -c 6000 $OUT/recipes.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 zarr=${DPJAX_PUSHT_ZARR:-../shared/data/pusht/pusht_cchi_v7_replay.zarr}

@@ -5,7 +5,7 @@
 Rows are the runs named in RUNS (a folder here, or another experiment's folder for the reference run). "paired" is
 the 200-episode score minus that of the float32 run with the same training seed, episode by episode (the same 200
 environment seeds), with the standard error of that paired difference. A second table follows the 10,000-step runs'
-checkpoints along their schedule on the test seeds.
+checkpoints along their schedule on the test seeds, a third the twice-wider U-Net's runs.
 """
 import json
 import pathlib
@@ -26,6 +26,11 @@ STEPS10K = [("seed 42", 42, HERE / "steps10k"), ("seed 43", 43, HERE / "steps10k
             ("seed 43, all 202 training episodes", 43, HERE / "steps10k_alleps_seed43"),
             ("seed 42, constant learning rate after warm-up", 42, HERE / "steps10k_constant"),
             ("seed 42, the original PyTorch code", 42, EXPERIMENTS / "original_torch_small" / "steps10k")]
+# The twice-wider U-Net's runs (label, folder, steps of its last three checkpoints): rows of the first table and of
+# the third.
+HALF_WIDTH = [("4,000 steps", HERE / "half_width", LAST_3_OF_4000),
+              ("4,000 steps, constant learning rate after warm-up", HERE / "half_width_constant", LAST_3_OF_4000),
+              ("2,500 steps", HERE / "half_width_2500", (1500, 2000, 2500))]
 # (label, training seed, 200-episode eval.json, folder of the 50-episode eval_step_<step>/eval.json files, the steps
 # of its last three checkpoints)
 RUNS = [
@@ -43,12 +48,13 @@ RUNS = [
      LAST_3_OF_4000),
     ("float32, lr 1e-3, seed 42", 42, HERE / "lr1e-3/episodes200_step_4000/eval.json", HERE / "lr1e-3",
      LAST_3_OF_4000),
-    ("float32, lr 3e-4, seed 42, U-Net (128, 256, 512): 16.6 M parameters", 42,
-     HERE / "half_width/episodes200_step_4000/eval.json", HERE / "half_width", LAST_3_OF_4000),
+] + [(f"float32, lr 3e-4, seed 42, U-Net (128, 256, 512): 16.6 M parameters, {label}", 42,
+       folder / f"episodes200_step_{last_3[-1]}/eval.json", folder, last_3) for label, folder, last_3 in HALF_WIDTH
 ] + [(f"float32, lr 3e-4, 10,000 steps, {label}", seed, folder / "episodes200_step_10000/eval.json", folder,
       LAST_3_OF_10000) for label, seed, folder in STEPS10K]
 # The 10,000-step runs' checkpoints on the test seeds: the score along the schedule.
 CURVE_STEPS = tuple(range(1000, 10001, 1000))
+HALF_WIDTH_CURVE_STEPS = tuple(range(1500, 4001, 500))
 
 
 def _load(path: pathlib.Path):
@@ -84,6 +90,12 @@ def main():
   print("|---|" + "---|" * len(CURVE_STEPS))
   for label, _, folder in STEPS10K:
     tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in CURVE_STEPS]
+    print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
+  print()
+  print("| U-Net (128, 256, 512), test seeds at step | " + " | ".join(f"{s:,}" for s in HALF_WIDTH_CURVE_STEPS) + " |")
+  print("|---|" + "---|" * len(HALF_WIDTH_CURVE_STEPS))
+  for label, folder, _ in HALF_WIDTH:
+    tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in HALF_WIDTH_CURVE_STEPS]
     print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
 
 
