@@ -85,7 +85,7 @@ for entry in "${entries[@]}"; do
   fi
   say "$name: evaluating checkpoints $checkpoints side by side, in the background"
   # shellcheck disable=SC2086
-  evaluate_in_background $(( $(left) + 20 )) 0.04 "$run" $checkpoints
+  evaluate_in_background $(( $(left) + 20 )) 0.05 "$run" $checkpoints
   steps_evaluated="$run $checkpoints"
 done
 wait
