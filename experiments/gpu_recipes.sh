@@ -31,16 +31,23 @@ max_steps=${MAX_STEPS:-300}
 recipes=${RECIPES:-"cosine4k 4000 --config.optim.learning_rate=3e-4; \
 constant8k 8000 --config.optim.learning_rate=3e-4 --config.optim.schedule=constant; \
 cosine2k 2000 --config.optim.learning_rate=3e-4"}
-IFS=';' read -ra entries <<< "$recipes"
-for entry in "${entries[@]}"; do
+IFS=';' read -ra given <<< "$recipes"
+entries=()
+for entry in "${given[@]}"; do
   read -r name steps flags <<< "$entry"
+  [ -z "${name:-}" ] && continue                   # an empty entry: a trailing or doubled ';'
+  entry="$name ${steps:-}${flags:+ $flags}"
   if ! [[ "${name:-}" =~ ^[A-Za-z0-9_-]+$ ]] || ! [[ "${steps:-}" =~ ^[0-9]+$ ]] || [ "$steps" = 0 ] \
       || [ $(( steps % 500 )) != 0 ]; then
     echo "RECIPES entry '$entry': give NAME STEPS FLAGS..., a name of letters, digits, _ or -, and a positive" \
          "multiple of 500 steps (every tenth of the run is then a logged step), entries separated by ';'" >&2
     exit 1
   fi
+  entries+=("$entry")
 done
+if [ ${#entries[@]} = 0 ]; then
+  echo "RECIPES='$recipes' names no recipe: give NAME STEPS FLAGS..., entries separated by ';'" >&2; exit 1
+fi
 out=${OUT:-experiments/gpu_recipes/$(date -u +%Y%m%dT%H%M%SZ)}
 work=${WORK_DIR:-/tmp/gpu_recipes}
 mkdir -p "$out" "$work"

@@ -1,0 +1,33 @@
+"""The shell scripts a GPU session runs (experiments/*.sh): each parses, and bad settings stop them with a one-line
+error before anything runs. A device call is minutes of a 15-minute budget; a script that breaks there wastes it."""
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "experiments").glob("*.sh")) + sorted((ROOT / ".ci").glob("run"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_script_parses(script):
+  result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script, env, message", [
+    ("gpu_recipes.sh", {"RECIPES": "a 450"}, "RECIPES entry 'a 450'"),
+    ("gpu_recipes.sh", {"RECIPES": "a 500; b x"}, "RECIPES entry 'b x'"),
+    ("gpu_recipes.sh", {"RECIPES": "a.b 500"}, "RECIPES entry 'a.b 500'"),
+    ("gpu_recipes.sh", {"RECIPES": "a 500;; b"}, "RECIPES entry 'b '"),   # empty entries are skipped
+    ("gpu_recipes.sh", {"RECIPES": " ; "}, "names no recipe"),
+    ("gpu_check.sh", {"NUM_STEPS": "4001"}, "NUM_STEPS=4001: give a positive multiple of 500"),
+    ("gpu_check.sh", {"NUM_STEPS": "0"}, "NUM_STEPS=0"),
+])
+def test_bad_settings_stop_before_anything_runs(tmp_path, script, env, message):
+  out = tmp_path / "out"
+  result = subprocess.run(["bash", str(ROOT / "experiments" / script)], capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin", "OUT": str(out), "WORK_DIR": str(tmp_path / "work"), **env})
+  assert result.returncode == 1
+  assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+  assert not out.exists()
