@@ -5,7 +5,8 @@
 Rows are the runs named in RUNS (a folder here, or another experiment's folder for the reference run). "paired" is
 the 200-episode score minus that of the float32 run with the same training seed, episode by episode (the same 200
 environment seeds), with the standard error of that paired difference. A second table follows the 10,000-step runs'
-checkpoints along their schedule on the test seeds, a third the twice-wider U-Net's runs.
+checkpoints along their schedule on the test seeds, a third and a fourth the twice-wider U-Net's runs (test seeds
+along the schedule; 200 episodes, paired against its 4,000-step cosine run).
 """
 import json
 import pathlib
@@ -55,6 +56,13 @@ RUNS = [
 # The 10,000-step runs' checkpoints on the test seeds: the score along the schedule.
 CURVE_STEPS = tuple(range(1000, 10001, 1000))
 HALF_WIDTH_CURVE_STEPS = tuple(range(1500, 4001, 500))
+# The twice-wider U-Net's 200-episode evaluations (label, eval.json), paired against the first (its 4,000-step cosine
+# run's last checkpoint).
+HALF_WIDTH_200 = [("4,000 steps, at step 4,000", HERE / "half_width/episodes200_step_4000/eval.json"),
+                  ("4,000 steps, at step 2,500", HERE / "half_width/episodes200_step_2500/eval.json"),
+                  ("4,000 steps, constant learning rate, at step 4,000",
+                   HERE / "half_width_constant/episodes200_step_4000/eval.json"),
+                  ("2,500 steps, at step 2,500", HERE / "half_width_2500/episodes200_step_2500/eval.json")]
 
 
 def _load(path: pathlib.Path):
@@ -97,6 +105,19 @@ def main():
   for label, folder, _ in HALF_WIDTH:
     tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in HALF_WIDTH_CURVE_STEPS]
     print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
+  print()
+  print("| U-Net (128, 256, 512), 200 episodes | mean score | paired: minus the 4,000-step run at step 4,000 |")
+  print("|---|---|---|")
+  reference = _load(HALF_WIDTH_200[0][1])
+  for label, path in HALF_WIDTH_200:
+    e200 = _load(path)
+    if e200 is None:
+      print(f"| {label} | - | - |")
+      continue
+    scores = np.asarray(e200["scores"])
+    paired = ("-" if reference is None or path == HALF_WIDTH_200[0][1]
+              else _mean_with_error(scores - np.asarray(reference["scores"]), sign="+"))
+    print(f"| {label} | {_mean_with_error(scores)} | {paired} |")
 
 
 if __name__ == "__main__":
