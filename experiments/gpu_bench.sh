@@ -22,14 +22,13 @@
 #   QUICK=1 DEADLINE_S=900 bash experiments/gpu_bench.sh   # CPU dry run with the smoke sizes
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+# shellcheck source=experiments/device_common.sh
+source experiments/device_common.sh
 deadline=${DEADLINE_S:-240}
 out=${OUT:-experiments/gpu_bench/$(date -u +%Y%m%dT%H%M%SZ)}
 quick=$([ "${QUICK:-0}" = 1 ] && echo "--quick" || echo "")
 mkdir -p "$out"
 log="$out/bench.log"
-start=$(date +%s)
-left() { echo $(( deadline - $(date +%s) + start )); }
 stage() {   # stage NAME COMMAND...: runs COMMAND within the time left, its output appended to the log
   local name=$1; shift
   if [ "$(left)" -le 10 ]; then echo "== $name: skipped, deadline reached" | tee -a "$log"; return; fi

@@ -27,11 +27,10 @@
 # A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke TRAIN_BUDGET_S=20 EPISODES=2 MAX_STEPS=10 bash ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+# shellcheck source=experiments/device_common.sh
+source experiments/device_common.sh
 deadline=${DEADLINE_S:-540}
 config=${CONFIG:-configs/pusht.py}
-episodes=${EPISODES:-50}
-max_steps=${MAX_STEPS:-300}
 extra=${EXTRA:-}
 batch_flag=""; train_batch_flag=""
 if [ -n "${BATCH_SIZE:-}" ]; then
@@ -48,12 +47,6 @@ out=${OUT:-experiments/gpu_check/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 run=${RUN_DIR:-$out/run}
 log="$out/check.log"
-start=$(date +%s)
-elapsed() { echo $(( $(date +%s) - start )); }
-left() { echo $(( deadline - $(elapsed) )); }
-say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
-# shellcheck source=experiments/side_by_side_evals.sh
-source experiments/side_by_side_evals.sh
 
 # The evaluations side by side, incl. start-up and compile (three took 33 s on the H100: ~30 s each, CPU-bound).
 eval_reserve=$(( 90 + 5 * eval_checkpoints ))

@@ -24,13 +24,12 @@
 # EPISODES=2 MAX_STEPS=10 DEADLINE_S=600 bash experiments/gpu_distill.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+# shellcheck source=experiments/device_common.sh
+source experiments/device_common.sh
 deadline=${DEADLINE_S:-240}
 teacher=${TEACHER:-/tmp/gpu_run}
 config=${CONFIG:-configs/pusht.py:flow}
 student_steps=${STUDENT_STEPS:-1000}
-episodes=${EPISODES:-50}
-max_steps=${MAX_STEPS:-300}
 extra=${EXTRA:-}
 out=${OUT:-experiments/gpu_distill/$(date -u +%Y%m%dT%H%M%SZ)}
 work=${WORK_DIR:-/tmp/gpu_distill}
@@ -38,10 +37,6 @@ rm -rf "$work/student" "$work"/eval_*                     # a rerun starts a fre
 mkdir -p "$out" "$work"
 student=$work/student
 log="$out/distill.log"
-start=$(date +%s)
-elapsed() { echo $(( $(date +%s) - start )); }
-left() { echo $(( deadline - $(elapsed) )); }
-say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
 
 teacher_step=$(ls "$teacher/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1)
 if [ -z "$teacher_step" ]; then

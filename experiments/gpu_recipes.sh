@@ -20,11 +20,10 @@
 # --config.optim.schedule=constant" EPISODES=2 MAX_STEPS=10 DEADLINE_S=900 bash experiments/gpu_recipes.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+# shellcheck source=experiments/device_common.sh
+source experiments/device_common.sh
 deadline=${DEADLINE_S:-540}
 config=${CONFIG:-configs/pusht.py}
-episodes=${EPISODES:-50}
-max_steps=${MAX_STEPS:-300}
 # Session 17's choice (BUILD_NOTES.md, "GPU check"): the short cosine schedule the CPU-sized U-Net peaks with; a
 # constant learning rate (the CPU-sized U-Nets fall least with it) run twice as long, whose first 4,000 steps are
 # the 4,000-step constant run's; and half the cosine length (a wider U-Net peaks sooner).
@@ -52,12 +51,6 @@ out=${OUT:-experiments/gpu_recipes/$(date -u +%Y%m%dT%H%M%SZ)}
 work=${WORK_DIR:-/tmp/gpu_recipes}
 mkdir -p "$out" "$work"
 log="$out/recipes.log"
-start=$(date +%s)
-elapsed() { echo $(( $(date +%s) - start )); }
-left() { echo $(( deadline - $(elapsed) )); }
-say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
-# shellcheck source=experiments/side_by_side_evals.sh
-source experiments/side_by_side_evals.sh
 
 eval_reserve=120           # the last recipe's ten evaluations side by side, start-up and compile included
 min_train_s=90             # start-up, data to device, compile and a few hundred steps: less is not worth starting

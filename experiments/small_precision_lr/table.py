@@ -74,6 +74,16 @@ def _mean_with_error(values: np.ndarray, sign: str = "") -> str:
   return f"{values.mean():{sign}.3f} +- {values.std(ddof=1) / np.sqrt(len(values)):.3f}"
 
 
+def _print_curves(title: str, steps, runs) -> None:
+  """A table of test-seed mean scores: one row per (label, folder) in `runs`, one column per checkpoint step."""
+  print()
+  print(f"| {title}, test seeds at step | " + " | ".join(f"{s:,}" for s in steps) + " |")
+  print("|---|" + "---|" * len(steps))
+  for label, folder in runs:
+    tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in steps]
+    print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
+
+
 def main():
   print("| run | 200 episodes (last step) | paired: minus the float32 lr 3e-4 4,000-step run of the same seed "
         "| test seeds at the last three checkpoints | best / mean of 3 |")
@@ -93,18 +103,8 @@ def main():
     if reference is not None and path200 != FLOAT32_200[seed]:
       paired = _mean_with_error(scores - np.asarray(reference["scores"]), sign="+")
     print(f"| {label} | {_mean_with_error(scores)} | {paired} | {cells} | {summary} |")
-  print()
-  print("| 10,000-step run, test seeds at step | " + " | ".join(f"{s:,}" for s in CURVE_STEPS) + " |")
-  print("|---|" + "---|" * len(CURVE_STEPS))
-  for label, _, folder in STEPS10K:
-    tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in CURVE_STEPS]
-    print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
-  print()
-  print("| U-Net (128, 256, 512), test seeds at step | " + " | ".join(f"{s:,}" for s in HALF_WIDTH_CURVE_STEPS) + " |")
-  print("|---|" + "---|" * len(HALF_WIDTH_CURVE_STEPS))
-  for label, folder, _ in HALF_WIDTH:
-    tests = [_load(folder / f"eval_step_{s}" / "eval.json") for s in HALF_WIDTH_CURVE_STEPS]
-    print(f"| {label} | " + " | ".join("-" if t is None else f"{t['mean_score']:.3f}" for t in tests) + " |")
+  _print_curves("10,000-step run", CURVE_STEPS, [(label, folder) for label, _, folder in STEPS10K])
+  _print_curves("U-Net (128, 256, 512)", HALF_WIDTH_CURVE_STEPS, [(label, folder) for label, folder, _ in HALF_WIDTH])
   print()
   print("| U-Net (128, 256, 512), 200 episodes | mean score | paired: minus the 4,000-step run at step 4,000 |")
   print("|---|---|---|")

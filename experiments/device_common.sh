@@ -1,6 +1,16 @@
-# Sourced by experiments/gpu_check.sh and experiments/gpu_recipes.sh: the paper's evaluation protocol (seeds from
-# 100000, DDPM with the run's steps, EMA weights) on several checkpoints of one run at once, one dpjax.rollout
-# process each (the simulation is CPU-bound, the chains share the GPU). Needs $python, $episodes and $max_steps.
+# Sourced by the scripts of a GPU session (gpu_check.sh, gpu_recipes.sh, gpu_distill.sh, gpu_bench.sh) after their
+# `cd` to the repository root: the interpreter, the deadline clock, the log line and the paper's evaluation protocol
+# (seeds from 100000, DDPM with the run's steps, EMA weights) on several checkpoints of one run at once, one
+# dpjax.rollout process each (the simulation is CPU-bound, the chains share the GPU). The sourcing script sets
+# $deadline (seconds) and, before the first `say`, $log.
+
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+episodes=${EPISODES:-50}
+max_steps=${MAX_STEPS:-300}
+start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+left() { echo $(( deadline - $(elapsed) )); }
+say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
 
 # evaluate_in_background TIMEOUT_S MEMORY_FRACTION RUN_DIR STEP...: starts one evaluation per checkpoint in the
 # background (wait for them with `wait`), each writing RUN_DIR/eval_step_<STEP>/eval.json and eval_step_<STEP>.log.
