@@ -11,6 +11,9 @@ start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
 left() { echo $(( deadline - $(elapsed) )); }
 say() { echo "== $* ($(date -u +%T), t=$(elapsed) s)" | tee -a "$log"; }
+# is_run_length N: N is a positive multiple of 500, so every tenth of a run (its checkpoints and validations) is a
+# multiple of the 50-step log interval and of the 10 steps per dispatch.
+is_run_length() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" != 0 ] && [ $(( $1 % 500 )) = 0 ]; }
 
 # evaluate_in_background TIMEOUT_S MEMORY_FRACTION RUN_DIR STEP...: starts one evaluation per checkpoint in the
 # background (wait for them with `wait`), each writing RUN_DIR/eval_step_<STEP>/eval.json and eval_step_<STEP>.log.

@@ -38,8 +38,7 @@ if [ -n "${BATCH_SIZE:-}" ]; then
 fi
 extra_benches=${EXTRA_BENCHES:-0}
 eval_checkpoints=${EVAL_CHECKPOINTS:-10}
-if [ -n "${NUM_STEPS:-}" ] \
-    && { ! [[ "$NUM_STEPS" =~ ^[0-9]+$ ]] || [ $(( NUM_STEPS % 500 )) != 0 ] || [ "$NUM_STEPS" = 0 ]; }; then
+if [ -n "${NUM_STEPS:-}" ] && ! is_run_length "$NUM_STEPS"; then
   echo "NUM_STEPS=$NUM_STEPS: give a positive multiple of 500 (every tenth of the run is then a logged step)" >&2
   exit 1
 fi

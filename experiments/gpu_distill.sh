@@ -94,8 +94,7 @@ train_s, eval_s, total_s, train_rc = (float(x) for x in sys.argv[5:])
 def load(path):
   return json.loads(path.read_text()) if path.exists() else None
 
-metrics = run_summary.read_metrics(student)
-rates = [m["train/steps_per_second"] for m in metrics if "train/steps_per_second" in m]
+summary = run_summary.summarize(student)
 teacher_ddpm100 = load(teacher / f"eval_step_{teacher_step}" / "eval.json")
 reference = teacher_ddpm100["mean_score"] if teacher_ddpm100 else None
 evals = {p.name[len("eval_"):]: load(p / "eval.json") for p in sorted(work.glob("eval_*")) if p.is_dir()}
@@ -103,11 +102,9 @@ device = jax.devices()[0]
 record = {
     "device": {"platform": device.platform, "device_kind": device.device_kind, "jax": jax.__version__},
     "teacher": str(teacher), "teacher_step": teacher_step, "teacher_ddpm100_mean_score": reference,
-    "student_config": load(student / "config.json"), "student_exit_status": int(train_rc),
+    "student_config": summary["config"], "student_exit_status": int(train_rc),
     "student_wall_s": train_s, "eval_wall_s": eval_s, "total_wall_s": total_s,
-    "student_steps_per_s": {"first_window": rates[0] if rates else None,
-                            "median": sorted(rates)[len(rates) // 2] if rates else None},
-    "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(metrics) if "val/loss_ema" in m), None),
+    "student_steps_per_s": summary["train_steps_per_s"], "final_val_loss_ema": summary["final_val_loss_ema"],
     "eval": {name: None if e is None else {k: e.get(k) for k in ("mean_score", "success_rate", "num_episodes",
                                                                  "network_calls_per_chunk", "wall_seconds")}
              for name, e in evals.items()},

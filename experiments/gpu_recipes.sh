@@ -36,8 +36,7 @@ for entry in "${given[@]}"; do
   read -r name steps flags <<< "$entry"
   [ -z "${name:-}" ] && continue                   # an empty entry: a trailing or doubled ';'
   entry="$name ${steps:-}${flags:+ $flags}"
-  if ! [[ "${name:-}" =~ ^[A-Za-z0-9_-]+$ ]] || ! [[ "${steps:-}" =~ ^[0-9]+$ ]] || [ "$steps" = 0 ] \
-      || [ $(( steps % 500 )) != 0 ]; then
+  if ! [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || ! is_run_length "${steps:-}"; then
     echo "RECIPES entry '$entry': give NAME STEPS FLAGS..., a name of letters, digits, _ or -, and a positive" \
          "multiple of 500 steps (every tenth of the run is then a logged step), entries separated by ';'" >&2
     exit 1
@@ -119,7 +118,6 @@ for name in names:
       "steps_and_flags": flags.get(name), "learning_rate": config.get("optim", {}).get("learning_rate"),
       "schedule": config.get("optim", {}).get("schedule"), "batch_size": config.get("train", {}).get("batch_size"),
       "train": json.loads(train_wall.read_text()) if train_wall.exists() else None,
-      "train_loss": {str(m["step"]): m["train/loss"] for m in run_summary.read_metrics(run) if "train/loss" in m},
       **summary,
   }
 path = out / run_summary.device_file_name("gpu_recipes", device.device_kind)

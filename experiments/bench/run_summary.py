@@ -2,9 +2,9 @@
 
 `summarize(run_dir)` reads `metrics.jsonl`, `config.json` and every `eval_step_<N>/eval.json` (written by
 `dpjax.rollout --out=RUN_DIR/eval_step_<N>`) and returns the numbers issue 12 asks for: steps/s (first window,
-which holds the compile, and median), the blocking time of every checkpoint save, the last losses, every
-evaluation and the best / mean-of-last-3 mean scores. `experiments/gpu_check.sh` and `experiments/gpu_recipes.sh`
-write it into their JSON files.
+which holds the compile, and median), the blocking time of every checkpoint save, the loss curves, every
+evaluation and the best / mean-of-last-3 mean scores. `experiments/gpu_check.sh`, `gpu_recipes.sh` and
+`gpu_distill.sh` (its student's run) write it into their JSON files.
 """
 import glob
 import json
@@ -41,6 +41,7 @@ def summarize(run_dir) -> dict:
                                 "all": blocking},
       "final_train_loss": next((m["train/loss"] for m in reversed(metrics) if "train/loss" in m), None),
       "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(metrics) if "val/loss_ema" in m), None),
+      "train_loss": {str(m["step"]): m["train/loss"] for m in metrics if "train/loss" in m},
       "val_loss_ema": {str(m["step"]): m["val/loss_ema"] for m in metrics if "val/loss_ema" in m},
       "eval": {str(s): {k: evals[s].get(k) for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
                for s in sorted(evals)},
