@@ -74,8 +74,10 @@ for entry in "${entries[@]}"; do
       --config.train.val_every="$every" --config.train.keep_checkpoints=10 $flags 2>&1 | tr '\r' '\n' \
       | grep -v "^train: .*step" | tee -a "$log"
   train_rc=${PIPESTATUS[0]}
-  echo "{\"exit_status\": $train_rc, \"wall_s\": $(( $(date +%s) - train_start ))}" > "$run/train_wall.json"
-  say "$name: training ended (exit status $train_rc, $(( $(date +%s) - train_start )) s)"
+  train_s=$(( $(date +%s) - train_start ))
+  mkdir -p "$run"            # a training that died before making its run directory still gets its record
+  echo "{\"exit_status\": $train_rc, \"wall_s\": $train_s}" > "$run/train_wall.json"
+  say "$name: training ended (exit status $train_rc, $train_s s)"
   wait                       # the previous recipe's evaluations
   [ -n "$steps_evaluated" ] && evaluation_summaries $steps_evaluated | tee -a "$log"
   checkpoints=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')
