@@ -22,7 +22,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dpjax import checkpoint, cli, data, distill, files, metrics, optim, policy, preemption, sharding, train_step
+from dpjax import (checkpoint, cli, data, distill, files, metrics, optim, policy, preemption, sharding, train_step,
+                   wall_time)
 from dpjax.data import device_data
 
 FLAGS = flags.FLAGS
@@ -155,6 +156,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   validate_config(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  clock = wall_time.WallTime(workdir)
   mesh = sharding.make_mesh(devices)
   sharding.check_batch_size(config.train.batch_size, mesh)
   replicated = sharding.replicated(mesh)
@@ -261,6 +263,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   eta_start, eta_said = None, False   # (step, time) once the first dispatch has compiled; said at a log step
   checkpoint_timer = preemption.CheckpointTimer(t.checkpoint_every_minutes)
   saver = checkpoint.BackgroundSaver(manager, like=state)
+  clock.end_setup(step)
   try:
     with preemption.SignalCatcher() as stop_signal:
       while step < t.num_steps:
@@ -270,6 +273,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         finite = finite & jnp.all(step_metrics["finite"])
         step += n
         if eta_start is None:
+          jax.block_until_ready(state)   # the compile and the first dispatch's steps, apart from the rest
+          clock.end_first_dispatch()
           eta_start = (step, time.perf_counter())
         window_steps += n
         progress.update(n)
@@ -307,15 +312,19 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
             _say(estimated_time(step - eta_start[0], time.perf_counter() - eta_start[1], t.num_steps - step))
             eta_said = True
           window_start, window_steps = time.perf_counter(), 0
+        if is_val or is_rollout:
+          jax.block_until_ready(state)   # the steps still queued count as training, not as what follows
         if is_val:
-          val = {f"val/loss{suffix}": _validation_loss(validation_fn, weights, val_batches, val_key, normalizer,
-                                                       distillation)
-                 for suffix, weights in (("", state.params), ("_ema", state.ema_params))}
+          with clock.phase("validation"):
+              val = {f"val/loss{suffix}": _validation_loss(validation_fn, weights, val_batches, val_key, normalizer,
+                                                         distillation)
+                   for suffix, weights in (("", state.params), ("_ema", state.ema_params))}
           writer.write(step, val)
           last.update(val)
         score = None
         if is_rollout:
-          scores = evaluator(state, normalizer, spec, step)
+          with clock.phase("rollouts"):
+            scores = evaluator(state, normalizer, spec, step)
           writer.write(step, scores)
           last.update(scores)
           if is_scored_ckpt:
@@ -328,15 +337,23 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           # visible (renamed into place) only once complete.
           save_start = time.perf_counter()
           saver.save(state, train_iterator, normalizer_host, spec, config, score=score)
-          writer.write(step, {"train/checkpoint_blocking_s": time.perf_counter() - save_start})
+          blocking = time.perf_counter() - save_start
+          clock.add("checkpoint_blocking", blocking)
+          writer.write(step, {"train/checkpoint_blocking_s": blocking})
+          if jax.process_index() == 0:
+            clock.write(step)
           checkpoint_timer.reset()
         if stop:
           raise preemption.StopRequested(step, stop_signal.signum or signal.SIGTERM)
         progress.refresh()
   finally:
+    clock.end_loop()
     progress.close()
     writer.close()
-    saver.close()   # waits for a save still being handed off or written
+    with clock.phase("final_save_wait"):
+      saver.close()   # waits for a save still being handed off or written
+    if jax.process_index() == 0:
+      clock.write(step)
   return {k: float(v) for k, v in last.items()}
 
 

@@ -6,7 +6,9 @@
 #      network (experiments/frontier_alleps/: two ancestral calls within 0.01 of the teacher's DDPM-100);
 #   2. evaluate, side by side with the paper's protocol (50 episodes, seeds 100000..100049, EMA), the student with
 #      Euler-1, Euler-2 and ancestral-2, and the teacher's last checkpoint with trailing DDIM-10 (the map the student
-#      learns; the teacher's DDPM-100 score of that checkpoint comes from the check's own evaluation);
+#      learns; the teacher's DDPM-100 score of that checkpoint comes from the check's own evaluation); with
+#      STUDENT_CHECKPOINTS=N > 1, also the student's N - 1 earlier checkpoints (every STUDENT_STEPS / N steps) with
+#      ancestral-2, so one call shows whether a longer distillation closes the gap;
 #   3. write gpu_distill_<device>.json: the student's steps/s and wall times, every score, and each student score
 #      minus the teacher's DDPM-100 score (issue 13: >= 0.90 and within 0.03).
 # OUT gets three files (the JSON, the log, the student's metrics); the student's run and the evaluations stay in
@@ -17,7 +19,7 @@
 # Environment (all optional): PYTHON (default: .venv/bin/python, else python3), TEACHER (the teacher's run directory,
 # default /tmp/gpu_run), OUT (folder for the JSON, the log and the student's metrics), WORK_DIR (the student's run
 # and the evaluations, default /tmp/gpu_distill; a rerun replaces them), DEADLINE_S (default 240), STUDENT_STEPS
-# (default 1000), CONFIG (default configs/pusht.py:flow),
+# (default 1000), STUDENT_CHECKPOINTS (default 1: the last only), CONFIG (default configs/pusht.py:flow),
 # EPISODES (default 50), MAX_STEPS (default 300), EXTRA (more --config.* flags for the student's dpjax.train).
 # A CPU dry run with tiny sizes: train a smoke teacher (python -m dpjax.train --config=configs/pusht.py:smoke
 # --workdir=/tmp/smoke_teacher), then TEACHER=/tmp/smoke_teacher CONFIG=configs/pusht.py:flow,smoke STUDENT_STEPS=4
@@ -30,6 +32,15 @@ deadline=${DEADLINE_S:-240}
 teacher=${TEACHER:-/tmp/gpu_run}
 config=${CONFIG:-configs/pusht.py:flow}
 student_steps=${STUDENT_STEPS:-1000}
+student_checkpoints=${STUDENT_CHECKPOINTS:-1}
+positive='^[1-9][0-9]*$'
+if ! [[ "$student_steps" =~ $positive && "$student_checkpoints" =~ $positive ]] \
+    || [ $(( student_steps % student_checkpoints )) != 0 ]; then
+  echo "STUDENT_STEPS=$student_steps and STUDENT_CHECKPOINTS=$student_checkpoints: give a positive step count and" \
+       "a positive divisor of it" >&2
+  exit 1
+fi
+student_every=$(( student_steps / student_checkpoints ))
 extra=${EXTRA:-}
 out=${OUT:-experiments/gpu_distill/$(date -u +%Y%m%dT%H%M%SZ)}
 work=${WORK_DIR:-/tmp/gpu_distill}
@@ -51,8 +62,9 @@ timeout $(( $(left) - eval_reserve )) "$python" -m dpjax.train --config="$config
     --config.distill.teacher="$teacher" --config.distill.teacher_step="$teacher_step" \
     --config.distill.teacher_timestep_spacing=trailing --config.diffusion.num_inference_steps=1 \
     --config.train.num_steps="$student_steps" --config.optim.warmup_steps=50 \
-    --config.train.checkpoint_every="$student_steps" --config.train.val_every="$student_steps" \
-    --config.train.rollout_every=0 $extra 2>&1 | tr '\r' '\n' | grep -v "^train: .*step" | tee -a "$log"
+    --config.train.checkpoint_every="$student_every" --config.train.val_every="$student_every" \
+    --config.train.keep_checkpoints="$student_checkpoints" --config.train.rollout_every=0 $extra 2>&1 \
+    | tr '\r' '\n' | grep -v "^train: .*step" | tee -a "$log"
 train_rc=${PIPESTATUS[0]}
 train_s=$(( $(date +%s) - train_start ))
 say "distillation ended (exit status $train_rc, ${train_s} s)"
@@ -71,6 +83,10 @@ rollout() {   # rollout NAME ARGS...: one evaluation in the background, its eval
 for setting in euler:1 euler:2 ancestral:2; do
   rollout "student_${setting/:/}" --checkpoint="$student" --sampler="${setting%%:*}" \
       --num_inference_steps="${setting##*:}"
+done
+for step in $(ls "$student/checkpoints" | grep -E '^[0-9]+$' | sort -n | head -n -1); do   # the earlier ones
+  rollout "student_ancestral2_step$step" --checkpoint="$student" --step="$step" --sampler=ancestral \
+      --num_inference_steps=2
 done
 rollout teacher_trailing_ddim10 --checkpoint="$teacher" --step="$teacher_step" --sampler=ddim \
     --num_inference_steps=10 --timestep_spacing=trailing

@@ -3,7 +3,8 @@
 # sized to a wall-clock deadline (default 540 s). Each recipe trains from scratch (a fixed number of steps, a multiple
 # of 500, with a checkpoint and a validation every tenth); while the next recipe trains, the last one's ten
 # checkpoints are evaluated side by side with the paper's protocol (50 episodes, seeds 100000..100049, DDPM-100, EMA).
-# A recipe that the deadline cuts keeps its checkpoints so far, evaluated; recipes with no time left are skipped.
+# A recipe that the deadline cuts keeps its checkpoints so far, evaluated; a recipe whose training would not fit the
+# time left (its start-up and steps/s taken from the recipe before it) is skipped, and a shorter one after it may run.
 # Writes gpu_recipes_<device>.json (device, versions and per recipe: its flags, steps/s, checkpoint stalls, losses,
 # validation curve, every score, best and mean of the last 3) and recipes.log into OUT: two files, so the device
 # tool's 8-file limit holds. No benchmark: experiments/gpu_check.sh and experiments/gpu_bench.sh time things.
@@ -24,12 +25,12 @@ cd "$(dirname "$0")/.."
 source experiments/device_common.sh
 deadline=${DEADLINE_S:-540}
 config=${CONFIG:-configs/pusht.py}
-# Session 17's choice (BUILD_NOTES.md, "GPU check"): the short cosine schedule the CPU-sized U-Net peaks with; a
-# constant learning rate (the CPU-sized U-Nets fall least with it) run twice as long, whose first 4,000 steps are
-# the 4,000-step constant run's; and half the cosine length (a wider U-Net peaks sooner).
-recipes=${RECIPES:-"cosine4k 4000 --config.optim.learning_rate=3e-4; \
-constant8k 8000 --config.optim.learning_rate=3e-4 --config.optim.schedule=constant; \
-cosine2k 2000 --config.optim.learning_rate=3e-4"}
+# Session 18's choice (BUILD_NOTES.md, "GPU check"): the 4,000-step cosine recipe that scored 0.923 / 0.908 on the
+# H100, with half its learning rate (the full-size network fell with the rate held at 3e-4) and with another seed
+# (one run's luck), and a cosine schedule ending near that run's best step (2,800).
+recipes=${RECIPES:-"cos4k_lr15 4000 --config.optim.learning_rate=1.5e-4; \
+cos4k_seed1 4000 --config.optim.learning_rate=3e-4 --config.seed=1; \
+cos3k 3000 --config.optim.learning_rate=3e-4"}
 IFS=';' read -ra given <<< "$recipes"
 entries=()
 for entry in "${given[@]}"; do
@@ -51,8 +52,10 @@ work=${WORK_DIR:-/tmp/gpu_recipes}
 mkdir -p "$out" "$work"
 log="$out/recipes.log"
 
-eval_reserve=120           # the last recipe's ten evaluations side by side, start-up and compile included
-min_train_s=90             # start-up, data to device, compile and a few hundred steps: less is not worth starting
+# The last recipe's ten evaluations side by side, start-up and compile included: 27 s on the H100 (session 18).
+eval_reserve=60
+min_train_s=60             # start-up, data to device, compile and a few hundred steps: less is not worth starting
+measured=""                # "START_UP_S STEPS_PER_S" of the last recipe that trained: what the next one will need
 say "device"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true; } | tee -a "$log"
 
@@ -60,8 +63,12 @@ names=(); steps_evaluated=""
 for entry in "${entries[@]}"; do
   read -r name steps flags <<< "$entry"
   run=$work/$name
-  if [ $(( $(left) - eval_reserve )) -lt $min_train_s ]; then
-    say "$name: skipped, $(left) s left"; continue
+  need=$min_train_s
+  if [ -n "$measured" ]; then
+    need=$(awk -v m="$measured" -v steps="$steps" 'BEGIN { split(m, a, " "); printf "%d", a[1] + steps / a[2] + 1 }')
+  fi
+  if [ $(( $(left) - eval_reserve )) -lt "$need" ]; then
+    say "$name: skipped, its training needs ~$need s and $(left) s are left"; continue
   fi
   rm -rf "$run"
   every=$(( steps / 10 ))
@@ -78,6 +85,11 @@ for entry in "${entries[@]}"; do
   mkdir -p "$run"            # a training that died before making its run directory still gets its record
   echo "{\"exit_status\": $train_rc, \"wall_s\": $train_s}" > "$run/train_wall.json"
   say "$name: training ended (exit status $train_rc, $train_s s)"
+  rate=$("$python" -c 'import sys; sys.path.insert(0, "experiments/bench"); import run_summary
+print(run_summary.summarize(sys.argv[1])["train_steps_per_s"]["median"] or "")' "$run" 2>/dev/null)
+  if [ -n "$rate" ]; then   # the wall time less the steps at the median rate is the start-up (compile included)
+    measured=$(awk -v w="$train_s" -v r="$rate" -v n="$steps" 'BEGIN { s = w - n / r; print (s > 0 ? s : 0), r }')
+  fi
   wait                       # the previous recipe's evaluations
   [ -n "$steps_evaluated" ] && evaluation_summaries $steps_evaluated | tee -a "$log"
   checkpoints=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')

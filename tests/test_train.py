@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from dpjax import checkpoint, metrics, train, train_step
+from dpjax import checkpoint, metrics, train, train_step, wall_time
 from dpjax import policy as policy_lib
 from dpjax.data import synthetic
 from tests import smoke, xla_env
@@ -26,7 +26,9 @@ def _losses(run_dir):
 
 def test_smoke_trains_and_checkpoints(data_path, tmp_path, capsys):
   config = smoke.smoke_config(data_path)
+  started = time.perf_counter()
   final = train.train_and_evaluate(config, tmp_path)
+  took = time.perf_counter() - started
   said = capsys.readouterr().out
   assert "4 steps of batch 8" in said and "the remaining 2 steps take about" in said   # estimated after step 2
   assert np.isfinite(final["train/loss"])
@@ -38,6 +40,12 @@ def test_smoke_trains_and_checkpoints(data_path, tmp_path, capsys):
   assert "val/loss" in logged[2] and "val/loss_ema" in logged[4]
   policy = checkpoint.load_policy(tmp_path)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(policy.params))
+  spent = wall_time.read(tmp_path)
+  assert (spent["start_step"], spent["end_step"]) == (0, 4)
+  assert 0 <= spent["first_dispatch_compile_s"] <= min(spent["compile_s"], spent["first_dispatch_s"]), spent
+  assert spent["setup_s"] > 0 and spent["first_dispatch_s"] > 0 and spent["validation_s"] > 0, spent
+  in_call = sum(spent[f"{p}_s"] for p in wall_time.PHASES if p != "before_train")
+  assert in_call <= took and spent["rollouts_s"] == 0.0, (in_call, took, spent)
 
 
 def test_validation_loss_decreases_over_short_run(data_path, tmp_path):
@@ -247,6 +255,7 @@ def test_rollouts_during_training_are_logged(data_path, tmp_path):
   assert 0.0 <= final["rollout/mean_score"] <= 1.0
   assert "rollout/success_rate" in metrics.read_metrics(tmp_path)[2]
   assert (tmp_path / "eval" / "step_2" / "eval.json").exists()
+  assert wall_time.read(tmp_path)["rollouts_s"] > 0
 
 
 def test_estimated_time_line():

@@ -1,15 +1,17 @@
 """What a training run measured, read back from its directory: the GPU scripts' shared summary.
 
-`summarize(run_dir)` reads `metrics.jsonl`, `config.json` and every `eval_step_<N>/eval.json` (written by
-`dpjax.rollout --out=RUN_DIR/eval_step_<N>`) and returns the numbers issue 12 asks for: steps/s (first window,
-which holds the compile, and median), the blocking time of every checkpoint save, the loss curves, every
-evaluation and the best / mean-of-last-3 mean scores. `experiments/gpu_check.sh`, `gpu_recipes.sh` and
-`gpu_distill.sh` (its student's run) write it into their JSON files.
+`summarize(run_dir)` reads `metrics.jsonl`, `config.json`, `wall_time.json` and every `eval_step_<N>/eval.json`
+(written by `dpjax.rollout --out=RUN_DIR/eval_step_<N>`) and returns the numbers issue 12 asks for: steps/s (first
+window, which holds the compile, and median), where the wall time went, the blocking time of every checkpoint save,
+the loss curves, every evaluation and the best / mean-of-last-3 mean scores. `experiments/gpu_check.sh`,
+`gpu_recipes.sh` and `gpu_distill.sh` (its student's run) write it into their JSON files.
 """
 import glob
 import json
 import pathlib
 import re
+
+from dpjax import wall_time
 
 
 def read_metrics(run_dir) -> list[dict]:
@@ -39,6 +41,7 @@ def summarize(run_dir) -> dict:
                             "median": sorted(rates)[len(rates) // 2] if rates else None},
       "checkpoint_blocking_s": {"first": blocking[0] if blocking else None, "max": max(blocking, default=None),
                                 "all": blocking},
+      "wall_time": wall_time.read(run_dir),
       "final_train_loss": next((m["train/loss"] for m in reversed(metrics) if "train/loss" in m), None),
       "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(metrics) if "val/loss_ema" in m), None),
       "train_loss": {str(m["step"]): m["train/loss"] for m in metrics if "train/loss" in m},
