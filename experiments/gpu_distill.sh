@@ -72,7 +72,8 @@ if [ ! -d "$student/checkpoints" ]; then
   say "the student has no checkpoint, so there is nothing to evaluate: stopping (its error is in $log)"; exit 1
 fi
 
-say "2/3 evaluate the student (euler:1 euler:2 ancestral:2) and the teacher (trailing ddim:10) side by side"
+say "2/3 evaluate the student (euler:1 euler:2 ancestral:2; its earlier checkpoints ancestral:2) and the teacher" \
+    "(trailing ddim:10) side by side"
 eval_start=$(date +%s)
 rollout() {   # rollout NAME ARGS...: one evaluation in the background, its eval.json in WORK_DIR/eval_NAME/
   local name=$1; shift
