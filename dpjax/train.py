@@ -353,7 +353,10 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     with clock.phase("final_save_wait"):
       saver.close()   # waits for a save still being handed off or written
     if jax.process_index() == 0:
-      clock.write(step)
+      try:
+        clock.write(step)
+      except OSError as e:   # a full disk: the error that ended the loop, if any, is the one to report
+        logging.warning("could not write %s: %s", wall_time.FILE_NAME, e)
   return {k: float(v) for k, v in last.items()}
 
 
