@@ -3,7 +3,9 @@
 # and torch, no internet, and gets only the working tree plus up to 8 carried ignored paths (64 MiB in all).
 # Writes into .device/ (ignored by git, ~34 MB):
 #   .device/wheels/      cp312 wheels of the other dependencies (grain, zarr, the Push-T simulator, ...), ~31 MB
-#   .device/pusht.zarr   the Push-T demonstrations without images (~2.5 MB; the low-dim policies need no more)
+#   .device/pusht.zarr   the Push-T demonstrations without images (~2.5 MB; the low-dim policies need no more);
+#                        with IMAGES=1, with them (~31 MB, for the image policies: .device is then ~64 MB, at the
+#                        device tool's 64 MiB carry limit)
 # Then, with the device tool: carry [".device"], and the calls of BUILD_NOTES.md "GPU check" (call 1:
 #   experiments/gpu_recipes.sh, ~6 min; call 2: experiments/gpu_bench.sh, ~4 min; then gpu_distill.sh or
 #   gpu_check.sh), e.g.
@@ -21,5 +23,11 @@ pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux20
     pycparser imageio tqdm cloudpickle
 rm -rf .device/pusht.zarr
 cp -r "$zarr" .device/pusht.zarr
-rm -rf .device/pusht.zarr/data/img
+[ "${IMAGES:-0}" = 1 ] || rm -rf .device/pusht.zarr/data/img
 du -sh .device/wheels .device/pusht.zarr
+total=$(du -sb .device | cut -f1)
+if [ "$total" -gt $(( 64 * 1024 * 1024 )) ]; then
+  echo "prepare_device.sh: .device is $(( total / 1024 / 1024 )) MiB, over the device tool's 64 MiB carry limit:" \
+       "prepare it without IMAGES=1" >&2
+  exit 1
+fi
