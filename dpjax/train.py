@@ -316,7 +316,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           jax.block_until_ready(state)   # the steps still queued count as training, not as what follows
         if is_val:
           with clock.phase("validation"):
-              val = {f"val/loss{suffix}": _validation_loss(validation_fn, weights, val_batches, val_key, normalizer,
+            val = {f"val/loss{suffix}": _validation_loss(validation_fn, weights, val_batches, val_key, normalizer,
                                                          distillation)
                    for suffix, weights in (("", state.params), ("_ema", state.ema_params))}
           writer.write(step, val)
@@ -340,8 +340,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           blocking = time.perf_counter() - save_start
           clock.add("checkpoint_blocking", blocking)
           writer.write(step, {"train/checkpoint_blocking_s": blocking})
-          if jax.process_index() == 0:
-            clock.write(step)
+          clock.write(step)
           checkpoint_timer.reset()
         if stop:
           raise preemption.StopRequested(step, stop_signal.signum or signal.SIGTERM)
@@ -352,11 +351,10 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     writer.close()
     with clock.phase("final_save_wait"):
       saver.close()   # waits for a save still being handed off or written
-    if jax.process_index() == 0:
-      try:
-        clock.write(step)
-      except OSError as e:   # a full disk: the error that ended the loop, if any, is the one to report
-        logging.warning("could not write %s: %s", wall_time.FILE_NAME, e)
+    try:
+      clock.write(step)
+    except OSError as e:   # a full disk: the error that ended the loop, if any, is the one to report
+      logging.warning("could not write %s: %s", wall_time.FILE_NAME, e)
   return {k: float(v) for k, v in last.items()}
 
 

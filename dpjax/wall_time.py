@@ -18,8 +18,8 @@ lowering and XLA, from `jax.monitoring`'s compile events; a persistent-cache hit
 `first_dispatch_compile_s`, the part of it inside first_dispatch, so first_dispatch_s - first_dispatch_compile_s is
 what the first step costs beyond its compile.
 
-Written atomically at every checkpoint and when the loop ends (a kill leaves the last whole file). It describes
-one process: a resumed run's file is the resumed process', from `start_step`.
+Written atomically at every checkpoint and when the loop ends (a kill leaves the last whole file), by process 0
+only (as metrics). It describes one process: a resumed run's file is the resumed process', from `start_step`.
 """
 import contextlib
 import json
@@ -72,6 +72,7 @@ class WallTime:
 
   def __init__(self, run_dir, clock=time.perf_counter):
     self._path = pathlib.Path(run_dir) / FILE_NAME
+    self._enabled = jax.process_index() == 0
     self._clock = clock
     self._start_step = None
     self._seconds = dict.fromkeys(PHASES, 0.0)
@@ -113,7 +114,7 @@ class WallTime:
   def as_dict(self, end_step: int) -> dict:
     seconds = dict(self._seconds)
     if self._loop_start is not None:
-      in_loop = (self._loop_end or self._clock()) - self._loop_start
+      in_loop = (self._clock() if self._loop_end is None else self._loop_end) - self._loop_start
       named = ("first_dispatch", "validation", "rollouts", "checkpoint_blocking")
       seconds["training"] = max(0.0, in_loop - sum(seconds[p] for p in named))
     return {"start_step": self._start_step, "end_step": int(end_step),
@@ -124,7 +125,8 @@ class WallTime:
                                          else round(self._first_dispatch_compile, 3))}
 
   def write(self, end_step: int) -> None:
-    files.write_text_atomic(self._path, json.dumps(self.as_dict(end_step), indent=2) + "\n")
+    if self._enabled:
+      files.write_text_atomic(self._path, json.dumps(self.as_dict(end_step), indent=2) + "\n")
 
 
 def read(run_dir) -> dict | None:

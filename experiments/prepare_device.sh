@@ -7,11 +7,11 @@
 #                        with IMAGES=1, with them (~31 MB, for the image policies: .device is then ~64 MB, at the
 #                        device tool's 64 MiB carry limit)
 # Then, with the device tool: carry [".device"], and the calls of BUILD_NOTES.md "GPU check" (call 1:
-#   experiments/gpu_recipes.sh, ~6 min; call 2: experiments/gpu_bench.sh, ~4 min; then gpu_distill.sh or
+#   experiments/gpu_recipes.sh, ~7 min; call 2: experiments/gpu_bench.sh, ~3.5 min; then gpu_distill.sh or
 #   gpu_check.sh), e.g.
 #   [ -d /tmp/py/grain ] || python3 -m pip install -q --no-deps --target /tmp/py .device/wheels/*.whl; \
 #     export PYTHONPATH=$PWD:/tmp/py DPJAX_PUSHT_ZARR=$PWD/.device/pusht.zarr PYTHON=python3; \
-#     DEADLINE_S=420 OUT=$OUT bash experiments/gpu_recipes.sh > /dev/null 2>&1; tail -c 6000 $OUT/recipes.log
+#     DEADLINE_S=400 OUT=$OUT bash experiments/gpu_recipes.sh > /dev/null 2>&1; tail -c 6000 $OUT/recipes.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 zarr=${DPJAX_PUSHT_ZARR:-../shared/data/pusht/pusht_cchi_v7_replay.zarr}
