@@ -127,6 +127,7 @@ def get_config(arg=None):
   config.distill.teacher_steps = 10        # the teacher's chain length per training batch (its cost per step)
   config.distill.teacher_timestep_spacing = ""   # a ddim teacher's: leading or trailing; empty: the teacher's own
   config.distill.fraction_at_noise = 0.5   # share of each batch trained at t = 1, where one-step sampling starts
+  config.distill.obs_noise = 0.0           # std of a shift of each normalised low-dim obs history (teacher and student)
   config.distill.init_from_teacher = True  # start from the teacher's EMA weights when the networks match
 
   # --- optimisation ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from dpjax import checkpoint, policy
+from dpjax.data import normalizer as normalizer_lib
 from dpjax.diffusion import sampler, schedules
 
 DETERMINISTIC_SAMPLERS = ("ddim", "euler", "heun")
@@ -33,6 +34,13 @@ def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Dist
                      f"{student_spec.objective!r}; a reflow student is a flow policy: use configs/pusht.py:flow.")
   if not 0.0 <= d.fraction_at_noise <= 1.0:
     raise ValueError(f"config.distill.fraction_at_noise={d.fraction_at_noise} must be in [0, 1].")
+  obs_noise = float(d.obs_noise)
+  if not obs_noise >= 0.0:
+    raise ValueError(f"config.distill.obs_noise={obs_noise} must be >= 0 (a standard deviation in normalised "
+                     "units; 0 turns the perturbation off).")
+  if obs_noise and all(normalizer_lib.is_image(tuple(s)) for _, s in student_spec.obs_shapes):
+    raise ValueError(f"config.distill.obs_noise={obs_noise} perturbs low-dim observations and this policy has "
+                     "none; set it to 0.")
   teacher = checkpoint.load_policy(d.teacher, step=d.teacher_step or None)
   method = d.teacher_sampler or ("ddim" if teacher.spec.objective == "ddpm" else "euler")
   if method not in DETERMINISTIC_SAMPLERS:
@@ -52,7 +60,8 @@ def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Dist
                      f"{schedules.TIMESTEP_SPACINGS} (or empty: the teacher's own).")
   spec = dataclasses.replace(teacher.spec, sampler=method, num_inference_steps=int(d.teacher_steps),
                              timestep_spacing=spacing)
-  return policy.Distillation(teacher=teacher.replace(spec=spec), fraction_at_noise=float(d.fraction_at_noise))
+  return policy.Distillation(teacher=teacher.replace(spec=spec), fraction_at_noise=float(d.fraction_at_noise),
+                             obs_noise=obs_noise)
 
 
 def initial_params(distillation: policy.Distillation, params) -> tuple[object, bool]:

@@ -241,9 +241,15 @@ class Distillation:
   Reflow (Liu et al. 2023): the student is trained by flow matching on the teacher's (noise, chunk) pairs instead of
   (fresh noise, demonstration), so its paths are nearly straight and one or two Euler steps reproduce the teacher.
   `fraction_at_noise` of each batch is trained at t = 1, the one point a one-step sampler evaluates.
+  `obs_noise` (>= 0) shifts each sample's normalised low-dim observation history by one Gaussian offset per feature
+  (standard deviation `obs_noise`, the same for all its frames, so the motion between frames stays) before teacher
+  and student see it: the student then learns the teacher's map around the demonstrated states too, where a
+  closed-loop rollout drifts, and not only on them. Training batches only (`loss_fn(train=True)`): validation
+  measures the student on the clean observations.
   """
   teacher: Policy
   fraction_at_noise: float = struct.field(pytree_node=False, default=0.5)
+  obs_noise: float = struct.field(pytree_node=False, default=0.0)
 
 
 def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: bool = True,
@@ -260,6 +266,8 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
   obs = normalizer_lib.normalize_obs(normalizer, obs)
   net = PolicyNet(spec)
   diffusion_key, crop_key, dropout_key = jax.random.split(key, 3)
+  if train and distillation is not None and distillation.obs_noise:   # an augmentation: validation sees clean obs
+    obs = shift_low_dim_obs(obs, spec.obs_shapes, distillation.obs_noise, jax.random.fold_in(key, 1))
   features = net.apply({"params": params}, obs, train, method=PolicyNet.encode, rngs={"crop": crop_key})
 
   def denoise_fn(x, k):
@@ -279,6 +287,21 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
     actions = jax.lax.stop_gradient(_chain_from_normalized(distillation.teacher, obs, noise))
     t = flow.sample_times(time_key, actions.shape[0], distillation.fraction_at_noise, spec.flow_time_distribution)
   return flow.flow_loss(denoise_fn, actions, noise, t)
+
+
+def shift_low_dim_obs(obs, obs_shapes, std: float, key: jax.Array) -> dict:
+  """`obs` with every low-dim key's [B, To, D] history shifted by a Gaussian offset [B, 1, D] of standard deviation
+  `std` (one per sample and feature, shared by the To frames); images pass unchanged."""
+  keys = jax.random.split(key, len(obs_shapes))
+  shifted = dict(obs)
+  for key_i, (name, shape) in zip(keys, obs_shapes):
+    if normalizer_lib.is_image(tuple(shape)):
+      continue
+    value = obs[name]
+    chex.assert_rank(value, 3)
+    offset = std * jax.random.normal(key_i, (value.shape[0], 1, value.shape[2]), value.dtype)
+    shifted[name] = value + offset
+  return shifted
 
 
 def _check_obs_values(key: str, value: Any, image: bool) -> np.ndarray:

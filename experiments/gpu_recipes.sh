@@ -27,8 +27,11 @@ deadline=${DEADLINE_S:-540}
 config=${CONFIG:-configs/pusht.py}
 # Session 18's choice (BUILD_NOTES.md, "GPU check"): the 4,000-step cosine recipe that scored 0.923 / 0.908 on the
 # H100, with half its learning rate (the full-size network fell with the rate held at 3e-4) and with another seed
-# (one run's luck), and a cosine schedule ending near that run's best step (2,800).
+# (one run's luck), and a cosine schedule ending near that run's best step (2,800). Session 19 put second the same
+# recipe on all 202 non-validation episodes: not issue 12's protocol, but issue 13's teacher (gpu_distill.sh), since
+# reflow students of 90-episode teachers stayed ~0.05-0.07 below them on the CPU (experiments/distill_obs_noise/).
 recipes=${RECIPES:-"cos4k_lr15 4000 --config.optim.learning_rate=1.5e-4; \
+alleps4k 4000 --config.optim.learning_rate=3e-4 --config.data.max_train_episodes=0; \
 cos4k_seed1 4000 --config.optim.learning_rate=3e-4 --config.seed=1; \
 cos3k 3000 --config.optim.learning_rate=3e-4"}
 IFS=';' read -ra given <<< "$recipes"

@@ -51,6 +51,31 @@ def test_student_equal_to_a_one_step_teacher_has_zero_loss_at_noise():
     policy_lib.loss_fn(ddpm.params, ddpm.spec, ddpm.normalizer, batch, key, False, at_noise)
 
 
+def test_obs_noise_shifts_each_low_dim_history_by_one_offset_and_leaves_images_alone():
+  rng = np.random.default_rng(0)
+  obs = {"low_dim": rng.normal(size=(64, 2, 20)).astype(np.float32),
+         "image": rng.integers(0, 255, (64, 2, 8, 8, 3)).astype(np.float32)}
+  shapes = (("image", (8, 8, 3)), ("low_dim", (20,)))
+  shifted = policy_lib.shift_low_dim_obs(obs, shapes, 0.05, jax.random.key(0))
+  np.testing.assert_array_equal(shifted["image"], obs["image"])
+  offset = np.asarray(shifted["low_dim"]) - obs["low_dim"]
+  np.testing.assert_allclose(offset[:, 0], offset[:, 1], atol=1e-6)      # the motion between frames stays
+  assert abs(offset[:, 0].std() - 0.05) < 0.005 and abs(offset[:, 0].mean()) < 0.005
+  other = policy_lib.shift_low_dim_obs(obs, shapes, 0.05, jax.random.key(1))
+  assert not np.allclose(np.asarray(other["low_dim"]), np.asarray(shifted["low_dim"]))
+
+
+def test_obs_noise_changes_the_training_loss_only():
+  flow_policy = smoke.random_policy("flow,smoke")
+  spec = dataclasses.replace(flow_policy.spec, num_inference_steps=1)
+  teacher = flow_policy.replace(spec=spec)
+  batch, key = _random_batch(), jax.random.key(3)
+  loss = lambda d, train: float(policy_lib.loss_fn(teacher.params, spec, teacher.normalizer, batch, key, train, d))
+  plain, noisy = (policy_lib.Distillation(teacher=teacher, fraction_at_noise=0.5, obs_noise=s) for s in (0.0, 0.5))
+  assert loss(noisy, True) != loss(plain, True)
+  assert loss(noisy, False) == loss(plain, False)      # validation measures the student on clean observations
+
+
 def test_student_starts_from_the_teachers_weights_when_shapes_match(data_path, teacher_dir):
   config = _student_config(data_path, teacher_dir)
   student_spec = policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
@@ -70,6 +95,7 @@ def test_student_starts_from_the_teachers_weights_when_shapes_match(data_path, t
     ("teacher_sampler", "euler", "does not apply to a 'ddpm' model"),
     ("teacher_steps", 0, "teacher_steps"),
     ("fraction_at_noise", 1.5, "fraction_at_noise"),
+    ("obs_noise", -0.1, "obs_noise=-0.1 must be >= 0"),
     ("teacher_timestep_spacing", "uniform", "teacher_timestep_spacing='uniform' is not one of"),
 ])
 def test_bad_distillation_settings_are_clear_errors(data_path, teacher_dir, field, value, message):
