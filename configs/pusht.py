@@ -128,6 +128,8 @@ def get_config(arg=None):
   config.distill.teacher_timestep_spacing = ""   # a ddim teacher's: leading or trailing; empty: the teacher's own
   config.distill.fraction_at_noise = 0.5   # share of each batch trained at t = 1, where one-step sampling starts
   config.distill.obs_noise = 0.0           # std of a shift of each normalised low-dim obs history (teacher and student)
+  config.distill.visited_obs = ""          # on-policy: visited_obs.npz files (rollout --record_obs), comma-separated
+  config.distill.visited_fraction = 0.5    # share of each batch whose observations come from visited_obs
   config.distill.init_from_teacher = True  # start from the teacher's EMA weights when the networks match
 
   # --- optimisation ------------------------------------------------------------------------------

@@ -46,7 +46,11 @@ class ObservationHistory:
 
 
 class RecedingHorizonController:
-  """Plans action chunks with a policy and executes `n_action_steps` of each before re-planning."""
+  """Plans action chunks with a policy and executes `n_action_steps` of each before re-planning.
+
+  `num_plans` counts the policy calls; `last_plan_obs` is the raw observation history {key: [N, n_obs_steps, ...]}
+  the latest one planned from (None before the first), e.g. to record the states a policy visits.
+  """
 
   def __init__(self, policy: policy_lib.Policy, key: jax.Array, *, method: str | None = None,
                num_inference_steps: int | None = None):
@@ -57,6 +61,7 @@ class RecedingHorizonController:
     self._history = None
     self._queue = []
     self.num_plans = 0
+    self.last_plan_obs = None
 
   def reset(self) -> None:
     """Forgets the observation history and queued actions (call at the start of every episode)."""
@@ -71,7 +76,8 @@ class RecedingHorizonController:
       self._history.push(obs)
     if not self._queue:
       self._key, sample_key = jax.random.split(self._key)
-      chunk = policy_lib.sample(self.policy, self._history.stacked(), sample_key, method=self._method,
+      self.last_plan_obs = self._history.stacked()
+      chunk = policy_lib.sample(self.policy, self.last_plan_obs, sample_key, method=self._method,
                                 num_inference_steps=self._num_inference_steps)
       chunk = np.asarray(policy_lib.action_steps_to_execute(self.policy.spec, chunk))
       self._queue = [chunk[:, t] for t in range(chunk.shape[1])]

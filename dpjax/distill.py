@@ -11,13 +11,18 @@ one Euler step from t = 1 lands on the teacher's chunk. Why reflow over consiste
 
 The student run is an ordinary run: it checkpoints, resumes (the teacher is re-loaded from the config) and
 evaluates with `python -m dpjax.rollout`; its normaliser is the teacher's.
+
+On-policy distillation: `config.distill.visited_obs` names files of observation histories a policy (usually an
+earlier student) planned from in its own rollouts (`python -m dpjax.rollout --record_obs`, `dpjax.visited_obs`);
+`config.distill.visited_fraction` of each training batch then takes its observations from them, so the teacher also
+labels the states the student reaches in closed loop.
 """
 import dataclasses
 
 import jax
 import numpy as np
 
-from dpjax import checkpoint, policy
+from dpjax import checkpoint, policy, visited_obs
 from dpjax.data import normalizer as normalizer_lib
 from dpjax.diffusion import sampler, schedules
 
@@ -41,6 +46,13 @@ def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Dist
   if obs_noise and all(normalizer_lib.is_image(tuple(s)) for _, s in student_spec.obs_shapes):
     raise ValueError(f"config.distill.obs_noise={obs_noise} perturbs low-dim observations and this policy has "
                      "none; set it to 0.")
+  visited, visited_fraction = None, 0.0
+  if d.visited_obs:
+    visited_fraction = float(d.visited_fraction)
+    if not 0.0 < visited_fraction <= 1.0:
+      raise ValueError(f"config.distill.visited_fraction={d.visited_fraction} must be in (0, 1]: the share of each "
+                       "batch whose observations come from config.distill.visited_obs.")
+    visited = visited_obs.load(d.visited_obs, student_spec.obs_shapes, student_spec.n_obs_steps)
   teacher = checkpoint.load_policy(d.teacher, step=d.teacher_step or None)
   method = d.teacher_sampler or ("ddim" if teacher.spec.objective == "ddpm" else "euler")
   if method not in DETERMINISTIC_SAMPLERS:
@@ -61,7 +73,7 @@ def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Dist
   spec = dataclasses.replace(teacher.spec, sampler=method, num_inference_steps=int(d.teacher_steps),
                              timestep_spacing=spacing)
   return policy.Distillation(teacher=teacher.replace(spec=spec), fraction_at_noise=float(d.fraction_at_noise),
-                             obs_noise=obs_noise)
+                             obs_noise=obs_noise, visited_obs=visited, visited_fraction=visited_fraction)
 
 
 def initial_params(distillation: policy.Distillation, params) -> tuple[object, bool]:

@@ -244,12 +244,17 @@ class Distillation:
   `obs_noise` (>= 0) shifts each sample's normalised low-dim observation history by one Gaussian offset per feature
   (standard deviation `obs_noise`, the same for all its frames, so the motion between frames stays) before teacher
   and student see it: the student then learns the teacher's map around the demonstrated states too, where a
-  closed-loop rollout drifts, and not only on them. Training batches only (`loss_fn(train=True)`): validation
-  measures the student on the clean observations.
+  closed-loop rollout drifts, and not only on them. `visited_obs` ({key: [N, To, ...]} raw histories, from
+  `dpjax.visited_obs.load`) replaces the observations of a `visited_fraction` share of each batch with histories
+  drawn from the states a policy visited in its own rollouts (on-policy distillation: the teacher labels where the
+  student goes). Both are training batches only (`loss_fn(train=True)`): validation measures the student on the
+  demonstrations' observations.
   """
   teacher: Policy
   fraction_at_noise: float = struct.field(pytree_node=False, default=0.5)
   obs_noise: float = struct.field(pytree_node=False, default=0.0)
+  visited_obs: Any = None
+  visited_fraction: float = struct.field(pytree_node=False, default=0.0)
 
 
 def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: bool = True,
@@ -261,6 +266,8 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
   observations, not the demonstrated actions. Returns the scalar loss.
   """
   obs = {k: v[:, :spec.n_obs_steps] for k, v in batch["obs"].items()}
+  if train and distillation is not None and distillation.visited_obs is not None:
+    obs = mix_in_visited_obs(obs, distillation.visited_obs, distillation.visited_fraction, jax.random.fold_in(key, 2))
   actions = normalizer_lib.normalize(normalizer["action"], batch["action"])
   chex.assert_shape(actions, (None, spec.horizon, spec.action_dim))
   obs = normalizer_lib.normalize_obs(normalizer, obs)
@@ -287,6 +294,22 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
     actions = jax.lax.stop_gradient(_chain_from_normalized(distillation.teacher, obs, noise))
     t = flow.sample_times(time_key, actions.shape[0], distillation.fraction_at_noise, spec.flow_time_distribution)
   return flow.flow_loss(denoise_fn, actions, noise, t)
+
+
+def mix_in_visited_obs(obs, visited, fraction: float, key: jax.Array) -> dict:
+  """`obs` {key: [B, To, ...]} with each sample's history replaced, with probability `fraction`, by one drawn
+  uniformly from `visited` {key: [N, To, ...]} (the same draw for every key of a sample). Raw values in and out."""
+  batch_size = next(iter(obs.values())).shape[0]
+  num_visited = next(iter(visited.values())).shape[0]
+  pick_key, take_key = jax.random.split(key)
+  picks = jax.random.randint(pick_key, (batch_size,), 0, num_visited)
+  take = jax.random.uniform(take_key, (batch_size,)) < fraction
+  mixed = {}
+  for name, value in obs.items():
+    chex.assert_equal_shape_suffix([value, visited[name]], value.ndim - 1)
+    replacement = visited[name][picks].astype(value.dtype)
+    mixed[name] = jnp.where(take.reshape((batch_size,) + (1,) * (value.ndim - 1)), replacement, value)
+  return mixed
 
 
 def shift_low_dim_obs(obs, obs_shapes, std: float, key: jax.Array) -> dict:

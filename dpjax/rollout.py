@@ -9,7 +9,9 @@ actions [n_obs_steps - 1, n_obs_steps - 1 + n_action_steps) are executed before 
 its maximum reward; `mean_score` over the episodes is the paper's number. All environments advance together and
 the policy is queried once per re-planning step for the whole batch.
 
-Results go to RUN_DIR/eval/ (or --out): eval.json and videos of the first episodes with the goal drawn.
+Results go to RUN_DIR/eval/ (or --out): eval.json and videos of the first episodes with the goal drawn; with
+--record_obs also visited_obs.npz, every observation history the policy planned from (`dpjax.visited_obs`: the
+states an on-policy distillation lets the teacher label).
 """
 import dataclasses
 import json
@@ -20,7 +22,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from dpjax import cli, control, files, policy as policy_lib
+from dpjax import cli, control, files, policy as policy_lib, visited_obs
 from dpjax.data import normalizer as normalizer_lib, pusht
 from dpjax.diffusion import sampler, schedules
 
@@ -50,19 +52,26 @@ flags.DEFINE_string("out", None, "Output folder (default: CHECKPOINT/eval).")
 flags.DEFINE_integer("num_videos", 4, "Save videos of this many first episodes.")
 flags.DEFINE_integer("video_size", 256, "Video frame size in pixels.")
 flags.DEFINE_integer("policy_seed", 0, "Seed of the policy's sampling noise.")
+flags.DEFINE_bool("record_obs", False, "Also write OUT/visited_obs.npz: the observation history of every re-plan "
+                  "of every unfinished episode (for config.distill.visited_obs; use seeds other than the test's).")
 
 
 def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, seed_start: int = 100000,
              max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
              out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
-             show_progress: bool = True, checkpoint_step: int | None = None) -> dict:
+             show_progress: bool = True, checkpoint_step: int | None = None, record_obs: bool = False) -> dict:
   """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores, and `checkpoint_step` (the
-  evaluated checkpoint, where the caller named one) with them."""
+  evaluated checkpoint, where the caller named one) with them. record_obs (needs out_dir): also writes
+  out_dir/visited_obs.npz with the history of every re-plan of every unfinished episode."""
   from dpjax.envs import vector, video  # the simulator is an optional extra
   spec = policy.spec
   seeds = list(range(seed_start, seed_start + num_episodes)) if seeds is None else [int(s) for s in seeds]
   if not seeds:
     raise ValueError("No episodes to run: give --num_episodes >= 1 or --seeds.")
+  if max_steps < 1:
+    raise ValueError(f"--max_steps={max_steps}: an episode needs at least one control step.")
+  if record_obs and out_dir is None:
+    raise ValueError("record_obs writes out_dir/visited_obs.npz; give out_dir.")
   obs_type = "image" if any(normalizer_lib.is_image(s) for _, s in spec.obs_shapes) else "lowdim"
   expected = pusht.OBS_SHAPES[obs_type]
   if dict(spec.obs_shapes) != expected or spec.action_dim != 2:
@@ -80,13 +89,19 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   max_reward = np.zeros(len(seeds))
   success = np.zeros(len(seeds), bool)
   done = np.zeros(len(seeds), bool)
+  visited = []   # (control step, episode indices, their histories) of every re-plan, with record_obs
   start = time.perf_counter()
   progress = _progress(max_steps, show_progress)
-  for _ in range(max_steps):
+  for control_step in range(max_steps):
     if done.all():
       break
     was_done = done.copy()
-    obs, reward, step_done, infos = envs.step(controller.act(obs))
+    num_plans = controller.num_plans
+    action = controller.act(obs)
+    if record_obs and controller.num_plans > num_plans:
+      running = np.flatnonzero(~was_done)
+      visited.append((control_step, running, {k: v[running] for k, v in controller.last_plan_obs.items()}))
+    obs, reward, step_done, infos = envs.step(action)
     max_reward = np.maximum(max_reward, np.where(done, max_reward, reward))
     success |= np.array([bool(info.get("success", False)) for info in infos]) & ~done
     done = done | step_done
@@ -119,8 +134,20 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
     out_dir.mkdir(parents=True, exist_ok=True)
     result["videos"] = [str(video.write_video(out_dir / f"episode_{seeds[i]}.mp4", np.stack(frames[i]), fps=10))
                         for i in range(num_videos)]
+    if record_obs:
+      result["visited_obs"] = str(_save_visited(out_dir / "visited_obs.npz", visited, seeds))
+      result["num_visited_obs"] = int(sum(len(rows) for _, rows, _ in visited))
     files.write_text_atomic(out_dir / "eval.json", json.dumps(result, indent=2))
   return result
+
+
+def _save_visited(path, visited, seeds):
+  """Writes the re-plans' histories [(control step, episode indices [n], {key: [n, To, ...]}), ...] as one file."""
+  seeds = np.asarray(seeds)
+  rows = [episodes for _, episodes, _ in visited]
+  obs = {k: np.concatenate([o[k] for _, _, o in visited]) for k in visited[0][2]}
+  steps = np.concatenate([np.full(len(episodes), step) for step, episodes, _ in visited])
+  return visited_obs.save(path, obs, seeds[np.concatenate(rows)], steps)
 
 
 def _progress(total: int, show: bool):
@@ -153,7 +180,8 @@ def main(argv):
       result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
                         max_steps=FLAGS.max_steps, method=FLAGS.sampler,
                         num_inference_steps=FLAGS.num_inference_steps, out_dir=out, num_videos=FLAGS.num_videos,
-                        video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed, checkpoint_step=step)
+                        video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed, checkpoint_step=step,
+                        record_obs=FLAGS.record_obs)
     except ImportError as e:
       if FLAGS.traceback:
         raise

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dpjax
-from dpjax import checkpoint, distill, policy as policy_lib, train
+from dpjax import checkpoint, distill, policy as policy_lib, train, visited_obs
 from tests import smoke
 
 
@@ -76,6 +76,39 @@ def test_obs_noise_changes_the_training_loss_only():
   assert loss(noisy, False) == loss(plain, False)      # validation measures the student on clean observations
 
 
+def test_visited_obs_replace_the_asked_share_of_each_history_with_one_draw_for_all_keys():
+  rng = np.random.default_rng(0)
+  obs = {"low_dim": rng.normal(size=(512, 2, 20)).astype(np.float32),
+         "image": rng.integers(0, 255, (512, 2, 4, 4, 3)).astype(np.uint8)}
+  visited = {"low_dim": 100.0 + np.arange(3 * 2 * 20, dtype=np.float32).reshape(3, 2, 20),
+             "image": np.arange(3, dtype=np.uint8)[:, None, None, None, None] * np.ones((3, 2, 4, 4, 3), np.uint8)}
+  key = jax.random.key(0)
+  for fraction in (0.0, 0.3, 1.0):
+    mixed = jax.device_get(policy_lib.mix_in_visited_obs(obs, visited, fraction, key))
+    assert mixed["image"].dtype == np.uint8 and mixed["low_dim"].shape == obs["low_dim"].shape
+    replaced = mixed["low_dim"][:, 0, 0] >= 100.0
+    assert abs(replaced.mean() - fraction) < 0.06
+    np.testing.assert_array_equal(mixed["low_dim"][~replaced], obs["low_dim"][~replaced])
+    picks = ((mixed["low_dim"][replaced, 0, 0] - 100.0) / 40).astype(int)   # which visited history each one is
+    np.testing.assert_array_equal(mixed["low_dim"][replaced], visited["low_dim"][picks])
+    np.testing.assert_array_equal(mixed["image"][replaced], visited["image"][picks])   # the same draw for every key
+    if fraction == 1.0:
+      assert set(picks) == {0, 1, 2}
+
+
+def test_visited_obs_change_the_training_loss_only(tmp_path):
+  flow_policy = smoke.random_policy("flow,smoke")
+  spec = dataclasses.replace(flow_policy.spec, num_inference_steps=1)
+  teacher = flow_policy.replace(spec=spec)
+  batch, key = _random_batch(), jax.random.key(3)
+  visited = {"low_dim": _random_batch(seed=1)["obs"]["low_dim"]}
+  loss = lambda d, train: float(policy_lib.loss_fn(teacher.params, spec, teacher.normalizer, batch, key, train, d))
+  plain = policy_lib.Distillation(teacher=teacher)
+  on_policy = policy_lib.Distillation(teacher=teacher, visited_obs=visited, visited_fraction=1.0)
+  assert loss(on_policy, True) != loss(plain, True)
+  assert loss(on_policy, False) == loss(plain, False)   # validation measures the student on the demonstrations
+
+
 def test_student_starts_from_the_teachers_weights_when_shapes_match(data_path, teacher_dir):
   config = _student_config(data_path, teacher_dir)
   student_spec = policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
@@ -97,12 +130,28 @@ def test_student_starts_from_the_teachers_weights_when_shapes_match(data_path, t
     ("fraction_at_noise", 1.5, "fraction_at_noise"),
     ("obs_noise", -0.1, "obs_noise=-0.1 must be >= 0"),
     ("teacher_timestep_spacing", "uniform", "teacher_timestep_spacing='uniform' is not one of"),
+    ("visited_obs", "nowhere/visited_obs.npz", "nowhere/visited_obs.npz do not exist"),
 ])
 def test_bad_distillation_settings_are_clear_errors(data_path, teacher_dir, field, value, message):
   config = _student_config(data_path, teacher_dir)
   config.distill[field] = value
   with pytest.raises(ValueError, match=message):
     distill.load_teacher(config.distill, policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2))
+
+
+def test_visited_obs_are_loaded_with_their_share_and_the_share_is_checked(data_path, teacher_dir, tmp_path):
+  config = _student_config(data_path, teacher_dir)
+  spec = policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
+  histories = np.random.default_rng(0).uniform(0, 512, (5, 2, 20)).astype(np.float32)
+  config.distill.visited_obs = str(visited_obs.save(tmp_path / "a.npz", {"low_dim": histories}, np.arange(5),
+                                                    np.zeros(5))) + "," + str(tmp_path / "a.npz")
+  config.distill.visited_fraction = 0.25
+  distillation = distill.load_teacher(config.distill, spec)
+  assert distillation.visited_fraction == 0.25
+  np.testing.assert_array_equal(distillation.visited_obs["low_dim"], np.concatenate([histories, histories]))
+  config.distill.visited_fraction = 0.0
+  with pytest.raises(ValueError, match=r"visited_fraction=0.0 must be in \(0, 1\]"):
+    distill.load_teacher(config.distill, spec)
 
 
 def test_student_must_be_a_flow_policy_with_the_teachers_shapes(data_path, teacher_dir):
@@ -117,9 +166,12 @@ def test_student_must_be_a_flow_policy_with_the_teachers_shapes(data_path, teach
 
 def test_distilled_student_trains_checkpoints_and_samples_in_one_call(data_path, teacher_dir, tmp_path):
   config = _student_config(data_path, teacher_dir)
-  final = train.train_and_evaluate(config, tmp_path)
+  histories = _random_batch(32)["obs"]["low_dim"]   # on-policy states, sharded over the test's 8 devices
+  config.distill.visited_obs = str(visited_obs.save(tmp_path / "visited" / "visited_obs.npz", {"low_dim": histories},
+                                                    np.arange(32), np.zeros(32)))
+  final = train.train_and_evaluate(config, tmp_path / "run")
   assert np.isfinite(final["train/loss"]) and np.isfinite(final["val/loss"])
-  student, teacher = checkpoint.load_policy(tmp_path), checkpoint.load_policy(teacher_dir)
+  student, teacher = checkpoint.load_policy(tmp_path / "run"), checkpoint.load_policy(teacher_dir)
   assert (student.spec.objective, student.spec.sampler, student.spec.num_inference_steps) == ("flow", "euler", 1)
   jax.tree.map(np.testing.assert_array_equal, student.normalizer, teacher.normalizer)
   actions = dpjax.sample(student, _random_batch(2)["obs"], jax.random.key(0))

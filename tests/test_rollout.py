@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from dpjax import checkpoint, policy as policy_lib, rollout, train
+from dpjax import checkpoint, policy as policy_lib, rollout, train, visited_obs
 from dpjax.data import normalizer as normalizer_lib
 from dpjax.data import synthetic
 from tests import smoke
@@ -41,6 +41,39 @@ def test_evaluate_writes_json_and_video(tmp_path, variant):
   assert result["mean_score"] == saved["mean_score"]
 
 
+def test_record_obs_writes_every_replans_history_of_every_running_episode(tmp_path):
+  policy = _tiny_policy()
+  spec = policy.spec
+  result = rollout.evaluate(policy, num_episodes=3, seed_start=7, max_steps=2 * spec.n_action_steps + 1,
+                            out_dir=tmp_path, num_videos=0, show_progress=False, record_obs=True)
+  with np.load(tmp_path / "visited_obs.npz") as f:
+    seeds, steps, histories = f["seed"], f["control_step"], f["obs/low_dim"]
+  # An untrained policy finishes no episode in 17 steps: three plans (steps 0, 8, 16) of three episodes each.
+  np.testing.assert_array_equal(seeds, [7, 8, 9] * 3)
+  np.testing.assert_array_equal(steps, np.repeat([0, spec.n_action_steps, 2 * spec.n_action_steps], 3))
+  assert histories.shape == (9, spec.n_obs_steps, 20) and result["num_visited_obs"] == 9
+  np.testing.assert_array_equal(histories[:3, 0], histories[:3, -1])       # the first frame repeated at the start
+  assert not np.array_equal(histories[3:6, -1], histories[:3, -1])          # the pusher moved between plans
+  loaded = visited_obs.load(result["visited_obs"], spec.obs_shapes, spec.n_obs_steps)
+  np.testing.assert_array_equal(loaded["low_dim"], histories)
+  with pytest.raises(ValueError, match="record_obs writes out_dir/visited_obs.npz; give out_dir"):
+    rollout.evaluate(policy, num_episodes=1, max_steps=2, show_progress=False, record_obs=True)
+
+
+def test_visited_obs_that_do_not_fit_the_policy_are_clear_errors(tmp_path):
+  obs_shapes, path = (("low_dim", (20,)),), tmp_path / "visited_obs.npz"
+  with pytest.raises(ValueError, match="do not exist; record them with python -m dpjax.rollout --record_obs"):
+    visited_obs.load(str(path), obs_shapes, 2)
+  visited_obs.save(path, {"low_dim": np.zeros((4, 3, 20), np.float32)}, np.arange(4), np.zeros(4))
+  with pytest.raises(ValueError, match=r"have histories \{'low_dim': \(3, 20\)\}; this policy takes"):
+    visited_obs.load(str(path), obs_shapes, 2)
+  visited_obs.save(path, {"low_dim": np.zeros((0, 2, 20), np.float32)}, np.arange(0), np.zeros(0))
+  with pytest.raises(ValueError, match="hold no histories"):
+    visited_obs.load(f"{path},", obs_shapes, 2)
+  with pytest.raises(ValueError, match="No visited-observation files given"):
+    visited_obs.load(" , ", obs_shapes, 2)
+
+
 def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
   data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS, image=False,
                                               values="random_walk")
@@ -50,12 +83,13 @@ def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
   assert checkpoint.load_policy(tmp_path / "run").spec.horizon == 16
   cmd = [sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'run'}", "--num_episodes=2",
          "--max_steps=8", "--num_videos=1", "--video_size=64", "--sampler=ddim", "--num_inference_steps=3",
-         "--compute_dtype=bfloat16", "--timestep_spacing=trailing", "--fused_sampling"]
+         "--compute_dtype=bfloat16", "--timestep_spacing=trailing", "--fused_sampling", "--record_obs"]
   done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   saved = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text())
   assert saved["num_episodes"] == 2 and saved["sampler"] == "ddim" and saved["num_inference_steps"] == 3
   assert saved["compute_dtype"] == "bfloat16" and saved["timestep_spacing"] == "trailing" and saved["fused_sampling"]
+  assert saved["num_visited_obs"] >= 2 and pathlib.Path(saved["visited_obs"]).is_file()
   missing = subprocess.run([sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'nothing'}"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
   assert missing.returncode != 0 and "No checkpoints in" in missing.stderr

@@ -6,10 +6,9 @@ Every row is a 200-episode evaluation (seeds 100000-100199, EMA weights of the r
 score +- standard error and "paired": the row's score minus the teacher's DDPM-100 score, episode by episode on the
 same environment seeds (the teacher's evaluation is experiments/small_precision_lr/steps10k_constant's).
 """
-import json
 import pathlib
 
-import numpy as np
+from dpjax import compare
 
 HERE = pathlib.Path(__file__).resolve().parent
 TEACHER_DDPM100 = HERE.parent / "small_precision_lr" / "steps10k_constant" / "episodes200_step_10000" / "eval.json"
@@ -36,26 +35,19 @@ ROWS = [
 ]
 
 
-def _mean_with_error(values: np.ndarray, sign: str = "") -> str:
-  """'mean +- standard error of the mean', three decimals."""
-  return f"{values.mean():{sign}.3f} +- {values.std(ddof=1) / np.sqrt(len(values)):.3f}"
-
-
 def main():
-  reference = json.loads(TEACHER_DDPM100.read_text())
-  reference_scores = dict(zip(reference["seeds"], reference["scores"]))
+  reference = compare.load_eval(TEACHER_DDPM100)
   print("| policy (last checkpoint) | network calls | 200 episodes | paired: minus teacher DDPM-100 |")
   print("|---|---|---|---|")
-  print(f"| teacher DDPM-100 | 100 | {_mean_with_error(np.asarray(reference['scores']))} | - |")
+  print(f"| teacher DDPM-100 | 100 | {compare.mean_with_error(reference['scores'])} | - |")
   for label, folder in ROWS:
     path = HERE / folder / "eval.json"
     if not path.exists():
       continue
-    record = json.loads(path.read_text())
-    scores = np.asarray(record["scores"])
-    paired = scores - np.asarray([reference_scores[s] for s in record["seeds"]])
-    print(f"| {label} | {record['network_calls_per_chunk']} | {_mean_with_error(scores)} | "
-          f"{_mean_with_error(paired, sign='+')} |")
+    record = compare.load_eval(path)
+    paired = compare.paired_differences(record, reference)
+    print(f"| {label} | {record['network_calls_per_chunk']} | {compare.mean_with_error(record['scores'])} | "
+          f"{compare.mean_with_error(paired, sign='+')} |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import pathlib
 
 import numpy as np
 
+from dpjax import compare
+
 HERE = pathlib.Path(__file__).resolve().parent
 SEED_FOLDERS = {42: HERE, 43: HERE / "seed43"}
 CHECKPOINT_STEPS = (2000, 2500, 3000, 3500, 4000)
@@ -64,11 +66,6 @@ def _load(path: pathlib.Path):
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def _mean_with_error(values: np.ndarray, sign: str = "") -> str:
-  """'mean +- standard error of the mean', three decimals."""
-  return f"{values.mean():{sign}.3f} +- {values.std(ddof=1) / np.sqrt(len(values)):.3f}"
-
-
 def _score(record) -> str:
   return "-" if record is None else f"{record['mean_score']:.3f}"
 
@@ -105,8 +102,8 @@ def print_seed(seed: int, root: pathlib.Path) -> None:
     scores = np.asarray(record["scores"])
     paired = "-"
     if reference is not None and folder != REFERENCE_200:
-      paired = _mean_with_error(scores - np.asarray(reference["scores"]), sign="+")
-    print(f"| {label} | {_mean_with_error(scores)} | {paired} | "
+      paired = compare.mean_with_error(compare.paired_differences(record, reference), sign="+")
+    print(f"| {label} | {compare.mean_with_error(scores)} | {paired} | "
           f"{_score(_load(root / policy / setting / 'eval.json'))} |")
   print()
 

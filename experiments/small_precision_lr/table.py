@@ -13,6 +13,8 @@ import pathlib
 
 import numpy as np
 
+from dpjax import compare
+
 HERE = pathlib.Path(__file__).resolve().parent
 EXPERIMENTS = HERE.parent
 # The 200-episode evaluation of the float32 lr 3e-4 run of each training seed: what "paired" subtracts.
@@ -69,11 +71,6 @@ def _load(path: pathlib.Path):
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def _mean_with_error(values: np.ndarray, sign: str = "") -> str:
-  """'mean +- standard error of the mean', three decimals."""
-  return f"{values.mean():{sign}.3f} +- {values.std(ddof=1) / np.sqrt(len(values)):.3f}"
-
-
 def _print_curves(title: str, steps, runs) -> None:
   """A table of test-seed mean scores: one row per (label, folder) in `runs`, one column per checkpoint step."""
   print()
@@ -101,8 +98,8 @@ def main():
     reference = _load(FLOAT32_200[seed])
     paired = "-"
     if reference is not None and path200 != FLOAT32_200[seed]:
-      paired = _mean_with_error(scores - np.asarray(reference["scores"]), sign="+")
-    print(f"| {label} | {_mean_with_error(scores)} | {paired} | {cells} | {summary} |")
+      paired = compare.mean_with_error(scores - np.asarray(reference["scores"]), sign="+")
+    print(f"| {label} | {compare.mean_with_error(scores)} | {paired} | {cells} | {summary} |")
   _print_curves("10,000-step run", CURVE_STEPS, [(label, folder) for label, _, folder in STEPS10K])
   _print_curves("U-Net (128, 256, 512)", HALF_WIDTH_CURVE_STEPS, [(label, folder) for label, folder, _ in HALF_WIDTH])
   print()
@@ -116,8 +113,8 @@ def main():
       continue
     scores = np.asarray(e200["scores"])
     paired = ("-" if reference is None or path == HALF_WIDTH_200[0][1]
-              else _mean_with_error(scores - np.asarray(reference["scores"]), sign="+"))
-    print(f"| {label} | {_mean_with_error(scores)} | {paired} |")
+              else compare.mean_with_error(scores - np.asarray(reference["scores"]), sign="+"))
+    print(f"| {label} | {compare.mean_with_error(scores)} | {paired} |")
 
 
 if __name__ == "__main__":
