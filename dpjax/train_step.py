@@ -71,8 +71,22 @@ def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spe
   """One optimiser step on a global batch; returns the new state and scalar metrics. With `distillation` the
   targets come from the frozen teacher (`policy.loss_fn`). With `learning_rate` (the optimiser's schedule) the
   metrics hold the rate this step applied."""
+  return _step_from_compute_params(state, policy.inference_params(state.params, spec), batch, base_key, normalizer,
+                                   spec=spec, optimizer=optimizer, ema_config=ema_config, distillation=distillation,
+                                   learning_rate=learning_rate)
+
+
+def _step_from_compute_params(state: TrainState, compute_params, batch, base_key: jax.Array, normalizer, *,
+                              spec: policy.PolicySpec, optimizer: optax.GradientTransformation, ema_config,
+                              distillation: policy.Distillation | None,
+                              learning_rate: optax.Schedule | None) -> tuple[TrainState, dict]:
+  """`train_step` given `compute_params` = `policy.inference_params(state.params, spec)`: the weights with their
+  matmul and convolution kernels in the compute dtype, the cast each layer would make (so the loss and gradients
+  are the same bit for bit). The gradients come back in that dtype and are cast to the weights' own."""
   key = jax.random.fold_in(base_key, state.step)
-  loss, grads = jax.value_and_grad(policy.loss_fn)(state.params, spec, normalizer, batch, key, True, distillation)
+  loss, compute_grads = jax.value_and_grad(policy.loss_fn)(compute_params, spec, normalizer, batch, key, True,
+                                                           distillation)
+  grads = jax.tree.map(lambda g, p: g.astype(p.dtype), compute_grads, state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   step = state.step + 1
@@ -93,6 +107,10 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
                 learning_rate: optax.Schedule | None = None) -> tuple[TrainState, dict]:
   """n optimiser steps in one call; equal to n calls of `train_step`.
 
+  The loop carries the weights in the compute dtype next to the state, cast where each step updates them, so a
+  bfloat16 step reads its kernels once in bfloat16 instead of casting every float32 kernel again at its start (on
+  a GPU the cast joins the update's kernels instead of being ~26 kernels and ~0.35 GB of its own per step).
+
   Args:
     batches: a stack of n global batches: raw batches {"obs": {key: [n, B, To, ...]}, "action": [n, B, T, Da]}
       when `data` is None, else int [n, B] window ids into `data`.
@@ -102,18 +120,40 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
   Returns:
     (state after n steps, metrics of every step stacked along a leading axis [n]).
   """
-  def body(state, batch):
+  step = functools.partial(_step_from_compute_params, base_key=base_key, normalizer=normalizer, spec=spec,
+                           optimizer=optimizer, ema_config=ema_config, distillation=distillation,
+                           learning_rate=learning_rate)
+
+  def body(carry, batch):
+    state, kernels = carry
     if data is not None:
       batch = device_data.gather(data, batch)
-    return train_step(state, batch, base_key, normalizer, spec=spec, optimizer=optimizer, ema_config=ema_config,
-                      distillation=distillation, learning_rate=learning_rate)
+    state, metrics = step(state, _with_cast_leaves(state.params, kernels), batch)
+    return (state, _cast_leaves(state.params, spec)), metrics
 
   if jax.tree.leaves(batches)[0].shape[0] == 1:
     # No loop for one step: XLA:CPU runs convolutions inside a loop body several times slower (the image
     # ResNet's step: 14.5 s in a length-1 scan vs 2.3 s without, batch 16; BUILD_NOTES.md).
-    state, metrics = body(state, jax.tree.map(lambda x: x[0], batches))
+    batch = jax.tree.map(lambda x: x[0], batches)
+    if data is not None:
+      batch = device_data.gather(data, batch)
+    state, metrics = step(state, policy.inference_params(state.params, spec), batch)
     return state, jax.tree.map(lambda x: x[None], metrics)
-  return jax.lax.scan(body, state, batches)
+  (state, _), metrics = jax.lax.scan(body, (state, _cast_leaves(state.params, spec)), batches)
+  return state, metrics
+
+
+def _cast_leaves(params, spec: policy.PolicySpec) -> list:
+  """The leaves that `policy.inference_params` casts (in leaf order; None where it keeps a leaf as it is): what the
+  loop carries, so that no float32 leaf is carried twice (XLA would copy each, ~100 kernels per step)."""
+  cast = jax.tree.leaves(policy.inference_params(params, spec))
+  return [c if c.dtype != p.dtype else None for c, p in zip(cast, jax.tree.leaves(params))]
+
+
+def _with_cast_leaves(params, cast_leaves: list):
+  """`params` with the leaves of `_cast_leaves` put in: `policy.inference_params(params, spec)`."""
+  leaves, treedef = jax.tree.flatten(params)
+  return jax.tree.unflatten(treedef, [p if c is None else c for p, c in zip(leaves, cast_leaves)])
 
 
 def validation_loss(params, batch, key: jax.Array, normalizer, distillation: policy.Distillation | None = None, *,

@@ -1,13 +1,14 @@
 """config.policy.compute_dtype: bfloat16 matmuls/convolutions track float32, weights and gradients stay float32."""
 import dataclasses
+import functools
 
 import jax
 import numpy as np
 import pytest
 
 import dpjax
+from dpjax import optim, train, train_step
 from dpjax import policy as policy_lib
-from dpjax import train
 from tests import smoke
 
 # (variant, per-step observation shapes): every network (U-Net, transformer, ResNet-18 encoder) is covered.
@@ -129,3 +130,25 @@ def test_a_controller_holds_weights_cast_once_and_samples_the_same_chunks():
                                 np.asarray(policy_lib.sample(base, obs, jax.random.key(5))))
   controller = control.RecedingHorizonController(base, jax.random.key(0))
   assert jax.tree.map(lambda a: a.dtype, controller.policy.params) == jax.tree.map(lambda a: a.dtype, cast.params)
+
+
+@pytest.mark.parametrize("variant,obs_shapes", VARIANTS[:2])
+def test_several_steps_per_dispatch_carry_the_cast_kernels_and_equal_single_steps(variant, obs_shapes):
+  """`train_steps` carries the bfloat16 kernels from one step's update to the next step's forward; its weights,
+  EMA and losses are those of as many `train_step` calls, bit for bit, and it carries only the cast leaves."""
+  base = _with_dtype(smoke.random_policy(variant, obs_shapes), "bfloat16")
+  config = smoke.smoke_config("unused", variant)
+  optimizer = optim.make_optimizer(config.optim, base.params, base.spec.denoiser, 100)
+  state = train_step.create_train_state(base.params, optimizer)
+  stack = jax.tree.map(lambda *x: np.stack(x), *[smoke.random_batch(base.spec, 8, seed=s) for s in range(3)])
+  kwargs = dict(spec=base.spec, optimizer=optimizer, ema_config=config.ema)
+  key = jax.random.key(2)
+  scanned, metrics = jax.jit(functools.partial(train_step.train_steps, **kwargs))(state, stack, key,
+                                                                                 base.normalizer, None)
+  one = jax.jit(functools.partial(train_step.train_step, **kwargs))
+  for i in range(3):
+    state, step_metrics = one(state, jax.tree.map(lambda x: x[i], stack), key, base.normalizer)
+    assert float(step_metrics["loss"]) == float(metrics["loss"][i])
+  jax.tree.map(np.testing.assert_array_equal, (scanned.params, scanned.ema_params), (state.params, state.ema_params))
+  carried = [leaf for leaf in train_step._cast_leaves(base.params, base.spec) if leaf is not None]
+  assert carried and all(leaf.dtype == jax.numpy.bfloat16 for leaf in carried)
