@@ -107,6 +107,14 @@ def synthetic_batch(spec: policy.PolicySpec, batch_size: int, rng: np.random.Gen
           "action": synthetic_actions((batch_size, spec.horizon), rng)}
 
 
+def synthetic_setup(config, rng: np.random.Generator) -> tuple[policy.PolicySpec, Any, Any]:
+  """(spec, normaliser, weights): `config`'s policy for Push-T's observations with a normaliser fitted to synthetic
+  values and random weights (host arrays), what every benchmark times."""
+  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
+  spec = policy.spec_from_config(config, obs_shapes, ACTION_DIM)
+  return spec, synthetic_normalizer(obs_shapes, rng), random_params(spec, rng)
+
+
 def random_params(spec: policy.PolicySpec, rng: np.random.Generator) -> Any:
   """Host (numpy) parameters with `policy.init_params`'s tree and shapes and PyTorch-init scale.
 
@@ -250,11 +258,7 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
   if fused_sampling is not None:
     overrides["policy.fused_sampling"] = config.policy.fused_sampling = bool(fused_sampling)
   rng = np.random.default_rng(config.seed)
-  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
-  spec = policy.spec_from_config(config, obs_shapes, ACTION_DIM)
-  normalizer = synthetic_normalizer(obs_shapes, rng)
-
-  params = random_params(spec, rng)
+  spec, normalizer, params = synthetic_setup(config, rng)
   num_params = policy.count_params(params)
   log(f"[{variant}] {num_params:,} parameters, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; "
       "timing the train step...")

@@ -36,7 +36,6 @@ import jax
 import numpy as np
 
 from dpjax import bench, optim, policy, train_step
-from dpjax.data import pusht
 
 DURATION_BINS_US = (3.0, 10.0, 30.0, 100.0)
 
@@ -136,10 +135,8 @@ def main():
   args = parser.parse_args()
   config = bench.load_config("lowdim", args.quick)
   rng = np.random.default_rng(0)
-  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
-  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
-  normalizer = jax.device_put(bench.synthetic_normalizer(obs_shapes, rng))
-  params = jax.device_put(bench.random_params(spec, rng))
+  spec, normalizer, params = bench.synthetic_setup(config, rng)
+  normalizer, params = jax.device_put((normalizer, params))
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, 10_000)
   batch_size = int(config.train.batch_size)
   stack = jax.device_put(jax.tree.map(lambda x: np.stack([x] * 10), bench.synthetic_batch(spec, batch_size, rng)))

@@ -53,7 +53,6 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from dpjax import bench, ema, optim, policy, train_step
-from dpjax.data import pusht
 
 hlo = this_checkout.load("dpjax/hlo.py")
 
@@ -118,10 +117,8 @@ def main():
   measure_part = functools.partial(measure, sharding=sharding)
   batch_size = args.batch_size or int(config.train.batch_size)
   rng = np.random.default_rng(0)
-  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
-  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
-  normalizer = jax.device_put(bench.synthetic_normalizer(obs_shapes, rng))
-  params = jax.device_put(bench.random_params(spec, rng))
+  spec, normalizer, params = bench.synthetic_setup(config, rng)
+  normalizer, params = jax.device_put((normalizer, params))
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, 10_000)
   fresh_state = lambda: train_step.create_train_state(jax.tree.map(jax.numpy.copy, params), optimizer)  # donated
   batch = jax.device_put(bench.synthetic_batch(spec, batch_size, rng))
