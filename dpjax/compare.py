@@ -55,10 +55,12 @@ def table(paths) -> str:
   lines = ["| evaluation | calls per chunk | episodes | mean score | paired: minus the first (shared seeds) |",
            "|---|---|---|---|---|"]
   for path, record in zip(paths, records):
-    paired = "-" if record is records[0] else mean_with_error(paired_differences(record, records[0]), sign="+")
-    shared = len(set(record["seeds"]) & set(records[0]["seeds"]))
-    if record is not records[0] and shared != len(record["seeds"]):
-      paired += f" ({shared} shared)"
+    paired = "-"
+    if record is not records[0]:
+      differences = paired_differences(record, records[0])
+      paired = mean_with_error(differences, sign="+")
+      if len(differences) != len(record["seeds"]):
+        paired += f" ({len(differences)} shared)"
     lines.append(f"| {path} | {record.get('network_calls_per_chunk', '-')} | {len(record['scores'])} | "
                  f"{mean_with_error(record['scores'])} | {paired} |")
   return "\n".join(lines)

@@ -5,13 +5,13 @@ import tempfile
 
 
 def write_text_atomic(path, text: str) -> pathlib.Path:
-  """Writes `text` to a uniquely named sibling temporary file, flushes it to disk, then renames it over `path`
-  (atomic on POSIX). Concurrent writers of one path never share a temporary file; the last rename wins."""
+  """`write_bytes_atomic` of `text` in UTF-8."""
   return write_bytes_atomic(path, text.encode())
 
 
 def write_bytes_atomic(path, data: bytes) -> pathlib.Path:
-  """`write_text_atomic` for bytes."""
+  """Writes `data` to a uniquely named sibling temporary file, flushes it to disk, then renames it over `path`
+  (atomic on POSIX). Concurrent writers of one path never share a temporary file; the last rename wins."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

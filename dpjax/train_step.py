@@ -134,10 +134,7 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
   if jax.tree.leaves(batches)[0].shape[0] == 1:
     # No loop for one step: XLA:CPU runs convolutions inside a loop body several times slower (the image
     # ResNet's step: 14.5 s in a length-1 scan vs 2.3 s without, batch 16; BUILD_NOTES.md).
-    batch = jax.tree.map(lambda x: x[0], batches)
-    if data is not None:
-      batch = device_data.gather(data, batch)
-    state, metrics = step(state, policy.inference_params(state.params, spec), batch)
+    (state, _), metrics = body((state, _cast_leaves(state.params, spec)), jax.tree.map(lambda x: x[0], batches))
     return state, jax.tree.map(lambda x: x[None], metrics)
   (state, _), metrics = jax.lax.scan(body, (state, _cast_leaves(state.params, spec)), batches)
   return state, metrics
