@@ -456,14 +456,29 @@ def _chain_from_normalized(policy: Policy, obs, noise: jax.Array | None = None, 
 
 
 @functools.partial(jax.jit, static_argnames=("method", "num_inference_steps"))
-def _sample_batched(policy: Policy, obs, key, method: str, num_inference_steps: int):
+def _sample_batched(policy: Policy, obs, key, method: str, num_inference_steps: int, noise=None):
   obs = normalizer_lib.normalize_obs(policy.normalizer, obs)
-  actions = _chain_from_normalized(policy, obs, key=key, method=method, num_inference_steps=num_inference_steps)
+  actions = _chain_from_normalized(policy, obs, noise=noise, key=key, method=method,
+                                   num_inference_steps=num_inference_steps)
   return normalizer_lib.unnormalize(policy.normalizer["action"], actions)
 
 
+def check_noise(spec: PolicySpec, noise: Any, batch_size: int, batched: bool) -> jax.Array:
+  """`sample`'s starting noise as float32 [B, T, Da], or a ValueError saying what shape or values it needs."""
+  want = (batch_size, spec.horizon, spec.action_dim) if batched else (spec.horizon, spec.action_dim)
+  if not hasattr(noise, "shape") or tuple(noise.shape) != want:
+    raise ValueError(f"noise has shape {getattr(noise, 'shape', type(noise).__name__)}, the chain starts from "
+                     f"{list(want)} (batch, horizon, action_dim of the observations and policy): standard normal "
+                     "values in normalised action units, e.g. jax.random.normal(key, shape).")
+  if not np.isfinite(np.asarray(noise, np.float32)).all():
+    raise ValueError("noise has non-finite values; pass finite standard normal draws.")
+  noise = jnp.asarray(noise, jnp.float32)
+  return noise if batched else noise[None]
+
+
 def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: str | None = None,
-           num_inference_steps: int | None = None, timestep_spacing: str | None = None) -> jax.Array:
+           num_inference_steps: int | None = None, timestep_spacing: str | None = None,
+           noise: jax.Array | None = None) -> jax.Array:
   """Samples an action chunk from raw observations.
 
   Args:
@@ -477,6 +492,10 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
       Heun.
     timestep_spacing: which training steps a DDPM/DDIM chain of fewer than K steps visits, "leading" or
       "trailing" (default: the spec's; `schedules.TIMESTEP_SPACINGS`).
+    noise: the chain's starting point x_K, [B, T, Da] (or [T, Da] for unbatched input), standard normal in
+      normalised action units (default: drawn from `key`). DDIM, Euler and Heun are then deterministic maps from
+      (observations, noise) to actions: paired comparisons of two policies, or a policy's modes, from the same
+      draws. DDPM and ancestral steps still draw fresh noise from `key` along the chain.
 
   Returns:
     Unnormalised actions [B, T, Da] (or [T, Da] for unbatched input).
@@ -491,7 +510,9 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
   sampler.check_num_inference_steps(spec.objective, spec.num_diffusion_steps, num_inference_steps)
   obs, batched = check_obs(spec, obs)
   obs = {k: (v if batched else v[None]) for k, v in obs.items()}
-  actions = _sample_batched(policy, dict(obs), key, method, num_inference_steps)
+  if noise is not None:
+    noise = check_noise(spec, noise, next(iter(obs.values())).shape[0], batched)
+  actions = _sample_batched(policy, dict(obs), key, method, num_inference_steps, noise)
   return actions if batched else actions[0]
 
 

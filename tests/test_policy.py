@@ -37,6 +37,36 @@ def test_sample_is_deterministic_given_key_and_ddim_works():
   assert c.shape == (2, 16, 2)
 
 
+def test_sample_from_given_noise_is_a_deterministic_map_for_ddim():
+  policy = _policy()
+  obs = {"low_dim": np.random.default_rng(2).uniform(0, 512, (2, 2, 20)).astype(np.float32)}
+  noise = jax.random.normal(jax.random.key(5), (2, 16, 2))
+  ddim = dict(method="ddim", num_inference_steps=5)
+  a = dpjax.sample(policy, obs, jax.random.key(0), noise=noise, **ddim)
+  b = dpjax.sample(policy, obs, jax.random.key(1), noise=noise, **ddim)
+  np.testing.assert_array_equal(a, b)   # the key does not matter once the start is given
+  other = dpjax.sample(policy, obs, jax.random.key(0), noise=-noise, **ddim)
+  assert np.abs(np.asarray(other) - np.asarray(a)).max() > 1e-3   # the start does
+  single = dpjax.sample(policy, {"low_dim": obs["low_dim"][1]}, jax.random.key(7), noise=noise[1], **ddim)
+  np.testing.assert_allclose(single, a[1], atol=1e-5)
+  # DDPM still draws fresh noise along the chain from the key.
+  c = dpjax.sample(policy, obs, jax.random.key(0), noise=noise)
+  d = dpjax.sample(policy, obs, jax.random.key(1), noise=noise)
+  assert np.abs(np.asarray(c) - np.asarray(d)).max() > 1e-3
+
+
+@pytest.mark.parametrize("noise, message", [
+    (np.zeros((2, 16, 3), np.float32), r"starts from \[2, 16, 2\]"),
+    (np.zeros((16, 2), np.float32), r"starts from \[2, 16, 2\]"),
+    ([0.0] * 64, "noise has shape list"),
+    (np.full((2, 16, 2), np.nan, np.float32), "non-finite"),
+])
+def test_sample_rejects_noise_of_the_wrong_shape_or_values(noise, message):
+  obs = {"low_dim": np.zeros((2, 2, 20), np.float32)}
+  with pytest.raises(ValueError, match=message):
+    dpjax.sample(_policy(), obs, jax.random.key(0), noise=noise)
+
+
 def test_sample_compiles_once_per_shape():
   policy = _policy()
   rng = np.random.default_rng(0)

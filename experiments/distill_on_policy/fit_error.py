@@ -21,14 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpjax import checkpoint, policy as policy_lib, visited_obs
-from dpjax.data import normalizer as normalizer_lib
+import dpjax
+from dpjax import checkpoint, visited_obs
 
 
 def _chunks(policy, obs, noise, method, steps):
-  chain = jax.jit(lambda o, z: policy_lib._chain_from_normalized(policy, o, noise=z, method=method,
-                                                                  num_inference_steps=steps))
-  return np.asarray(normalizer_lib.unnormalize(policy.normalizer["action"], chain(obs, noise)))
+  """Raw action chunks [N, T, Da] of `policy`'s chain from the given starting `noise`, raw observations `obs`."""
+  return np.asarray(dpjax.sample(policy, obs, jax.random.key(0), method=method, num_inference_steps=steps,
+                                 noise=noise))
 
 
 def _executed_error(a, b, spec) -> float:
@@ -54,7 +54,7 @@ def main():
   teacher = teacher.replace(spec=dataclasses.replace(teacher.spec, **spec))
   visited = visited_obs.load(args.visited, student.spec.obs_shapes, student.spec.n_obs_steps)
   rows = np.random.default_rng(0).permutation(len(next(iter(visited.values()))))[:args.num_states]
-  obs = normalizer_lib.normalize_obs(teacher.normalizer, {k: v[rows] for k, v in visited.items()})
+  obs = {k: v[rows] for k, v in visited.items()}
   shape = (len(rows), student.spec.horizon, student.spec.action_dim)
   keys = jax.random.split(jax.random.key(0), 3)
   noise, other_noise, direction = (jax.random.normal(k, shape) for k in keys)
