@@ -116,9 +116,7 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
                      "use configs/pusht.py:image or --config.policy.encoder=resnet18.")
   if not 1 <= config.n_obs_steps <= config.horizon:
     raise ValueError(f"n_obs_steps={config.n_obs_steps} must be in [1, horizon={config.horizon}].")
-  if not 1 <= config.n_action_steps <= config.horizon - config.n_obs_steps + 1:
-    raise ValueError(f"n_action_steps={config.n_action_steps} must be in [1, horizon - n_obs_steps + 1 = "
-                     f"{config.horizon - config.n_obs_steps + 1}] so executed actions lie inside the chunk.")
+  check_n_action_steps(config.n_action_steps, config.horizon, config.n_obs_steps)
   sampler.check_num_inference_steps(d.objective, d.num_diffusion_steps, d.num_inference_steps,
                                     "config.diffusion.num_inference_steps")
   # Each network is built from its config block (config.policy.<name>: its fields are the module's attributes), so
@@ -138,6 +136,13 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
       num_inference_steps=d.num_inference_steps, compute_dtype=p.compute_dtype, objective=d.objective,
       flow_time_distribution=d.flow_time_distribution, timestep_spacing=d.timestep_spacing,
       fused_sampling=bool(p.fused_sampling))
+
+
+def check_n_action_steps(n_action_steps: int, horizon: int, n_obs_steps: int) -> None:
+  """ValueError unless the executed steps [n_obs_steps - 1, n_obs_steps - 1 + n_action_steps) lie inside the chunk."""
+  if not 1 <= n_action_steps <= horizon - n_obs_steps + 1:
+    raise ValueError(f"n_action_steps={n_action_steps} must be in [1, horizon - n_obs_steps + 1 = "
+                     f"{horizon - n_obs_steps + 1}] so executed actions lie inside the chunk.")
 
 
 def check_fused_sampling(denoiser: str, fused_sampling: bool) -> None:
@@ -201,6 +206,13 @@ class Policy:
   params: Any
   normalizer: Any
   spec: PolicySpec = struct.field(pytree_node=False)
+
+
+def with_n_action_steps(policy: Policy, n_action_steps: int) -> Policy:
+  """`policy` executing `n_action_steps` of each chunk before re-planning (the weights and chunk are unchanged)."""
+  spec = policy.spec
+  check_n_action_steps(n_action_steps, spec.horizon, spec.n_obs_steps)
+  return policy.replace(spec=dataclasses.replace(spec, n_action_steps=n_action_steps))
 
 
 def make_schedule(spec: PolicySpec) -> schedules.NoiseSchedule:

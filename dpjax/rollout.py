@@ -47,6 +47,8 @@ flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
                   "GPU/TPU); weights stay float32.")
 flags.DEFINE_bool("fused_sampling", None, "U-Net policies: run each conv block's norm, Mish, FiLM and residual as "
                   "one Pallas kernel in the chain on CUDA at small batch (default: the run's, usually off).")
+flags.DEFINE_integer("n_action_steps", None, "Actions executed from each planned chunk before re-planning "
+                     "(default: the run's; 1 .. horizon - n_obs_steps + 1). Fewer re-plan more often.")
 flags.DEFINE_bool("ema", True, "Use the EMA weights (default) or, with --noema, the raw weights.")
 flags.DEFINE_string("out", None, "Output folder (default: CHECKPOINT/eval).")
 flags.DEFINE_integer("num_videos", 4, "Save videos of this many first episodes.")
@@ -123,6 +125,7 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "num_inference_steps": num_inference_steps,
       "network_calls_per_chunk": sampler.network_calls(method, num_inference_steps),
       "timestep_spacing": spec.timestep_spacing,
+      "n_action_steps": spec.n_action_steps,
       "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
       "fused_sampling": spec.fused_sampling,
       "wall_seconds": time.perf_counter() - start,
@@ -172,6 +175,8 @@ def main(argv):
       pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
     if FLAGS.timestep_spacing:
       pol = pol.replace(spec=dataclasses.replace(pol.spec, timestep_spacing=FLAGS.timestep_spacing))
+    if FLAGS.n_action_steps is not None:
+      pol = policy_lib.with_n_action_steps(pol, FLAGS.n_action_steps)
     if FLAGS.fused_sampling is not None:
       policy_lib.check_fused_sampling(pol.spec.denoiser, FLAGS.fused_sampling)
       pol = pol.replace(spec=dataclasses.replace(pol.spec, fused_sampling=FLAGS.fused_sampling))

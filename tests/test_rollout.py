@@ -60,6 +60,19 @@ def test_record_obs_writes_every_replans_history_of_every_running_episode(tmp_pa
     rollout.evaluate(policy, num_episodes=1, max_steps=2, show_progress=False, record_obs=True)
 
 
+def test_fewer_action_steps_replan_more_often(tmp_path):
+  policy = policy_lib.with_n_action_steps(_tiny_policy(), 3)
+  result = rollout.evaluate(policy, num_episodes=2, seed_start=7, max_steps=7, out_dir=tmp_path, num_videos=0,
+                            show_progress=False, record_obs=True)
+  with np.load(tmp_path / "visited_obs.npz") as f:
+    np.testing.assert_array_equal(f["control_step"], np.repeat([0, 3, 6], 2))   # a plan every 3 steps, not 8
+  assert result["n_action_steps"] == 3
+  horizon, n_obs_steps = policy.spec.horizon, policy.spec.n_obs_steps
+  for bad in (0, horizon - n_obs_steps + 2):
+    with pytest.raises(ValueError, match=rf"n_action_steps={bad} must be in \[1, horizon - n_obs_steps \+ 1"):
+      policy_lib.with_n_action_steps(policy, bad)
+
+
 def test_visited_obs_that_do_not_fit_the_policy_are_clear_errors(tmp_path):
   obs_shapes, path = (("low_dim", (20,)),), tmp_path / "visited_obs.npz"
   with pytest.raises(ValueError, match="do not exist; record them with python -m dpjax.rollout --record_obs"):
