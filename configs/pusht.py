@@ -39,9 +39,15 @@ def get_config(arg=None):
 
   # --- data -------------------------------------------------------------------------------------
   config.data = ml_collections.ConfigDict()
+  # "pusht": the Push-T demonstrations; "replay": your own replay buffer (configs/replay.py), its arrays named below.
+  config.data.dataset = "pusht"
   config.data.source = "zarr"              # "zarr" or "tfds"
   config.data.path = ""                    # empty: $DPJAX_PUSHT_ZARR, then ../shared/data/pusht/...
   config.data.obs_type = "image" if image else "lowdim"
+  # Which data/ arrays make the observations, "NAME=ARRAY[+ARRAY...],...", slices allowed ("state[:2]"); arrays of
+  # per-step shape [H, W, C] are cameras (dpjax/data/obs_keys.py). Empty: Push-T's, by obs_type.
+  config.data.obs_keys = ""
+  config.data.action_key = ""              # the action array ("action[:7]", "a+b"); empty: "action"
   config.data.val_ratio = 0.02
   # The paper trains on 90 of Push-T's 206 demonstrations; 0 takes every non-validation one (202): off the paper's
   # protocol, it lifted a 10,000-step CPU-sized U-Net from 0.823 to 0.947 on 200 episodes
@@ -171,6 +177,9 @@ def get_config(arg=None):
   config.train.log_every = 50
   config.train.val_every = 1000
   config.train.val_batches = 8
+  # At each validation the EMA policy also samples chunks for this many of those batches (its own sampler) and logs
+  # their mean squared error against the demonstrations, normalised units (`val/action_mse_ema`; 0 disables).
+  config.train.val_sample_batches = 0
   config.train.checkpoint_every = 1000
   config.train.checkpoint_every_minutes = 10.0            # also by wall-clock time (0 disables): a kill loses less
   config.train.keep_checkpoints = 3                        # the newest ones (what a resume needs)

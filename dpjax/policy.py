@@ -95,6 +95,17 @@ def _freeze(value):
   return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def _check_crop_fits(obs_shapes: Mapping[str, tuple[int, ...]], crop_shape: tuple[int, ...]) -> None:
+  """The image crop (empty: none) must fit every camera; found here rather than inside the first traced step."""
+  for key, shape in obs_shapes.items():
+    image_hw = tuple(shape)[:2]
+    if crop_shape and normalizer_lib.is_image(tuple(shape)) and (
+        len(crop_shape) != 2 or any(not 1 <= c <= s for c, s in zip(crop_shape, image_hw))):
+      raise ValueError(f"config.policy.resnet18.crop_shape={crop_shape} does not fit the {image_hw} images of "
+                       f"{key!r}; give --config.policy.resnet18.crop_shape='(h, w)' within them (Push-T: 84 of 96), "
+                       "or '()' for none.")
+
+
 def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_dim: int) -> PolicySpec:
   """Builds the static spec from a config and the data's per-step observation shapes."""
   p, d = config.policy, config.diffusion
@@ -113,7 +124,10 @@ def spec_from_config(config, obs_shapes: Mapping[str, tuple[int, ...]], action_d
   has_images = any(normalizer_lib.is_image(tuple(s)) for s in obs_shapes.values())
   if has_images and p.encoder != "resnet18":
     raise ValueError(f"Observations {dict(obs_shapes)} contain images but config.policy.encoder is {p.encoder!r}; "
-                     "use configs/pusht.py:image or --config.policy.encoder=resnet18.")
+                     "use the config's :image variant (configs/pusht.py:image, configs/replay.py:image) or "
+                     "--config.policy.encoder=resnet18.")
+  if has_images:
+    _check_crop_fits(obs_shapes, tuple(p.resnet18.crop_shape or ()))
   if not 1 <= config.n_obs_steps <= config.horizon:
     raise ValueError(f"n_obs_steps={config.n_obs_steps} must be in [1, horizon={config.horizon}].")
   check_n_action_steps(config.n_action_steps, config.horizon, config.n_obs_steps)
@@ -306,6 +320,20 @@ def loss_fn(params, spec: PolicySpec, normalizer, batch, key: jax.Array, train: 
     actions = jax.lax.stop_gradient(_chain_from_normalized(distillation.teacher, obs, noise))
     t = flow.sample_times(time_key, actions.shape[0], distillation.fraction_at_noise, spec.flow_time_distribution)
   return flow.flow_loss(denoise_fn, actions, noise, t)
+
+
+def action_error(params, spec: PolicySpec, normalizer, batch, key: jax.Array) -> jax.Array:
+  """Mean squared error of the chunks the policy samples (its own sampler and steps) from a raw batch's
+  observations against the batch's chunks, in normalised action units ([-1, 1] per dimension over the data).
+
+  The original's `train_action_mse_error`, which is in raw units (dominated by the largest-scale dimension): what
+  a run on data without a simulator has to watch besides the loss. Returns a scalar.
+  """
+  obs = normalizer_lib.normalize_obs(normalizer, {k: v[:, :spec.n_obs_steps] for k, v in batch["obs"].items()})
+  target = normalizer_lib.normalize(normalizer["action"], batch["action"])
+  predicted = _chain_from_normalized(Policy(params=params, normalizer=normalizer, spec=spec), obs, key=key)
+  chex.assert_equal_shape((predicted, target))
+  return jnp.mean(jnp.square(predicted - target))
 
 
 def mix_in_visited_obs(obs, visited, fraction: float, key: jax.Array) -> dict:

@@ -74,11 +74,8 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
     raise ValueError(f"--max_steps={max_steps}: an episode needs at least one control step.")
   if record_obs and out_dir is None:
     raise ValueError("record_obs writes out_dir/visited_obs.npz; give out_dir.")
+  pusht.check_env_compatible(spec.obs_shapes, spec.action_dim)
   obs_type = "image" if any(normalizer_lib.is_image(s) for _, s in spec.obs_shapes) else "lowdim"
-  expected = pusht.OBS_SHAPES[obs_type]
-  if dict(spec.obs_shapes) != expected or spec.action_dim != 2:
-    raise ValueError(f"This policy observes {dict(spec.obs_shapes)} and acts in {spec.action_dim} dims; the Push-T "
-                     f"environment gives {expected} and takes 2-D actions.")
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   sampler.check_method(spec.objective, method)

@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from dpjax import (checkpoint, cli, data, distill, files, metrics, optim, policy, preemption, sharding, train_step,
                    wall_time)
-from dpjax.data import device_data
+from dpjax.data import device_data, pusht
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/pusht.py[:variant], or a "
@@ -56,7 +56,7 @@ def validate_config(config) -> None:
   if t.num_steps < 0 or (t.num_steps == 0 and t.num_epochs < 1):
     raise ValueError(f"config.train.num_steps={t.num_steps} with num_epochs={t.num_epochs}: give "
                      "--config.train.num_epochs >= 1, or --config.train.num_steps >= 1 to count steps instead.")
-  for name in ("val_every", "rollout_every", "val_batches", "checkpoint_every_minutes", "keep_best_checkpoints"):
+  for name in ("val_every", "rollout_every", "val_batches", "val_sample_batches", "checkpoint_every_minutes", "keep_best_checkpoints"):
     if t[name] < 0:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
   if t.keep_best_checkpoints and not t.rollout_every:
@@ -125,6 +125,11 @@ def _validation_loss(validation_fn, params, batches, base_key, normalizer, disti
   return float(np.mean(jax.device_get(losses))) if losses else float("nan")
 
 
+def _validation_action_error(action_error_fn, params, batches, base_key, normalizer) -> float:
+  errors = [action_error_fn(params, b, jax.random.fold_in(base_key, i), normalizer) for i, b in enumerate(batches)]
+  return float(np.mean(jax.device_get(errors)))
+
+
 def resolve_num_steps(train_config, num_windows: int) -> int:
   """Optimiser steps of the run: config.train.num_steps when > 0, else num_epochs passes over `num_windows`
   training windows, ceil(num_windows / batch_size) steps each (the original's data loader keeps the last, short
@@ -182,6 +187,12 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
 
   # Policy and optimiser.
   spec = policy.spec_from_config(config, bundle.obs_shapes, bundle.action_dim)
+  if config.train.rollout_every:   # found now, not at the first rollout
+    try:
+      pusht.check_env_compatible(spec.obs_shapes, spec.action_dim)
+    except ValueError as error:
+      raise ValueError(f"{error} In-training rollouts need a Push-T policy: set "
+                       "--config.train.rollout_every=0.") from None
   manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints,
                                     keep_best=config.train.keep_best_checkpoints)
   normalizer_host = bundle.normalizer
@@ -241,6 +252,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
                                         sharding.stacked_batch_sharding(mesh), replicated,
                                         learning_rate=optim.learning_rate_schedule(config.optim, t.num_steps))
   validation_fn = train_step.jit_validation_loss(spec, sharding.batch_sharding(mesh), replicated)
+  action_error_fn = train_step.jit_validation_action_error(spec, sharding.batch_sharding(mesh), replicated)
+  action_error_batches = val_batches[:t.val_sample_batches]
   writer = metrics.MetricsWriter(workdir, resume_step=int(state.step) if resuming else None)
   evaluator = _make_rollout_evaluator(config, workdir)
 
@@ -319,6 +332,9 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
             val = {f"val/loss{suffix}": _validation_loss(validation_fn, weights, val_batches, val_key, normalizer,
                                                          distillation)
                    for suffix, weights in (("", state.params), ("_ema", state.ema_params))}
+            if action_error_batches:
+              val["val/action_mse_ema"] = _validation_action_error(action_error_fn, state.ema_params,
+                                                                   action_error_batches, val_key, normalizer)
           writer.write(step, val)
           last.update(val)
         score = None

@@ -184,3 +184,10 @@ def jit_validation_loss(spec, batch_sharding, replicated):
   fn = functools.partial(validation_loss, spec=spec)
   return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated, replicated),
                  out_shardings=replicated)
+
+
+def jit_validation_action_error(spec, batch_sharding, replicated):
+  """`policy.action_error(params, spec, normalizer, batch, key)` jitted as (params, batch, key, normalizer)."""
+  def fn(params, batch, key, normalizer):
+    return policy.action_error(params, spec, normalizer, batch, key)
+  return jax.jit(fn, in_shardings=(replicated, batch_sharding, replicated, replicated), out_shardings=replicated)

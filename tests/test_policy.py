@@ -218,3 +218,19 @@ def test_fused_sampling_is_an_inference_field_of_u_net_policies_only():
   config.policy.fused_sampling = True
   with pytest.raises(ValueError, match="U-Net only.*leave it False"):
     policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
+
+
+def test_action_error_is_the_squared_distance_from_the_sampled_chunk_in_normalised_units():
+  policy = _policy()
+  rng = np.random.default_rng(4)
+  # Observation steps past To are ignored, as in the loss: the batch carries a full window.
+  obs = {"low_dim": rng.uniform(0, 512, (3, policy.spec.horizon, 20)).astype(np.float32)}
+  key = jax.random.key(5)
+  own = np.asarray(dpjax.sample(policy, {"low_dim": obs["low_dim"][:, :2]}, key))
+  error = policy_lib.action_error(policy.params, policy.spec, policy.normalizer, {"obs": obs, "action": own}, key)
+  assert float(error) < 1e-8
+  # Moving every action by 0.1 in normalised units: scale (normalised per raw unit) converts it.
+  shift = 0.1 / np.asarray(policy.normalizer["action"]["scale"])
+  error = policy_lib.action_error(policy.params, policy.spec, policy.normalizer,
+                                  {"obs": obs, "action": own + shift}, key)
+  np.testing.assert_allclose(float(error), 0.01, rtol=1e-3)

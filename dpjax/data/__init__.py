@@ -1,4 +1,7 @@
-"""Push-T data: zarr replay buffer -> sequence windows -> grain batches, plus the normalizer.
+"""Demonstrations: zarr replay buffer -> sequence windows -> grain batches, plus the normalizer.
+
+Push-T by default; any replay buffer of the original layout with config.data.dataset="replay" and the arrays named
+by config.data.obs_keys / action_key (`obs_keys`).
 
     bundle = build_data(config)
     it = make_train_iterator(bundle, config, batch_size=config.train.batch_size)
@@ -32,30 +35,60 @@ class DataBundle:
   num_val_episodes: int
 
 
+DATASETS = ("pusht", "replay")
+
+
+def data_layout(data_config):
+  """(observation keys, action terms, expected per-step shapes of known arrays) of `config.data` (`obs_keys`).
+
+  "pusht": the arrays of config.data.obs_type unless config.data.obs_keys names others, checked against Push-T's
+  shapes; "replay": any replay buffer, config.data.obs_keys required, no shape expectations.
+  """
+  from dpjax.data import obs_keys, pusht, replay  # pylint: disable=g-import-not-at-top
+  dataset = data_config.get("dataset", "pusht")
+  if dataset not in DATASETS:
+    raise ValueError(f"config.data.dataset must be one of {DATASETS}, got {dataset!r}.")
+  text = data_config.get("obs_keys", "")
+  if dataset == "pusht":
+    pusht.check_obs_type(data_config.obs_type)
+    text = text or pusht.OBS_KEYS[data_config.obs_type]
+  elif not text:
+    raise ValueError("config.data.dataset='replay' needs the observation arrays named, e.g. "
+                     "--config.data.obs_keys=state=eef_pos+gripper,wrist=wrist_rgb (dpjax/data/obs_keys.py).")
+  step_shapes = replay.PUSHT_STEP_SHAPES if dataset == "pusht" else {}
+  return obs_keys.parse_obs_keys(text), obs_keys.parse_action_key(data_config.get("action_key", "")), step_shapes
+
+
 def build_data(config) -> DataBundle:
   """Loads the replay buffer named by `config.data` and builds windows, split and normalizer.
 
-  Reads config.data.{source, path, obs_type, val_ratio, max_train_episodes, split_seed, normalizer_fit}
-  and config.{horizon, n_obs_steps, n_action_steps}; source "tfds" also the optional
+  Reads config.data.{dataset, source, path, obs_type, obs_keys, action_key, val_ratio, max_train_episodes,
+  split_seed, normalizer_fit} and config.{horizon, n_obs_steps, n_action_steps}; source "tfds" also the optional
   config.data.{tfds_name, tfds_split, tfds_key_map} (see `tfds_source`).
   """
   # pylint: disable=g-import-not-at-top
-  from dpjax.data import locate, normalizer as normalizer_lib, pusht, replay, split, windows
+  from dpjax.data import locate, normalizer as normalizer_lib, obs_keys, replay, split, windows
   data_config = config.data
   if data_config.source not in ("zarr", "tfds"):
     raise ValueError(f"config.data.source must be 'zarr' or 'tfds', got {data_config.source!r}")
   if data_config.normalizer_fit not in ("all", "train"):
     raise ValueError("config.data.normalizer_fit must be 'all' or 'train', "
                      f"got {data_config.normalizer_fit!r}")
-  pusht.check_obs_type(data_config.obs_type)
+  obs_names, action_terms, step_shapes = data_layout(data_config)
+  keys = obs_keys.replay_keys(obs_names, action_terms)
+  is_pusht = data_config.get("dataset", "pusht") == "pusht"
+  if not is_pusht and not data_config.path:
+    raise ValueError("config.data.dataset='replay' reads your own replay buffer: give --config.data.path=/path/to/"
+                     "demonstrations.zarr (or a TFDS folder with --config.data.source=tfds).")
 
   if data_config.source == "tfds":
     from dpjax.data import tfds_source  # Optional extra: tensorflow-datasets.
-    buffer = tfds_source.load_from_config(data_config, pusht.PUSHT_KEYS[data_config.obs_type])
+    buffer = tfds_source.load_from_config(data_config, keys, step_shapes)
   else:
-    path = locate.resolve_dataset_path(data_config.path)
-    buffer = replay.load_zarr_replay(path, pusht.PUSHT_KEYS[data_config.obs_type])
-  obs, action = pusht.pusht_arrays(buffer, data_config.obs_type)
+    # Push-T is searched for (`locate`); your own buffer is where config.data.path says.
+    path = locate.resolve_dataset_path(data_config.path) if is_pusht else data_config.path
+    buffer = replay.load_zarr_replay(path, keys, step_shapes)
+  obs, action = obs_keys.build_arrays(buffer.data, obs_names, action_terms)
   train_ids, val_ids = split.split_episodes(buffer.num_episodes, data_config.val_ratio,
                                             data_config.max_train_episodes, data_config.split_seed)
   if data_config.normalizer_fit == "all":
@@ -94,4 +127,4 @@ def make_train_iterator(bundle: DataBundle, config, batch_size: int, yield_windo
                                       yield_window_ids=yield_window_ids)
 
 
-__all__ = ["DataBundle", "build_data", "make_train_iterator"]
+__all__ = ["DATASETS", "DataBundle", "build_data", "data_layout", "make_train_iterator"]

@@ -136,7 +136,7 @@ def convert_zarr_to_tfds(zarr_path, out_dir, name: str = "pusht", keys: Sequence
   Args:
     zarr_path: the `.zarr` folder (data/<key>, meta/episode_ends).
     out_dir: TFDS data_dir; the dataset goes to out_dir/name/1.0.0, which must not exist yet.
-    name: TFDS dataset name (letters, digits, underscores).
+    name: TFDS dataset name (letters, digits, underscores); "pusht" also checks Push-T's per-step shapes.
     keys: replay keys to convert; default those of `key_map`, else all of data/. Must include "action".
     key_map: replay key -> "/"-separated step path; default `rlds_key_map(keys)`. Stored in the
       metadata, so the reader maps the steps back without being told.
@@ -154,7 +154,8 @@ def convert_zarr_to_tfds(zarr_path, out_dir, name: str = "pusht", keys: Sequence
   version_dir = out_dir / name / DATASET_VERSION
   if version_dir.exists():
     raise FileExistsError(f"{version_dir} already exists; delete it or choose another --out / --name.")
-  buffer = replay.load_zarr_replay(zarr_path, keys)
+  # Push-T's per-step shapes are checked for the dataset named after it; any other name is your own data.
+  buffer = replay.load_zarr_replay(zarr_path, keys, replay.PUSHT_STEP_SHAPES if name == "pusht" else {})
   key_map = dict(key_map) if key_map else rlds_key_map(keys)
   unmapped = [k for k in keys if k not in key_map]
   if unmapped:

@@ -1,21 +1,31 @@
 """Push-T observations and actions from the replay buffer, in the original datasets' layout."""
 import numpy as np
 
+from dpjax.data import obs_keys as obs_keys_lib
 from dpjax.data import replay as replay_lib
 
 OBS_TYPES = ("lowdim", "image")
 # Per-step observation shapes of each observation type (what the policies and the simulator exchange).
 OBS_SHAPES = {"lowdim": {"low_dim": (20,)}, "image": {"image": (96, 96, 3), "agent_pos": (2,)}}
-# zarr keys each observation type needs; low-dim never touches the 2.8 GB image array.
-PUSHT_KEYS = {
-    "lowdim": ("keypoint", "state", "action"),
-    "image": ("img", "state", "action"),
-}
+ACTION_DIM = 2
+# Each observation type's arrays, in `config.data.obs_keys` syntax (dpjax/data/obs_keys.py): low-dim is the 9
+# keypoints (x, y) flattened, then the agent's x, y (the original PushTLowdimDataset's order); image is the camera
+# and the agent's x, y.
+OBS_KEYS = {"lowdim": "low_dim=keypoint+state[:2]", "image": "image=img,agent_pos=state[:2]"}
 
 
 def check_obs_type(obs_type: str) -> None:
   if obs_type not in OBS_TYPES:
     raise ValueError(f"Unknown Push-T obs_type {obs_type!r}; choose from {OBS_TYPES}.")
+
+
+def obs_keys(obs_type: str) -> obs_keys_lib.ObsKeys:
+  check_obs_type(obs_type)
+  return obs_keys_lib.parse_obs_keys(OBS_KEYS[obs_type])
+
+
+# zarr keys each observation type needs; low-dim never touches the 2.8 GB image array.
+PUSHT_KEYS = {t: obs_keys_lib.replay_keys(obs_keys(t), obs_keys_lib.parse_action_key("")) for t in OBS_TYPES}
 
 
 def pusht_arrays(replay: replay_lib.ReplayBuffer,
@@ -27,25 +37,17 @@ def pusht_arrays(replay: replay_lib.ReplayBuffer,
     obs_type: "lowdim" or "image".
 
   Returns:
-    obs: lowdim -> {"low_dim": float32 [N, 20]} = 9 keypoints (x, y) flattened, then agent (x, y), the
-      order of the original PushTLowdimDataset; image -> {"image": uint8 [N, 96, 96, 3],
-      "agent_pos": float32 [N, 2]}.
+    obs: lowdim -> {"low_dim": float32 [N, 20]}; image -> {"image": uint8 [N, 96, 96, 3],
+      "agent_pos": float32 [N, 2]} (`OBS_KEYS`).
     action: float32 [N, 2].
   """
-  check_obs_type(obs_type)
-  missing = [k for k in PUSHT_KEYS[obs_type] if k not in replay.data]
-  if missing:
-    raise ValueError(f"Replay buffer lacks {missing} needed for obs_type {obs_type!r}; load it with "
-                     f"keys=PUSHT_KEYS[{obs_type!r}].")
-  num_steps = replay.num_steps
-  agent_pos = replay.data["state"][:, :2].astype(np.float32)
-  action = replay.data["action"].astype(np.float32)
-  if obs_type == "lowdim":
-    keypoint = replay.data["keypoint"].reshape(num_steps, -1).astype(np.float32)
-    obs = {"low_dim": np.concatenate([keypoint, agent_pos], axis=-1)}
-  else:
-    image = replay.data["img"]
-    if image.dtype != np.uint8:
-      raise ValueError(f"Push-T images must be uint8 (load_zarr_replay converts them), got {image.dtype}.")
-    obs = {"image": image, "agent_pos": agent_pos}
-  return obs, action
+  return obs_keys_lib.build_arrays(replay.data, obs_keys(obs_type), obs_keys_lib.parse_action_key(""))
+
+
+def check_env_compatible(obs_shapes, action_dim: int) -> None:
+  """Raises unless a policy with these per-step observation shapes and action size can act in the Push-T
+  simulator (`dpjax/envs/pusht.py`)."""
+  obs_shapes = {key: tuple(shape) for key, shape in dict(obs_shapes).items()}
+  if obs_shapes not in OBS_SHAPES.values() or int(action_dim) != ACTION_DIM:
+    raise ValueError(f"This policy observes {obs_shapes} and acts in {action_dim} dims; the Push-T simulator gives "
+                     f"{OBS_SHAPES['lowdim']} or {OBS_SHAPES['image']} and takes 2-D actions.")

@@ -164,7 +164,7 @@ def load_zarr_replay(path, keys: Sequence[str],
   missing = [k for k in keys if k not in available]
   if missing:
     raise _fail(path, f"missing key(s) {missing} under data/ (available: {available})",
-                "Use a Push-T replay buffer, or choose an obs_type whose keys this file has.")
+                "Name arrays this file has (config.data.obs_keys / action_key), or use the Push-T replay buffer.")
   episode_ends = _check_episode_ends(path, _read(path, "meta/episode_ends", root["meta"]["episode_ends"]))
   num_steps = int(episode_ends[-1])
   # Shapes come from metadata, so these checks cost nothing and run before any data is decoded.
@@ -176,12 +176,14 @@ def load_zarr_replay(path, keys: Sequence[str],
                   "inconsistent (truncated copy?).")
     if key in step_shapes and shape[1:] != tuple(step_shapes[key]):
       raise _fail(path, f"data/{key} has per-step shape {shape[1:]}, expected {tuple(step_shapes[key])}",
-                  "This does not look like the Push-T replay buffer (pusht_cchi_v7_replay.zarr).")
+                  "This does not look like the Push-T replay buffer (pusht_cchi_v7_replay.zarr); for your own "
+                  "data use configs/replay.py (config.data.dataset='replay').")
     # zarr silently returns the fill value for an absent chunk file; a partial copy must not load as zeros.
     if group[key].nchunks_initialized != group[key].nchunks:
       raise _fail(path, f"data/{key} has {group[key].nchunks - group[key].nchunks_initialized} of "
                   f"{group[key].nchunks} chunk files missing", "The copy is incomplete; re-copy or "
-                  "re-download the dataset (python -m dpjax.data.download).")
+                  "re-download the dataset (python -m dpjax.data.download). (zarr 3 leaves out chunks that hold only "
+                  "the fill value unless written with config={'write_empty_chunks': True}.)")
   data = {}
   for key in keys:
     array = group[key]
@@ -221,8 +223,8 @@ def write_zarr_replay(path, data: Mapping[str, np.ndarray], episode_ends, chunk_
     values = np.asarray(values)
     array = data_group.create_array(key, shape=values.shape, dtype=values.dtype,
                                     chunks=(min(chunk_steps, max(values.shape[0], 1)),) + values.shape[1:],
-                                    compressors=compressor)
-    array[...] = values
+                                    compressors=compressor, config={"write_empty_chunks": True})
+    array[...] = values   # every chunk, all-zero ones too: load_zarr_replay treats a missing chunk as a bad copy
   meta = root.create_group("meta")
   ends = meta.create_array("episode_ends", shape=episode_ends.shape, dtype=np.int64,
                            chunks=(max(episode_ends.shape[0], 1),), compressors=compressor)

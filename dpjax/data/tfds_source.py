@@ -258,8 +258,9 @@ def parse_key_map(text: str) -> dict[str, str] | None:
   return key_map or None
 
 
-def load_from_config(data_config, keys: Sequence[str]) -> replay.ReplayBuffer:
+def load_from_config(data_config, keys: Sequence[str],
+                     step_shapes: Mapping[str, tuple[int, ...]] = replay.PUSHT_STEP_SHAPES) -> replay.ReplayBuffer:
   """`load_tfds_replay` with config.data.{path, tfds_name, tfds_split, tfds_key_map}."""
   return load_tfds_replay(data_config.path, keys, name=data_config.get("tfds_name", ""),
                           split=data_config.get("tfds_split", "train"),
-                          key_map=parse_key_map(data_config.get("tfds_key_map", "")))
+                          key_map=parse_key_map(data_config.get("tfds_key_map", "")), step_shapes=step_shapes)
