@@ -10,7 +10,6 @@ import pathlib
 import sys
 
 import jax
-import numpy as np
 
 from dpjax import checkpoint, config_json, metrics, policy as policy_lib
 from dpjax.data import build_data, pipeline
