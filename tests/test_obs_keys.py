@@ -6,7 +6,7 @@ import pytest
 
 import dpjax
 from dpjax import checkpoint, config_files, metrics, rollout, train
-from dpjax.data import build_data, obs_keys, pusht, replay
+from dpjax.data import build_data, obs_keys, pusht, replay, run_obs_keys
 from tests.conftest import REPO_ROOT
 
 LENGTHS = (30, 25, 40, 35, 28)
@@ -93,7 +93,8 @@ def test_arrays_are_concatenated_sliced_and_cast_in_the_order_written():
     ("cam=wrist_rgb+joint_pos", "", "own unsliced entry"),
     ("cam=wrist_rgb[:2]", "", "own unsliced entry"),
     ("joint_pos", "wrist_rgb", "image array"),
-    ("velocity", "", r"lacks \['velocity'\]"),
+    ("velocity", "", r"lack \['velocity'\] named by config.data.obs_keys"),
+    ("joint_pos", "torque", r"lack \['torque'\] named by config.data.action_key"),
 ])
 def test_bad_arrays_name_the_problem(obs_text, action_text, message):
   with pytest.raises(ValueError, match=message):
@@ -165,6 +166,14 @@ def test_trains_samples_and_refuses_the_pusht_simulator(tmp_path):
   obs = {"joints": np.zeros((3, 2, 7), np.float32), "gripper": np.ones((3, 2, 1), np.float32)}
   actions = np.asarray(dpjax.sample(policy, obs, jax.random.key(0)))
   assert actions.shape == (3, config.horizon, 7) and np.isfinite(actions).all()
+  # At the robot: its raw readings (a leading axis of 2 robots) become the observations as in training.
+  keys = run_obs_keys(tmp_path / "run")
+  controller = dpjax.RecedingHorizonController(policy, jax.random.key(1))
+  rng = np.random.default_rng(1)
+  for _ in range(3):
+    readings = {"joint_pos": rng.normal(size=(2, 7)), "gripper": np.array([0, 1]), "camera": np.zeros((2, 4, 4, 3))}
+    action = controller.act(obs_keys.build_obs(readings, keys))
+    assert action.shape == (2, 7) and np.isfinite(action).all()
   with pytest.raises(ValueError, match="Push-T simulator gives"):
     rollout.evaluate(policy, num_episodes=1, show_progress=False)
   config.train.rollout_every = 2
@@ -193,3 +202,9 @@ def test_replay_dataset_from_rlds_matches_its_zarr(robot_zarr, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a.normalizer, b.normalizer)
   ids = np.arange(len(a.train_source))
   jax.tree.map(np.testing.assert_array_equal, a.train_source.gather_batch(ids), b.train_source.gather_batch(ids))
+
+
+def test_a_pusht_runs_obs_keys_are_its_obs_types(tmp_path):
+  for variant, obs_type in (("smoke", "lowdim"), ("image,smoke", "image")):
+    (tmp_path / "config.json").write_text(config_files.get_config(variant).to_json())
+    assert run_obs_keys(tmp_path) == pusht.obs_keys(obs_type)

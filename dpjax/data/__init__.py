@@ -59,6 +59,14 @@ def data_layout(data_config):
   return obs_keys.parse_obs_keys(text), obs_keys.parse_action_key(data_config.get("action_key", "")), step_shapes
 
 
+def run_obs_keys(run_dir):
+  """The observation keys a training run was built from (its config.json), so a robot's raw readings become the
+  policy's observations as in training: `obs_keys.build_obs(readings, run_obs_keys(run_dir))`."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from dpjax import config_json  # pylint: disable=g-import-not-at-top
+  return data_layout(config_json.get_config(pathlib.Path(run_dir) / "config.json").data)[0]
+
+
 def build_data(config) -> DataBundle:
   """Loads the replay buffer named by `config.data` and builds windows, split and normalizer.
 
@@ -127,4 +135,4 @@ def make_train_iterator(bundle: DataBundle, config, batch_size: int, yield_windo
                                       yield_window_ids=yield_window_ids)
 
 
-__all__ = ["DATASETS", "DataBundle", "build_data", "data_layout", "make_train_iterator"]
+__all__ = ["DATASETS", "DataBundle", "build_data", "data_layout", "make_train_iterator", "run_obs_keys"]

@@ -125,30 +125,36 @@ def _camera(data: Mapping[str, np.ndarray], name: str, terms: tuple[Term, ...]) 
   return images
 
 
-def build_arrays(data: Mapping[str, np.ndarray], obs_keys: ObsKeys,
-                 action_terms: tuple[Term, ...]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-  """Per-step observation arrays and actions from a replay buffer's arrays.
-
-  Args:
-    data: array name -> [N, ...] (a `ReplayBuffer.data` holding at least `replay_keys(...)`).
-    obs_keys: from `parse_obs_keys`.
-    action_terms: from `parse_action_key`.
+def build_obs(data: Mapping[str, np.ndarray], obs_keys: ObsKeys) -> dict[str, np.ndarray]:
+  """The policy's observations from raw arrays: a replay buffer's [N, ...] steps, or a robot's current readings
+  with a leading batch axis (e.g. {"eef_pos": [1, 3], "wrist_rgb": [1, H, W, 3]}), built exactly as in training.
 
   Returns:
-    obs: name -> uint8 [N, H, W, C] (a camera) or float32 [N, D] (its terms' values, concatenated).
-    action: float32 [N, Da].
+    name -> uint8 [N, H, W, C] (a camera) or float32 [N, D] (its terms' values, concatenated).
   """
-  missing = [key for key in replay_keys(obs_keys, action_terms) if key not in data]
+  missing = sorted({t.key for terms in obs_keys.values() for t in terms} - set(data))
   if missing:
-    raise ValueError(f"The replay buffer lacks {missing} named by config.data.obs_keys/action_key; it has "
-                     f"{sorted(data)}.")
+    raise ValueError(f"The arrays lack {missing} named by config.data.obs_keys; they have {sorted(data)}.")
   obs = {}
   for name, terms in obs_keys.items():
     images = _camera(data, name, terms)
     obs[name] = images if images is not None else np.concatenate(
         [_low_dim_values(data, t, "config.data.obs_keys") for t in terms], axis=-1)
+  return obs
+
+
+def build_action(data: Mapping[str, np.ndarray], action_terms: tuple[Term, ...]) -> np.ndarray:
+  """float32 [N, Da]: the action terms' values, concatenated."""
+  missing = sorted({t.key for t in action_terms} - set(data))
+  if missing:
+    raise ValueError(f"The arrays lack {missing} named by config.data.action_key; they have {sorted(data)}.")
   for term in action_terms:
     if normalizer_lib.is_image(np.shape(data[term.key])[1:]):
       raise ValueError(f"config.data.action_key: data/{term.key} is an image array, not an action.")
-  action = np.concatenate([_low_dim_values(data, t, "config.data.action_key") for t in action_terms], axis=-1)
-  return obs, action
+  return np.concatenate([_low_dim_values(data, t, "config.data.action_key") for t in action_terms], axis=-1)
+
+
+def build_arrays(data: Mapping[str, np.ndarray], obs_keys: ObsKeys,
+                 action_terms: tuple[Term, ...]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """(`build_obs`, `build_action`) of a replay buffer's arrays {name: [N, ...]}."""
+  return build_obs(data, obs_keys), build_action(data, action_terms)
