@@ -7,7 +7,7 @@ configs/pusht.py (same variant words) as the starting point.
     python -m dpjax.train --config=configs/replay.py:image --workdir=runs/my_robot_image \\
         --config.data.path=/data/my_robot.zarr \\
         --config.data.obs_keys=front=front_rgb,wrist=wrist_rgb,state=eef_pos+gripper_qpos \\
-        --config.data.action_key=action[:7] --config.policy.resnet18.crop_shape=76,76
+        --config.data.action_key='action[:7]' --config.policy.resnet18.crop_shape='(76, 76)'
 
 config.data.obs_keys names the observation arrays (dpjax/data/obs_keys.py): each [H, W, C] uint8 array is a
 camera with its own ResNet-18; low-dim arrays are concatenated per entry. Push-T's horizon (16), observation
