@@ -141,6 +141,30 @@ def _load_image(path: pathlib.Path, name: str, array: zarr.Array) -> np.ndarray:
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class ArrayLayout:
+  """A replay buffer's arrays as its metadata describes them (nothing decoded but meta/episode_ends).
+
+  Attributes:
+    episode_ends: int64 [E].
+    arrays: name under data/ -> (per-step shape, dtype name).
+  """
+  episode_ends: np.ndarray
+  arrays: dict[str, tuple[tuple[int, ...], str]]
+
+
+def array_layout(path) -> ArrayLayout:
+  """The arrays under data/ and the episodes of a zarr replay buffer; DatasetError for a malformed one."""
+  path = pathlib.Path(path)
+  root = _open_group(path)
+  episode_ends = _check_episode_ends(path, _read(path, "meta/episode_ends", root["meta"]["episode_ends"]))
+  group = root["data"]
+  arrays = {key: (tuple(group[key].shape[1:]), str(group[key].dtype)) for key in sorted(group.array_keys())}
+  if not arrays:
+    raise _fail(path, "has no arrays under data/", "Write one array per recorded quantity, one row per step.")
+  return ArrayLayout(episode_ends=episode_ends, arrays=arrays)
+
+
 def load_zarr_replay(path, keys: Sequence[str],
                      step_shapes: Mapping[str, tuple[int, ...]] = PUSHT_STEP_SHAPES) -> ReplayBuffer:
   """Loads `keys` of a zarr replay buffer into memory.
