@@ -12,7 +12,7 @@ VARIANT ?= $(shell $(PY) -c "import jax; print('small' if jax.default_backend() 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[env,tfds,torch,test]"
+	$(PY) -m pip install --quiet -e ".[env,tfds,torch,hdf5,test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # XLA:GPU's compiler on a machine without a GPU (experiments/bench/deviceless_gpu.py counts a program's GPU kernels):
