@@ -5,10 +5,11 @@ import pathlib
 import re
 import shlex
 
+import numpy as np
 import pytest
 
 from dpjax import config_files, train
-from dpjax.data import synthetic
+from dpjax.data import replay, synthetic
 from tests import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -118,6 +119,16 @@ def quickstart_run(tmp_path_factory):
   config = smoke.smoke_config(data_path)
   config.train.num_steps, config.train.val_every = 2, 0
   train.train_and_evaluate(config, root / "runs" / "quickstart")
+  # And of "Your own demonstrations"' first run: a robot's three arrays joined as `state`.
+  rng = np.random.default_rng(0)
+  lengths = smoke.SMOKE_EPISODE_LENGTHS
+  arrays = {name: rng.normal(size=(sum(lengths), size)) for name, size in
+            (("eef_pos", 3), ("eef_quat", 4), ("gripper_qpos", 2), ("action", 7))}
+  replay.write_zarr_replay(root / "my_robot.zarr", arrays, np.cumsum(lengths))
+  config = config_files.get_config("smoke", REPO / "configs" / "replay.py")
+  config.data.path, config.data.obs_keys = str(root / "my_robot.zarr"), "state=eef_pos+eef_quat+gripper_qpos"
+  config.train.num_steps, config.train.val_every = 2, 0
+  train.train_and_evaluate(config, root / "runs" / "my_robot")
   return root
 
 
