@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from dpjax import cli, control, files, policy as policy_lib, visited_obs
-from dpjax.data import normalizer as normalizer_lib, pusht
+from dpjax.data import obs_keys as obs_keys_lib, pusht, run_obs_keys
 from dpjax.diffusion import sampler, schedules
 
 FLAGS = flags.FLAGS
@@ -61,10 +61,13 @@ flags.DEFINE_bool("record_obs", False, "Also write OUT/visited_obs.npz: the obse
 def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, seed_start: int = 100000,
              max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
              out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
-             show_progress: bool = True, checkpoint_step: int | None = None, record_obs: bool = False) -> dict:
+             show_progress: bool = True, checkpoint_step: int | None = None, record_obs: bool = False,
+             obs_keys: obs_keys_lib.ObsKeys | None = None) -> dict:
   """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores, and `checkpoint_step` (the
   evaluated checkpoint, where the caller named one) with them. record_obs (needs out_dir): also writes
-  out_dir/visited_obs.npz with the history of every re-plan of every unfinished episode."""
+  out_dir/visited_obs.npz with the history of every re-plan of every unfinished episode. obs_keys: how the policy's
+  observations are built from the simulator's arrays (its run's `config.data.obs_keys`, `data.run_obs_keys`);
+  default: the Push-T preset with the policy's observation shapes."""
   from dpjax.envs import vector, video  # the simulator is an optional extra
   spec = policy.spec
   seeds = list(range(seed_start, seed_start + num_episodes)) if seeds is None else [int(s) for s in seeds]
@@ -74,13 +77,13 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
     raise ValueError(f"--max_steps={max_steps}: an episode needs at least one control step.")
   if record_obs and out_dir is None:
     raise ValueError("record_obs writes out_dir/visited_obs.npz; give out_dir.")
-  pusht.check_env_compatible(spec.obs_shapes, spec.action_dim)
-  obs_type = "image" if any(normalizer_lib.is_image(s) for _, s in spec.obs_shapes) else "lowdim"
+  keys = pusht.obs_keys_for_shapes(spec.obs_shapes) if obs_keys is None else obs_keys
+  pusht.check_env_compatible(spec.obs_shapes, spec.action_dim, keys)
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   sampler.check_method(spec.objective, method)
-  envs = vector.PushTVectorEnv(len(seeds), obs_type=obs_type)
-  obs = envs.reset(seeds)
+  envs = vector.PushTVectorEnv(len(seeds), obs_type="arrays", arrays=obs_keys_lib.replay_keys(keys, ()))
+  obs = obs_keys_lib.build_obs(envs.reset(seeds), keys)
   controller = control.RecedingHorizonController(policy, jax.random.key(policy_seed), method=method,
                                                  num_inference_steps=num_inference_steps)
   num_videos = min(num_videos, len(seeds)) if out_dir is not None else 0
@@ -100,7 +103,8 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
     if record_obs and controller.num_plans > num_plans:
       running = np.flatnonzero(~was_done)
       visited.append((control_step, running, {k: v[running] for k, v in controller.last_plan_obs.items()}))
-    obs, reward, step_done, infos = envs.step(action)
+    arrays, reward, step_done, infos = envs.step(action)
+    obs = obs_keys_lib.build_obs(arrays, keys)
     max_reward = np.maximum(max_reward, np.where(done, max_reward, reward))
     success |= np.array([bool(info.get("success", False)) for info in infos]) & ~done
     done = done | step_done
@@ -123,6 +127,7 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "network_calls_per_chunk": sampler.network_calls(method, num_inference_steps),
       "timestep_spacing": spec.timestep_spacing,
       "n_action_steps": spec.n_action_steps,
+      "obs_keys": obs_keys_lib.format_obs_keys(keys),
       "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
       "fused_sampling": spec.fused_sampling,
       "wall_seconds": time.perf_counter() - start,
@@ -178,12 +183,14 @@ def main(argv):
       policy_lib.check_fused_sampling(pol.spec.denoiser, FLAGS.fused_sampling)
       pol = pol.replace(spec=dataclasses.replace(pol.spec, fused_sampling=FLAGS.fused_sampling))
     out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
+    # The run's own observation keys; a run without config.json (an older import) observes a Push-T preset.
+    keys = run_obs_keys(FLAGS.checkpoint) if (pathlib.Path(FLAGS.checkpoint) / "config.json").exists() else None
     try:
       result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
                         max_steps=FLAGS.max_steps, method=FLAGS.sampler,
                         num_inference_steps=FLAGS.num_inference_steps, out_dir=out, num_videos=FLAGS.num_videos,
                         video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed, checkpoint_step=step,
-                        record_obs=FLAGS.record_obs)
+                        record_obs=FLAGS.record_obs, obs_keys=keys)
     except ImportError as e:
       if FLAGS.traceback:
         raise

@@ -56,7 +56,8 @@ def validate_config(config) -> None:
   if t.num_steps < 0 or (t.num_steps == 0 and t.num_epochs < 1):
     raise ValueError(f"config.train.num_steps={t.num_steps} with num_epochs={t.num_epochs}: give "
                      "--config.train.num_epochs >= 1, or --config.train.num_steps >= 1 to count steps instead.")
-  for name in ("val_every", "rollout_every", "val_batches", "val_sample_batches", "checkpoint_every_minutes", "keep_best_checkpoints"):
+  for name in ("val_every", "rollout_every", "val_batches", "val_sample_batches", "checkpoint_every_minutes",
+               "keep_best_checkpoints"):
     if t[name] < 0:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
   if t.keep_best_checkpoints and not t.rollout_every:
@@ -189,7 +190,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   spec = policy.spec_from_config(config, bundle.obs_shapes, bundle.action_dim)
   if config.train.rollout_every:   # found now, not at the first rollout
     try:
-      pusht.check_env_compatible(spec.obs_shapes, spec.action_dim)
+      pusht.check_env_compatible(spec.obs_shapes, spec.action_dim, data.data_layout(config.data)[0])
     except ValueError as error:
       raise ValueError(f"{error} In-training rollouts need a Push-T policy: set "
                        "--config.train.rollout_every=0.") from None
@@ -405,7 +406,7 @@ def _make_rollout_evaluator(config, workdir):
     pol = policy.Policy(params=state.ema_params, normalizer=normalizer, spec=spec)
     result = rollout.evaluate(pol, num_episodes=config.train.rollout_episodes, seed_start=config.rollout.seed_start,
                               max_steps=config.rollout.max_steps, out_dir=workdir / "eval" / f"step_{step}",
-                              num_videos=0, show_progress=False)
+                              num_videos=0, show_progress=False, obs_keys=data.data_layout(config.data)[0])
     return {checkpoint.SCORE_METRIC: result["mean_score"], "rollout/success_rate": result["success_rate"]}
   return evaluate
 

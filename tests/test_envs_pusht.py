@@ -102,6 +102,30 @@ def test_vector_env_shapes(obs_type, shapes):
     assert {k: (v.shape, v.dtype) for k, v in obs.items()} == shapes
 
 
+def test_the_recorded_arrays_build_the_presets_observations_bit_for_bit():
+  from dpjax.data import obs_keys, pusht as pusht_data  # pylint: disable=g-import-not-at-top
+  arrays = vector.PushTVectorEnv(2, obs_type="arrays", arrays=pusht_data.SIMULATOR_ARRAYS)
+  presets = {t: vector.PushTVectorEnv(2, obs_type=t) for t in ("lowdim", "image")}
+  rng = np.random.default_rng(0)
+  recorded, expected = arrays.reset([3, 4]), {t: envs.reset([3, 4]) for t, envs in presets.items()}
+  assert {k: (v.shape, v.dtype) for k, v in recorded.items()} == {
+      "img": ((2, 96, 96, 3), np.uint8), "keypoint": ((2, 9, 2), np.float32), "n_contacts": ((2, 1), np.float32),
+      "state": ((2, 5), np.float32)}
+  assert (recorded["n_contacts"] == 0).all()
+  for _ in range(5):
+    for obs_type, obs in expected.items():
+      built = obs_keys.build_obs(recorded, pusht_data.obs_keys(obs_type))
+      assert built.keys() == obs.keys()
+      for key in obs:
+        np.testing.assert_array_equal(built[key], obs[key])
+        assert built[key].dtype == obs[key].dtype
+    action = rng.uniform(100, 400, (2, 2))
+    recorded = arrays.step(action)[0]
+    expected = {t: envs.step(action)[0] for t, envs in presets.items()}
+  with pytest.raises(ValueError, match=r"records \['img', 'keypoint', 'n_contacts', 'state'\], not \['velocity'\]"):
+    pusht.PushTEnv(obs_type="arrays", arrays=("state", "velocity"))
+
+
 def test_vector_env_freezes_done_envs():
   envs = vector.PushTVectorEnv(2)
   envs.reset_to_states(np.stack([GOAL_STATE, [100.0, 100.0, 300.0, 300.0, 1.0]]))

@@ -174,8 +174,10 @@ def test_trains_samples_and_refuses_the_pusht_simulator(tmp_path):
     readings = {"joint_pos": rng.normal(size=(2, 7)), "gripper": np.array([0, 1]), "camera": np.zeros((2, 4, 4, 3))}
     action = controller.act(obs_keys.build_obs(readings, keys))
     assert action.shape == (2, 7) and np.isfinite(action).all()
-  with pytest.raises(ValueError, match="Push-T simulator gives"):
+  with pytest.raises(ValueError, match="give the observation keys it was trained with"):
     rollout.evaluate(policy, num_episodes=1, show_progress=False)
+  with pytest.raises(ValueError, match=r"observes \['gripper', 'joint_pos'\] .* the Push-T simulator records"):
+    rollout.evaluate(policy, num_episodes=1, show_progress=False, obs_keys=keys)
   config.train.rollout_every = 2
   with pytest.raises(ValueError, match="rollout_every=0"):
     train.train_and_evaluate(config, tmp_path / "with_rollouts")
@@ -208,3 +210,27 @@ def test_a_pusht_runs_obs_keys_are_its_obs_types(tmp_path):
   for variant, obs_type in (("smoke", "lowdim"), ("image,smoke", "image")):
     (tmp_path / "config.json").write_text(config_files.get_config(variant).to_json())
     assert run_obs_keys(tmp_path) == pusht.obs_keys(obs_type)
+
+
+def test_pusht_with_other_observations_rolls_out_in_the_simulator(tmp_path):
+  """Any observation built from the arrays the simulator records (keypoint, state, img, n_contacts) is built the same
+  way in rollouts, in training's and in `dpjax.rollout`'s."""
+  from dpjax.data import synthetic  # pylint: disable=g-import-not-at-top
+  data, ends = synthetic.synthetic_pusht_arrays(LENGTHS, image=False, values="random_walk")
+  data["n_contacts"] = np.ones((sum(LENGTHS), 1), np.float32)
+  path = tmp_path / "pusht.zarr"
+  replay.write_zarr_replay(path, data, ends)
+  config = _replay_config(path, "pose=state,tee=keypoint[:4]+n_contacts")
+  config.train.num_steps, config.train.val_every = 2, 0
+  config.train.rollout_every, config.train.rollout_episodes, config.rollout.max_steps = 2, 2, 4
+  final = train.train_and_evaluate(config, tmp_path / "run")
+  assert 0.0 <= final["rollout/mean_score"] <= 1.0
+  policy = checkpoint.load_policy(tmp_path / "run")
+  assert policy.spec.obs_shapes == (("pose", (5,)), ("tee", (5,)))
+  result = rollout.evaluate(policy, num_episodes=2, max_steps=4, show_progress=False,
+                            obs_keys=run_obs_keys(tmp_path / "run"), record_obs=True, out_dir=tmp_path / "eval")
+  assert result["obs_keys"] == "pose=state,tee=keypoint[:4]+n_contacts"
+  visited = np.load(tmp_path / "eval" / "visited_obs.npz")
+  assert visited["obs/tee"].shape[1:] == (2, 5) and (visited["obs/tee"][:, 0, 4] == 0).all()   # no contacts at reset
+  with pytest.raises(ValueError, match=r"build \{'pose': \(5,\)\} from the simulator's arrays, but the policy"):
+    rollout.evaluate(policy, num_episodes=1, show_progress=False, obs_keys=obs_keys.parse_obs_keys("pose=state"))

@@ -88,6 +88,11 @@ def parse_action_key(text: str) -> tuple[Term, ...]:
   return tuple(_parse_term(term.strip(), field) for term in text.split("+"))
 
 
+def format_obs_keys(obs_keys: ObsKeys) -> str:
+  """The `config.data.obs_keys` text of parsed keys (every entry named): `parse_obs_keys`' inverse."""
+  return ",".join(f"{name}={'+'.join(t.text for t in terms)}" for name, terms in obs_keys.items())
+
+
 def replay_keys(obs_keys: ObsKeys, action_terms: tuple[Term, ...]) -> tuple[str, ...]:
   """The `data/` arrays to load, sorted (no other array is read)."""
   return tuple(sorted({t.key for terms in obs_keys.values() for t in terms} | {t.key for t in action_terms}))

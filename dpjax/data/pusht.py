@@ -44,10 +44,33 @@ def pusht_arrays(replay: replay_lib.ReplayBuffer,
   return obs_keys_lib.build_arrays(replay.data, obs_keys(obs_type), obs_keys_lib.parse_action_key(""))
 
 
-def check_env_compatible(obs_shapes, action_dim: int) -> None:
-  """Raises unless a policy with these per-step observation shapes and action size can act in the Push-T
-  simulator (`dpjax/envs/pusht.py`)."""
+# The arrays the simulator records at every step, as the dataset names them (`dpjax/envs/pusht.py`, obs_type
+# "arrays"), so any observation built from the dataset by `config.data.obs_keys` is built the same way in rollouts.
+SIMULATOR_ARRAYS = ("img", "keypoint", "n_contacts", "state")
+
+
+def obs_keys_for_shapes(obs_shapes) -> obs_keys_lib.ObsKeys:
+  """The preset whose observations have these shapes (a policy saved without its run's config); else a ValueError."""
   obs_shapes = {key: tuple(shape) for key, shape in dict(obs_shapes).items()}
-  if obs_shapes not in OBS_SHAPES.values() or int(action_dim) != ACTION_DIM:
-    raise ValueError(f"This policy observes {obs_shapes} and acts in {action_dim} dims; the Push-T simulator gives "
-                     f"{OBS_SHAPES['lowdim']} or {OBS_SHAPES['image']} and takes 2-D actions.")
+  for obs_type, shapes in OBS_SHAPES.items():
+    if obs_shapes == shapes:
+      return obs_keys(obs_type)
+  raise ValueError(f"This policy observes {obs_shapes}, not {OBS_SHAPES['lowdim']} or {OBS_SHAPES['image']}: give "
+                   "the observation keys it was trained with (its run's config.data.obs_keys).")
+
+
+def check_env_compatible(obs_shapes, action_dim: int, keys: obs_keys_lib.ObsKeys) -> None:
+  """Raises unless a policy with these per-step observation shapes and action size, its observations built by
+  `keys`, can act in the Push-T simulator (which records `SIMULATOR_ARRAYS` and takes 2-D actions)."""
+  obs_shapes = {key: tuple(shape) for key, shape in dict(obs_shapes).items()}
+  needed = sorted({t.key for terms in keys.values() for t in terms})
+  unknown = [key for key in needed if key not in SIMULATOR_ARRAYS]
+  if unknown or int(action_dim) != ACTION_DIM:
+    raise ValueError(f"This policy observes {needed} and acts in {action_dim} dims; the Push-T simulator records "
+                     f"{list(SIMULATOR_ARRAYS)} and takes 2-D actions.")
+  examples = {key: np.zeros((1, *replay_lib.PUSHT_STEP_SHAPES[key]), np.uint8 if key == "img" else np.float32)
+              for key in needed}
+  built = {name: values.shape[1:] for name, values in obs_keys_lib.build_obs(examples, keys).items()}
+  if built != obs_shapes:
+    raise ValueError(f"The observation keys build {built} from the simulator's arrays, but the policy observes "
+                     f"{obs_shapes}: give the keys it was trained with.")

@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 import shapely.geometry  # noqa: E402
 from gym_pusht.envs import pusht as gym_pusht_env  # noqa: E402
 
+from dpjax.data.pusht import SIMULATOR_ARRAYS  # noqa: E402
+
 WINDOW_SIZE = 512
 SIM_HZ = 100
 CONTROL_HZ = 10
@@ -139,14 +141,23 @@ class PushTEnv:
   Observations:
     obs_type="lowdim": float32 [20], see `obs_from_state`.
     obs_type="image": {"image": uint8 [S, S, 3], "agent_pos": float32 [2]}, S = render_size (96 in the dataset).
+    obs_type="arrays": the dataset's arrays named in `arrays` (`dpjax.data.pusht.SIMULATOR_ARRAYS`): "keypoint"
+      float32 [9, 2], "state" float32 [5], "n_contacts" float32 [1] (the last step's contacts; 0 after a reset),
+      "img" uint8 [S, S, 3] (rendered only when asked for); a policy's observations are built from them by its
+      run's `config.data.obs_keys`, as from the dataset.
   Actions: float [2], the agent's target position in window pixels.
   """
 
-  def __init__(self, obs_type="lowdim", render_size=96):
-    if obs_type not in ("lowdim", "image"):
-      raise ValueError(f"obs_type must be 'lowdim' or 'image', got {obs_type!r}")
+  def __init__(self, obs_type="lowdim", render_size=96, arrays=("keypoint", "n_contacts", "state")):
+    if obs_type not in ("lowdim", "image", "arrays"):
+      raise ValueError(f"obs_type must be 'lowdim', 'image' or 'arrays', got {obs_type!r}")
+    unknown = sorted(set(arrays) - set(SIMULATOR_ARRAYS))
+    if unknown:
+      raise ValueError(f"The simulator records {list(SIMULATOR_ARRAYS)}, not {unknown}.")
     self.obs_type = obs_type
     self.render_size = render_size
+    self.arrays = tuple(arrays)
+    self._n_contacts = 0
     # Only gym-pusht's simulator is used; its observation and reset paths are bypassed (see module docstring).
     self._sim = gym_pusht_env.PushTEnv(obs_type="state", render_mode="rgb_array")
     self._sim._setup()  # pylint: disable=protected-access
@@ -170,6 +181,7 @@ class PushTEnv:
     sim = self._sim
     sim._setup()  # pylint: disable=protected-access
     sim._last_action = None  # pylint: disable=protected-access
+    self._n_contacts = 0
     sim.agent.position = state[:2]
     if angle_first:
       sim.block.angle = state[4]
@@ -192,6 +204,7 @@ class PushTEnv:
     _, _, _, _, sim_info = self._sim.step(action)
     coverage = float(sim_info["coverage"])
     success = coverage > SUCCESS_THRESHOLD
+    self._n_contacts = sim_info["n_contacts"]
     info = {"coverage": coverage, "success": success, "state": self.state, "n_contacts": sim_info["n_contacts"]}
     return self._obs(), reward_from_coverage(coverage), success, info
 
@@ -215,4 +228,12 @@ class PushTEnv:
     state = self.state
     if self.obs_type == "lowdim":
       return obs_from_state(state)
+    if self.obs_type == "arrays":
+      # float32 as the dataset stores them; `obs_from_state` casts the same float64 values, so the preset low-dim
+      # observation built from these is bit for bit the "lowdim" one.
+      arrays = {"keypoint": lambda: keypoints_from_state(state).astype(np.float32),
+                "state": lambda: state.astype(np.float32),
+                "n_contacts": lambda: np.array([self._n_contacts], np.float32),
+                "img": lambda: self.render(self.render_size, draw_action=False)}
+      return {name: arrays[name]() for name in self.arrays}
     return {"image": self.render(self.render_size, draw_action=False), "agent_pos": state[:2].astype(np.float32)}

@@ -16,14 +16,15 @@ class PushTVectorEnv:
   Observations are dicts of stacked arrays with the training batches' key names:
     obs_type="lowdim": {"low_dim": float32 [N, 20]}
     obs_type="image":  {"image": uint8 [N, 96, 96, 3], "agent_pos": float32 [N, 2]}
+    obs_type="arrays": the dataset's arrays named in `arrays`, e.g. {"keypoint": [N, 9, 2], "state": [N, 5]}
   An environment that has terminated stays frozen: it is not stepped again, and keeps returning its last
   observation and reward (and done=True) until the next `reset`.
   """
 
-  def __init__(self, num_envs, obs_type="lowdim", render_size=96):
+  def __init__(self, num_envs, obs_type="lowdim", render_size=96, arrays=("keypoint", "n_contacts", "state")):
     self.num_envs = num_envs
     self.obs_type = obs_type
-    self.envs = [pusht.PushTEnv(obs_type=obs_type, render_size=render_size) for _ in range(num_envs)]
+    self.envs = [pusht.PushTEnv(obs_type=obs_type, render_size=render_size, arrays=arrays) for _ in range(num_envs)]
     self._last_obs = [None] * num_envs
     self._last_reward = np.zeros(num_envs, dtype=np.float64)
     self._last_info = [{} for _ in range(num_envs)]
@@ -75,4 +76,4 @@ class PushTVectorEnv:
   def _stack(self):
     if self.obs_type == "lowdim":
       return {"low_dim": np.stack(self._last_obs)}
-    return {key: np.stack([obs[key] for obs in self._last_obs]) for key in ("image", "agent_pos")}
+    return {key: np.stack([obs[key] for obs in self._last_obs]) for key in self._last_obs[0]}
