@@ -14,7 +14,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 # The quickstart run: its 200-episode evaluation and its metrics (experiments/quickstart_cpu/).
 REFERENCE = ("keypoints (paper)", "low_dim=keypoint+state[:2]", ROOT / "experiments/frontier/episodes200/ddpm100",
              ROOT / "experiments/quickstart_cpu")
-RUNS = ("pose", "two_points")
+RUNS = ("pose", "two_points", "contacts", "one_point")
 
 
 def main():
