@@ -120,15 +120,10 @@ def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) 
           pipeline.validation_batches(source, global_batch_size, max_batches, multiple_of=mesh.devices.size)]
 
 
-def _validation_loss(validation_fn, params, batches, base_key, normalizer, distillation) -> float:
-  losses = [validation_fn(params, b, jax.random.fold_in(base_key, i), normalizer, distillation)
-            for i, b in enumerate(batches)]
-  return float(np.mean(jax.device_get(losses))) if losses else float("nan")
-
-
-def _validation_action_error(action_error_fn, params, batches, base_key, normalizer) -> float:
-  errors = [action_error_fn(params, b, jax.random.fold_in(base_key, i), normalizer) for i, b in enumerate(batches)]
-  return float(np.mean(jax.device_get(errors)))
+def _mean_over_batches(fn, params, batches, base_key, *args) -> float:
+  """Mean of fn(params, batch, key_i, *args) over the validation batches, key_i = fold_in(base_key, i) (NaN if none)."""
+  values = [fn(params, b, jax.random.fold_in(base_key, i), *args) for i, b in enumerate(batches)]
+  return float(np.mean(jax.device_get(values))) if values else float("nan")
 
 
 def resolve_num_steps(train_config, num_windows: int) -> int:
@@ -190,7 +185,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   spec = policy.spec_from_config(config, bundle.obs_shapes, bundle.action_dim)
   if config.train.rollout_every:   # found now, not at the first rollout
     try:
-      pusht.check_env_compatible(spec.obs_shapes, spec.action_dim, data.data_layout(config.data)[0])
+      pusht.check_env_compatible(spec.obs_shapes, spec.action_dim, bundle.obs_keys)
     except ValueError as error:
       raise ValueError(f"{error} In-training rollouts need a Push-T policy: set "
                        "--config.train.rollout_every=0.") from None
@@ -256,7 +251,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   action_error_fn = train_step.jit_validation_action_error(spec, sharding.batch_sharding(mesh), replicated)
   action_error_batches = val_batches[:t.val_sample_batches]
   writer = metrics.MetricsWriter(workdir, resume_step=int(state.step) if resuming else None)
-  evaluator = _make_rollout_evaluator(config, workdir)
+  evaluator = _make_rollout_evaluator(config, workdir, bundle.obs_keys)
 
   val_every = t.val_every if val_batches else 0
   # The events a dispatch ends on (0 = off), as they will run. Rollouts run on process 0 only, but every process
@@ -330,12 +325,12 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           jax.block_until_ready(state)   # the steps still queued count as training, not as what follows
         if is_val:
           with clock.phase("validation"):
-            val = {f"val/loss{suffix}": _validation_loss(validation_fn, weights, val_batches, val_key, normalizer,
-                                                         distillation)
+            val = {f"val/loss{suffix}": _mean_over_batches(validation_fn, weights, val_batches, val_key, normalizer,
+                                                           distillation)
                    for suffix, weights in (("", state.params), ("_ema", state.ema_params))}
             if action_error_batches:
-              val["val/action_mse_ema"] = _validation_action_error(action_error_fn, state.ema_params,
-                                                                   action_error_batches, val_key, normalizer)
+              val["val/action_mse_ema"] = _mean_over_batches(action_error_fn, state.ema_params, action_error_batches,
+                                                             val_key, normalizer)
           writer.write(step, val)
           last.update(val)
         score = None
@@ -396,8 +391,9 @@ def _progress_bar(start_step: int, num_steps: int):
               disable=jax.process_index() != 0)
 
 
-def _make_rollout_evaluator(config, workdir):
-  """Environment rollouts during training, when config.train.rollout_every > 0 and the simulator is installed."""
+def _make_rollout_evaluator(config, workdir, obs_keys):
+  """Environment rollouts during training, when config.train.rollout_every > 0 and the simulator is installed; the
+  policy's observations built from the simulator's arrays by `obs_keys`, as from the data."""
   if not config.train.rollout_every or jax.process_index() != 0:
     return None
   from dpjax import rollout  # needs the `env` extra
@@ -406,7 +402,7 @@ def _make_rollout_evaluator(config, workdir):
     pol = policy.Policy(params=state.ema_params, normalizer=normalizer, spec=spec)
     result = rollout.evaluate(pol, num_episodes=config.train.rollout_episodes, seed_start=config.rollout.seed_start,
                               max_steps=config.rollout.max_steps, out_dir=workdir / "eval" / f"step_{step}",
-                              num_videos=0, show_progress=False, obs_keys=data.data_layout(config.data)[0])
+                              num_videos=0, show_progress=False, obs_keys=obs_keys)
     return {checkpoint.SCORE_METRIC: result["mean_score"], "rollout/success_rate": result["success_rate"]}
   return evaluate
 

@@ -23,6 +23,8 @@ class DataBundle:
     normalizer: pytree {"obs": {key: {"scale", "offset"}}, "action": {"scale", "offset"}}.
     obs_shapes: per-step observation shapes, e.g. {"low_dim": (20,)} or
       {"image": (96, 96, 3), "agent_pos": (2,)}.
+    obs_keys: how the observations were built from the buffer's arrays (`obs_keys.parse_obs_keys`), so a
+      rollout builds them from the simulator's the same way.
     action_dim: Da.
     num_train_episodes / num_val_episodes: sizes of the split.
   """
@@ -30,6 +32,7 @@ class DataBundle:
   val_source: Any
   normalizer: dict
   obs_shapes: dict[str, tuple[int, ...]]
+  obs_keys: dict
   action_dim: int
   num_train_episodes: int
   num_val_episodes: int
@@ -115,6 +118,7 @@ def build_data(config) -> DataBundle:
       val_source=source(val_ids) if len(val_ids) else None,
       normalizer=normalizer,
       obs_shapes={key: tuple(value.shape[1:]) for key, value in obs.items()},
+      obs_keys=obs_names,
       action_dim=int(action.shape[-1]),
       num_train_episodes=int(len(train_ids)),
       num_val_episodes=int(len(val_ids)),

@@ -137,7 +137,7 @@ def build_obs(data: Mapping[str, np.ndarray], obs_keys: ObsKeys) -> dict[str, np
   Returns:
     name -> uint8 [N, H, W, C] (a camera) or float32 [N, D] (its terms' values, concatenated).
   """
-  missing = sorted({t.key for terms in obs_keys.values() for t in terms} - set(data))
+  missing = [key for key in replay_keys(obs_keys, ()) if key not in data]
   if missing:
     raise ValueError(f"The arrays lack {missing} named by config.data.obs_keys; they have {sorted(data)}.")
   obs = {}

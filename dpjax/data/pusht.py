@@ -63,7 +63,7 @@ def check_env_compatible(obs_shapes, action_dim: int, keys: obs_keys_lib.ObsKeys
   """Raises unless a policy with these per-step observation shapes and action size, its observations built by
   `keys`, can act in the Push-T simulator (which records `SIMULATOR_ARRAYS` and takes 2-D actions)."""
   obs_shapes = {key: tuple(shape) for key, shape in dict(obs_shapes).items()}
-  needed = sorted({t.key for terms in keys.values() for t in terms})
+  needed = list(obs_keys_lib.replay_keys(keys, ()))
   unknown = [key for key in needed if key not in SIMULATOR_ARRAYS]
   if unknown or int(action_dim) != ACTION_DIM:
     raise ValueError(f"This policy observes {needed} and acts in {action_dim} dims; the Push-T simulator records "
