@@ -2,9 +2,10 @@
 import h5py
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from dpjax import config_files
-from dpjax.data import build_data, convert_hdf5, describe, replay
+from dpjax.data import build_data, convert_hdf5, describe, replay, rotation
 from tests.conftest import REPO_ROOT
 
 # Demonstration number -> length; written out of numeric order (demo_10 sorts before demo_2 as text).
@@ -82,3 +83,21 @@ def test_not_an_hdf5_file_and_an_existing_output_are_one_line(tmp_path):
   (tmp_path / "out.zarr").mkdir()
   with pytest.raises(SystemExit, match="out.zarr already exists"):
     convert_hdf5.main(["--hdf5", str(_robomimic(tmp_path / "a.hdf5")), "--out", str(tmp_path / "out.zarr")])
+
+
+def test_abs_action_writes_the_6d_rotation_that_maps_back(tmp_path):
+  rng = np.random.default_rng(0)
+  actions = {n: np.concatenate([rng.normal(size=(length, 3)), Rotation.random(length, random_state=n).as_rotvec(),
+                                rng.uniform(-1, 1, (length, 1))], 1) for n, length in LENGTHS.items()}
+  path = _robomimic(tmp_path / "square_abs.hdf5", changes={n: {"actions": a} for n, a in actions.items()})
+  out = convert_hdf5.main(["--hdf5", str(path), "--out", str(tmp_path / "square.zarr"), "--abs_action"])
+  converted = replay.load_zarr_replay(out, ["action"], {}).data["action"]
+  assert converted.shape == (28, 10)
+  np.testing.assert_allclose(rotation.abs_actions_from_6d(converted),
+                             np.concatenate([actions[0], actions[2], actions[10]]), atol=1e-5)
+  # Actions that are not 7 per arm are refused in one line, and nothing is written.
+  with pytest.raises(SystemExit, match=r"has 8-D actions, not absolute ones \(7 per arm.*leave it out"):
+    convert_hdf5.main(["--hdf5", str(_robomimic(tmp_path / "eight.hdf5", changes={
+        n: {"actions": np.zeros((length, 8))} for n, length in LENGTHS.items()})), "--out",
+        str(tmp_path / "eight.zarr"), "--abs_action"])
+  assert not (tmp_path / "eight.zarr").exists()

@@ -7,7 +7,9 @@ robomimic layout: `data/demo_<i>/actions` [T, Da] and `data/demo_<i>/obs/<key>` 
 optionally `mask/<name>` listing demonstration names (e.g. "train", "valid"). Every obs key becomes `data/<key>` and
 the actions `data/action`, demonstrations in the order of their number (demo_2 before demo_10), as the original
 Diffusion Policy's `_convert_robomimic_to_replay`; values are kept as stored (float arrays as float32, images uint8).
-The original converts absolute rotation actions to a 6-D representation for its `abs_action` runs; this does not.
+With `--abs_action` (robomimic's `*_abs.hdf5` files: per arm position, axis-angle rotation, gripper) the actions
+are written with the 6-D rotation instead, [N, 10] per arm, as the original's `abs_action` runs; a robot maps the
+policy's outputs back with `dpjax.data.rotation.abs_actions_from_6d`.
 
 The buffer is written to a temporary folder beside `--out` and renamed into place when complete, so an interrupted
 conversion leaves no partial buffer. Needs h5py (`pip install -e ".[hdf5]"`).
@@ -22,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from dpjax import cli
-from dpjax.data import replay
+from dpjax.data import replay, rotation
 
 _DEMO = re.compile(r"^demo_(\d+)$")
 
@@ -105,12 +107,23 @@ def read_robomimic(path, keys: Sequence[str] = (), mask: str = "") -> tuple[dict
   return data, np.cumsum(lengths, dtype=np.int64)
 
 
-def convert(hdf5_path, out, keys: Sequence[str] = (), mask: str = "") -> pathlib.Path:
-  """Writes the replay buffer of `read_robomimic(hdf5_path, keys, mask)` to `out` (which must not exist)."""
+def actions_with_6d_rotation(path, actions: np.ndarray) -> np.ndarray:
+  """Absolute actions [N, 7k] -> [N, 10k] (`rotation.abs_actions_to_6d`), or a ConversionError if they are not."""
+  if actions.shape[-1] % rotation.ARM_7D:
+    raise _fail(path, f"has {actions.shape[-1]}-D actions, not absolute ones ({rotation.ARM_7D} per arm: position, "
+                "axis-angle, gripper)", "--abs_action is for robomimic's *_abs.hdf5 files; leave it out for these.")
+  return rotation.abs_actions_to_6d(actions)
+
+
+def convert(hdf5_path, out, keys: Sequence[str] = (), mask: str = "", abs_action: bool = False) -> pathlib.Path:
+  """Writes the replay buffer of `read_robomimic(hdf5_path, keys, mask)` to `out` (which must not exist); with
+  `abs_action`, its actions with the 6-D rotation (`actions_with_6d_rotation`)."""
   out = pathlib.Path(out).expanduser()
   if out.exists():
     raise FileExistsError(f"{out} already exists; delete it or choose another --out.")
   data, episode_ends = read_robomimic(hdf5_path, keys, mask)
+  if abs_action:
+    data["action"] = actions_with_6d_rotation(hdf5_path, data["action"])
   out.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:
@@ -128,9 +141,11 @@ def main(argv: Sequence[str] | None = None) -> pathlib.Path:
   parser.add_argument("--out", required=True, help="the .zarr replay buffer to write (must not exist)")
   parser.add_argument("--keys", default="", help="comma-separated obs keys (default: all)")
   parser.add_argument("--mask", default="", help="only the demonstrations of mask/<MASK>, e.g. train (default: all)")
+  parser.add_argument("--abs_action", action="store_true",
+                      help="absolute actions (position, axis-angle, gripper per arm) -> the 6-D rotation, 10 per arm")
   args = parser.parse_args(argv)
   with cli.errors_as_one_line("dpjax.data.convert_hdf5", (ConversionError, OSError)):
-    out = convert(args.hdf5, args.out, [k for k in args.keys.split(",") if k], args.mask)
+    out = convert(args.hdf5, args.out, [k for k in args.keys.split(",") if k], args.mask, args.abs_action)
   print(f"Wrote {out}; see what it holds and a command to train on it: python -m dpjax.data.describe {out}")
   return out
 
