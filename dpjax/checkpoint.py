@@ -99,6 +99,19 @@ def best_step(run_dir) -> int:
   return max(scored, key=lambda step: (scored[step], step))
 
 
+def step_from_flag(flag: str | None, run_dir, program: str) -> int | None:
+  """A command line's --step as a checkpoint step: None (the latest), a number, or `best_step`'s (printed)."""
+  if flag is None or flag == "latest":
+    return None
+  if flag == "best":
+    step = best_step(run_dir)
+    print(f"{program}: the best-scoring checkpoint of {run_dir} is step {step}")
+    return step
+  if not flag.isdigit():
+    raise ValueError(f"--step={flag}: give a checkpoint step (a number), latest or best.")
+  return int(flag)
+
+
 def _drop_for_good(prefix: str) -> None:
   """From now on, absl log records whose message starts with `prefix` are not emitted (installed once)."""
   if prefix in _DROPPED_FOR_GOOD:

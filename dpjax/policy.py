@@ -7,7 +7,6 @@ is reused for every later call with new observations.
 Shapes: B batch, To = n_obs_steps, T = horizon, Da = action dim, F = per-step feature width.
 """
 import dataclasses
-import functools
 import json
 from typing import Any, Mapping
 
@@ -495,12 +494,17 @@ def _chain_from_normalized(policy: Policy, obs, noise: jax.Array | None = None, 
                               timestep_spacing=spec.timestep_spacing)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "num_inference_steps"))
-def _sample_batched(policy: Policy, obs, key, method: str, num_inference_steps: int, noise=None):
+def sample_unchecked(policy: Policy, obs, key: jax.Array, method: str, num_inference_steps: int,
+                     noise: jax.Array | None = None) -> jax.Array:
+  """`sample`'s traceable core: raw batched observations {key: [B, To, ...]} -> raw actions [B, T, Da], without
+  `sample`'s checks (for a caller that checks, jits or exports it itself: `dpjax.export`)."""
   obs = normalizer_lib.normalize_obs(policy.normalizer, obs)
   actions = _chain_from_normalized(policy, obs, noise=noise, key=key, method=method,
                                    num_inference_steps=num_inference_steps)
   return normalizer_lib.unnormalize(policy.normalizer["action"], actions)
+
+
+_sample_batched = jax.jit(sample_unchecked, static_argnames=("method", "num_inference_steps"))
 
 
 def check_noise(spec: PolicySpec, noise: Any, batch_size: int, batched: bool) -> jax.Array:

@@ -171,7 +171,7 @@ def main(argv):
   from dpjax import checkpoint
   # Missing or damaged checkpoints, a policy the simulator cannot run, bad values, a full disk: one line.
   with cli.errors_as_one_line("dpjax.rollout", (checkpoint.CheckpointError, ValueError, OSError)):
-    step = _checkpoint_step(FLAGS.step, FLAGS.checkpoint)
+    step = checkpoint.step_from_flag(FLAGS.step, FLAGS.checkpoint, "dpjax.rollout")
     pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=step)
     if FLAGS.compute_dtype:
       pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
@@ -198,20 +198,6 @@ def main(argv):
   summary = {k: result[k] for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
   print(json.dumps(summary, indent=2))
   print(f"dpjax.rollout: wrote {out / 'eval.json'}")
-
-
-def _checkpoint_step(flag: str | None, run_dir: str) -> int | None:
-  """--step as a checkpoint step: None (the latest), a number, or `best`'s."""
-  from dpjax import checkpoint
-  if flag is None or flag == "latest":
-    return None
-  if flag == "best":
-    step = checkpoint.best_step(run_dir)
-    print(f"dpjax.rollout: the best-scoring checkpoint of {run_dir} is step {step}")
-    return step
-  if not flag.isdigit():
-    raise ValueError(f"--step={flag}: give a checkpoint step (a number), latest or best.")
-  return int(flag)
 
 
 def run_main():

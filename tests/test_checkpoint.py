@@ -281,3 +281,13 @@ def test_manager_keeps_the_newest_and_the_best_scored_across_a_resume(tmp_path):
   unscored.close()
   with pytest.raises(checkpoint.CheckpointError, match="carries an in-training rollout score"):
     checkpoint.best_step(tmp_path / "unscored")
+
+
+def test_step_flag_takes_a_number_latest_or_best_and_names_what_else_it_takes(tmp_path):
+  assert checkpoint.step_from_flag(None, str(tmp_path), "dpjax.rollout") is None
+  assert checkpoint.step_from_flag("latest", str(tmp_path), "dpjax.rollout") is None
+  assert checkpoint.step_from_flag("1200", str(tmp_path), "dpjax.rollout") == 1200
+  with pytest.raises(ValueError, match=r"--step=last: give a checkpoint step \(a number\), latest or best"):
+    checkpoint.step_from_flag("last", str(tmp_path), "dpjax.rollout")
+  with pytest.raises(checkpoint.CheckpointError, match="No checkpoints in"):
+    checkpoint.step_from_flag("best", str(tmp_path), "dpjax.rollout")

@@ -8,7 +8,7 @@ import shlex
 import numpy as np
 import pytest
 
-from dpjax import config_files, train
+from dpjax import config_files, export, train
 from dpjax.data import replay, synthetic
 from tests import smoke
 
@@ -119,6 +119,7 @@ def quickstart_run(tmp_path_factory):
   config = smoke.smoke_config(data_path)
   config.train.num_steps, config.train.val_every = 2, 0
   train.train_and_evaluate(config, root / "runs" / "quickstart")
+  export.export_run(root / "runs" / "quickstart")   # "Deploying a policy"'s first command
   # And of "Your own demonstrations"' first run: a robot's three arrays joined as `state`.
   rng = np.random.default_rng(0)
   lengths = smoke.SMOKE_EPISODE_LENGTHS
@@ -141,3 +142,4 @@ def test_python_snippets_run_as_written(quickstart_run, monkeypatch):
     exec(compile(snippet, "README.md", "exec"), namespace)   # in order, sharing names, as a reader pastes them
   assert namespace["execute"].shape == (1, namespace["policy"].spec.n_action_steps, 2)
   assert namespace["controller"].num_plans >= 1
+  assert namespace["chunk"].shape == (1, namespace["policy"].spec.horizon, 2)

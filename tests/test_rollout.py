@@ -107,13 +107,3 @@ def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
                            cwd=REPO, capture_output=True, text=True, timeout=600)
   assert missing.returncode != 0 and "No checkpoints in" in missing.stderr
   assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr   # one line, no traceback
-
-
-def test_step_flag_takes_a_number_latest_or_best_and_names_what_else_it_takes(tmp_path):
-  assert rollout._checkpoint_step(None, str(tmp_path)) is None
-  assert rollout._checkpoint_step("latest", str(tmp_path)) is None
-  assert rollout._checkpoint_step("1200", str(tmp_path)) == 1200
-  with pytest.raises(ValueError, match=r"--step=last: give a checkpoint step \(a number\), latest or best"):
-    rollout._checkpoint_step("last", str(tmp_path))
-  with pytest.raises(checkpoint.CheckpointError, match="No checkpoints in"):
-    rollout._checkpoint_step("best", str(tmp_path))
