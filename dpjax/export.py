@@ -12,7 +12,8 @@ The folder holds three files:
 
 Running it (`load` does this; README "Deploying a policy" has the same without dpjax):
     program = jax.export.deserialize(open(f"{folder}/policy.jaxexport", "rb").read())
-    weights = np.load(f"{folder}/weights.npz"); weights = [weights[f"arr_{i}"] for i in range(len(weights.files))]
+    stored = np.load(f"{folder}/weights.npz")
+    weights = jax.device_put([stored[f"arr_{i}"] for i in range(len(stored.files))])   # on the device once
     actions = program.call(weights, obs, jax.random.key_data(key))      # obs {name: [B, To, ...]}
 
 The batch size is fixed at export (`--batch_size`, default 1: one robot): each batch size lowers the U-Net's
@@ -62,7 +63,7 @@ flags.DEFINE_string("out", None, "Output folder, which must not exist (default: 
 class ExportedPolicy:
   """A loaded export: call it with raw observations {name: [B, To, ...]} and a key for raw actions [B, T, Da]."""
   program: Any                 # jax.export.Exported
-  weights: list[np.ndarray]
+  weights: list[jax.Array]    # on the default device
   description: dict
 
   def __call__(self, obs: Mapping[str, Any], key: jax.Array) -> jax.Array:
@@ -173,8 +174,8 @@ def load(folder) -> ExportedPolicy:
     raise ValueError(f"{folder / DESCRIPTION} is format {description.get('format')!r}, not {FORMAT!r}; export the "
                      "run again with this dpjax.")
   program = jax.export.deserialize(bytearray((folder / PROGRAM).read_bytes()))
-  with np.load(folder / WEIGHTS) as stored:
-    weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+  with np.load(folder / WEIGHTS) as stored:   # on the device once, not copied there at every call
+    weights = jax.device_put([stored[f"arr_{i}"] for i in range(len(stored.files))])
   return ExportedPolicy(program, weights, description)
 
 

@@ -77,7 +77,7 @@ import json, jax, numpy as np
 folder, seed = sys.argv[1], int(sys.argv[2])
 program = jax.export.deserialize(bytearray(open(f"{folder}/policy.jaxexport", "rb").read()))
 stored = np.load(f"{folder}/weights.npz")
-weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+weights = jax.device_put([stored[f"arr_{i}"] for i in range(len(stored.files))])
 obs = {k: np.asarray(v) for k, v in np.load(f"{folder}/obs.npz").items()}
 np.save(f"{folder}/actions.npy", program.call(weights, obs, jax.random.key_data(jax.random.key(seed))))
 """
