@@ -42,21 +42,26 @@ PROGRAM, WEIGHTS, DESCRIPTION = "policy.jaxexport", "weights.npz", "policy.json"
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "Training run directory (holding checkpoints/) to export.")
-flags.DEFINE_string("step", None, "Checkpoint step, latest (the default) or best: the one with the highest "
-                    "in-training rollout score.")
-flags.DEFINE_bool("ema", True, "Export the EMA weights (default) or, with --noema, the raw weights.")
-flags.DEFINE_enum("sampler", None, list(policy_lib.SAMPLERS), "Reverse-chain sampler (default: the run's config).")
-flags.DEFINE_integer("num_inference_steps", None, "Reverse-chain steps (default: the run's config).")
-flags.DEFINE_enum("timestep_spacing", None, list(schedules.TIMESTEP_SPACINGS),
-                  "Which training steps a DDPM/DDIM chain of fewer than K steps visits (default: the run's).")
-flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
-                  "Compute dtype of the networks (default: the run's, usually auto: float32 on CPU, bfloat16 on "
-                  "GPU/TPU, for the first of --platforms); weights stay float32.")
-flags.DEFINE_integer("batch_size", 1, "Observation histories per call, fixed in the program (1: one robot).")
-flags.DEFINE_list("platforms", None, f"Platforms the program runs on, of {', '.join(PLATFORMS)} (default: this "
-                  "machine's).")
-flags.DEFINE_string("out", None, "Output folder, which must not exist (default: CHECKPOINT/export).")
+
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when it runs: `dpjax.rollout` defines flags of the same names, and
+  both modules are imported together (training imports the rollout)."""
+  flags.DEFINE_string("checkpoint", None, "Training run directory (holding checkpoints/) to export.")
+  flags.DEFINE_string("step", None, "Checkpoint step, latest (the default) or best: the one with the highest "
+                      "in-training rollout score.")
+  flags.DEFINE_bool("ema", True, "Export the EMA weights (default) or, with --noema, the raw weights.")
+  flags.DEFINE_enum("sampler", None, list(policy_lib.SAMPLERS), "Reverse-chain sampler (default: the run's config).")
+  flags.DEFINE_integer("num_inference_steps", None, "Reverse-chain steps (default: the run's config).")
+  flags.DEFINE_enum("timestep_spacing", None, list(schedules.TIMESTEP_SPACINGS),
+                    "Which training steps a DDPM/DDIM chain of fewer than K steps visits (default: the run's).")
+  flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
+                    "Compute dtype of the networks (default: the run's, usually auto: float32 on CPU, bfloat16 on "
+                    "GPU/TPU, for the first of --platforms); weights stay float32.")
+  flags.DEFINE_integer("batch_size", 1, "Observation histories per call, fixed in the program (1: one robot).")
+  flags.DEFINE_list("platforms", None, f"Platforms the program runs on, of {', '.join(PLATFORMS)} (default: this "
+                    "machine's).")
+  flags.DEFINE_string("out", None, "Output folder, which must not exist (default: CHECKPOINT/export).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +243,7 @@ def main(argv):
 
 
 def run_main():
+  _define_flags()
   cli.run(main, "dpjax.export")
 
 

@@ -108,3 +108,10 @@ def test_cli_exports_a_run_that_jax_alone_runs(tmp_path, data_path):
   again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
   assert again.returncode != 0 and "export already exists; delete it or choose another --out" in again.stderr
   assert len(again.stderr.strip().splitlines()) == 1, again.stderr   # one line, no traceback
+
+
+def test_imports_beside_the_other_command_lines():
+  """Its flags share names with dpjax.rollout's, which training imports: defined only when its command line runs."""
+  done = subprocess.run([sys.executable, "-c", "import dpjax.export, dpjax.rollout, dpjax.train"], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
