@@ -12,6 +12,11 @@ a `horizon`-step chunk with `dpjax.sample` when its queue is empty, and hands ou
 [n_obs_steps - 1, n_obs_steps - 1 + n_action_steps) of the chunk one control step at a time before re-planning.
 All environments share one policy call per re-planning step. Host-side state only (numpy); the policy call is the
 jitted `dpjax.sample`, compiled once per number of environments.
+
+With `latency_steps=d` it acts as a robot whose policy takes d control steps to answer: the next chunk is planned
+from the observations d steps before the current chunk's actions run out, the robot keeps executing those d actions
+meanwhile, and the new chunk's first d actions, whose time has passed when it arrives, are skipped (as the
+original's real-robot runner drops actions whose timestamps are past). The episode's first plan is waited for.
 """
 from typing import Mapping
 
@@ -45,21 +50,34 @@ class ObservationHistory:
     return dict(self._frames)
 
 
+def check_latency_steps(latency_steps: int, spec: policy_lib.PolicySpec) -> None:
+  """A ValueError unless a chunk has `latency_steps` actions to skip and the current chunk as many to run meanwhile."""
+  most = min(spec.n_action_steps, spec.horizon - spec.n_obs_steps + 1 - spec.n_action_steps)
+  if not 0 <= latency_steps <= most:
+    raise ValueError(f"latency_steps={latency_steps}: a chunk of {spec.horizon} actions executing "
+                     f"{spec.n_action_steps} from action {spec.n_obs_steps - 1} can skip 0 to {most} (the "
+                     "actions left after those it executes, and no more than it executes).")
+
+
 class RecedingHorizonController:
   """Plans action chunks with a policy and executes `n_action_steps` of each before re-planning.
 
   `num_plans` counts the policy calls; `last_plan_obs` is the raw observation history {key: [N, n_obs_steps, ...]}
   the latest one planned from (None before the first), e.g. to record the states a policy visits.
+  `latency_steps`: the control steps the policy takes to answer (module docstring; 0: it answers at once).
   """
 
   def __init__(self, policy: policy_lib.Policy, key: jax.Array, *, method: str | None = None,
-               num_inference_steps: int | None = None):
+               num_inference_steps: int | None = None, latency_steps: int = 0):
+    check_latency_steps(latency_steps, policy.spec)
     self.policy = policy_lib.for_sampling(policy)   # weights cast once, not at every chunk
     self._key = key
     self._method = method
     self._num_inference_steps = num_inference_steps
+    self._latency_steps = latency_steps
     self._history = None
     self._queue = []
+    self._pending = None   # the chunk planned latency_steps before the queue runs out, until it does
     self.num_plans = 0
     self.last_plan_obs = None
 
@@ -67,6 +85,17 @@ class RecedingHorizonController:
     """Forgets the observation history and queued actions (call at the start of every episode)."""
     self._history = None
     self._queue = []
+    self._pending = None
+
+  def _plan(self, skip: int) -> list[np.ndarray]:
+    """The executed actions [N, action_dim] of a chunk planned from the history, its first `skip` left out."""
+    self._key, sample_key = jax.random.split(self._key)
+    self.last_plan_obs = self._history.stacked()
+    chunk = policy_lib.sample(self.policy, self.last_plan_obs, sample_key, method=self._method,
+                              num_inference_steps=self._num_inference_steps)
+    chunk = np.asarray(policy_lib.action_steps_to_execute(self.policy.spec, chunk, skip))
+    self.num_plans += 1
+    return [chunk[:, t] for t in range(chunk.shape[1])]
 
   def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
     """Takes the newest raw observation {key: [N, ...]} and returns the next actions [N, action_dim]."""
@@ -74,12 +103,10 @@ class RecedingHorizonController:
       self._history = ObservationHistory(obs, self.policy.spec.n_obs_steps)
     else:
       self._history.push(obs)
+    if not self._queue and self._pending is None:   # the episode's first plan (or any, without latency)
+      self._queue = self._plan(skip=0)
+    if self._latency_steps and self._pending is None and len(self._queue) == self._latency_steps:
+      self._pending = self._plan(skip=self._latency_steps)
     if not self._queue:
-      self._key, sample_key = jax.random.split(self._key)
-      self.last_plan_obs = self._history.stacked()
-      chunk = policy_lib.sample(self.policy, self.last_plan_obs, sample_key, method=self._method,
-                                num_inference_steps=self._num_inference_steps)
-      chunk = np.asarray(policy_lib.action_steps_to_execute(self.policy.spec, chunk))
-      self._queue = [chunk[:, t] for t in range(chunk.shape[1])]
-      self.num_plans += 1
+      self._queue, self._pending = self._pending, None
     return self._queue.pop(0)

@@ -560,7 +560,9 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
   return actions if batched else actions[0]
 
 
-def action_steps_to_execute(spec: PolicySpec, actions: jax.Array) -> jax.Array:
-  """The receding-horizon slice: actions [..., T, Da] -> [..., n_action_steps, Da] starting at n_obs_steps - 1."""
-  start = spec.n_obs_steps - 1
+def action_steps_to_execute(spec: PolicySpec, actions: jax.Array, skip: int = 0) -> jax.Array:
+  """The receding-horizon slice: actions [..., T, Da] -> [..., n_action_steps, Da] starting at n_obs_steps - 1
+  (the action of the newest observation's step), or `skip` steps later (a chunk that arrives late:
+  `control.RecedingHorizonController`'s latency_steps)."""
+  start = spec.n_obs_steps - 1 + skip
   return actions[..., start:start + spec.n_action_steps, :]

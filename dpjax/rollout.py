@@ -49,6 +49,9 @@ flags.DEFINE_bool("fused_sampling", None, "U-Net policies: run each conv block's
                   "one Pallas kernel in the chain on CUDA at small batch (default: the run's, usually off).")
 flags.DEFINE_integer("n_action_steps", None, "Actions executed from each planned chunk before re-planning "
                      "(default: the run's; 1 .. horizon - n_obs_steps + 1). Fewer re-plan more often.")
+flags.DEFINE_integer("latency_steps", 0, "Control steps the policy takes to answer, simulated: each chunk is planned "
+                     "that many steps before the current one runs out and its first that many actions are skipped "
+                     "(0 to the actions a chunk has left after those it executes).")
 flags.DEFINE_bool("ema", True, "Use the EMA weights (default) or, with --noema, the raw weights.")
 flags.DEFINE_string("out", None, "Output folder (default: CHECKPOINT/eval).")
 flags.DEFINE_integer("num_videos", 4, "Save videos of this many first episodes.")
@@ -62,12 +65,14 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
              max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
              out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
              show_progress: bool = True, checkpoint_step: int | None = None, record_obs: bool = False,
-             obs_keys: obs_keys_lib.ObsKeys | None = None) -> dict:
+             obs_keys: obs_keys_lib.ObsKeys | None = None, latency_steps: int = 0) -> dict:
   """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores, and `checkpoint_step` (the
   evaluated checkpoint, where the caller named one) with them. record_obs (needs out_dir): also writes
   out_dir/visited_obs.npz with the history of every re-plan of every unfinished episode. obs_keys: how the policy's
   observations are built from the simulator's arrays (its run's `config.data.obs_keys`, `data.run_obs_keys`);
-  default: the Push-T preset with the policy's observation shapes."""
+  default: the Push-T preset with the policy's observation shapes. latency_steps: control steps the policy takes
+  to answer (`control.RecedingHorizonController`: each chunk is planned that much earlier and its late actions are
+  skipped; the simulator does not wait, except for an episode's first plan)."""
   from dpjax.envs import vector, video  # the simulator is an optional extra
   spec = policy.spec
   seeds = list(range(seed_start, seed_start + num_episodes)) if seeds is None else [int(s) for s in seeds]
@@ -82,10 +87,11 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   sampler.check_method(spec.objective, method)
+  control.check_latency_steps(latency_steps, spec)
   envs = vector.PushTVectorEnv(len(seeds), obs_type="arrays", arrays=obs_keys_lib.replay_keys(keys, ()))
   obs = obs_keys_lib.build_obs(envs.reset(seeds), keys)
   controller = control.RecedingHorizonController(policy, jax.random.key(policy_seed), method=method,
-                                                 num_inference_steps=num_inference_steps)
+                                                 num_inference_steps=num_inference_steps, latency_steps=latency_steps)
   num_videos = min(num_videos, len(seeds)) if out_dir is not None else 0
   frames = [[envs.envs[i].render(video_size)] for i in range(num_videos)]
   max_reward = np.zeros(len(seeds))
@@ -127,6 +133,7 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
       "network_calls_per_chunk": sampler.network_calls(method, num_inference_steps),
       "timestep_spacing": spec.timestep_spacing,
       "n_action_steps": spec.n_action_steps,
+      "latency_steps": latency_steps,
       "obs_keys": obs_keys_lib.format_obs_keys(keys),
       "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
       "fused_sampling": spec.fused_sampling,
@@ -190,7 +197,7 @@ def main(argv):
                         max_steps=FLAGS.max_steps, method=FLAGS.sampler,
                         num_inference_steps=FLAGS.num_inference_steps, out_dir=out, num_videos=FLAGS.num_videos,
                         video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed, checkpoint_step=step,
-                        record_obs=FLAGS.record_obs, obs_keys=keys)
+                        record_obs=FLAGS.record_obs, obs_keys=keys, latency_steps=FLAGS.latency_steps)
     except ImportError as e:
       if FLAGS.traceback:
         raise

@@ -54,3 +54,34 @@ def test_controller_refuses_non_finite_observations_instead_of_acting_on_them():
   obs["low_dim"][1, 3] = np.nan      # one environment's sensor dropped out
   with pytest.raises(ValueError, match="'low_dim' has 2 non-finite value"):
     controller.act(obs)
+
+
+@pytest.mark.parametrize("latency", [2, 7])
+def test_latency_plans_early_runs_the_current_chunk_meanwhile_and_skips_what_passed(latency):
+  policy = smoke.random_policy()
+  spec = policy.spec   # smoke: horizon 16, n_obs_steps 2, n_action_steps 8, so latency 0 to 7
+  rng = np.random.default_rng(1)
+  observations = [{"low_dim": rng.uniform(0, 512, (2, 20)).astype(np.float32)} for _ in range(3 * spec.n_action_steps)]
+  controller = control.RecedingHorizonController(policy, jax.random.key(3), method="ddim", num_inference_steps=2,
+                                                 latency_steps=latency)
+  actions = np.stack([controller.act(obs) for obs in observations], axis=1)   # [2, 24, 2]
+
+  # By hand: plan 1 at step 0 (waited for, nothing skipped) runs steps 0-7; plan k + 1 is made at step
+  # 8k - latency, from the two observations up to it, and runs steps 8k to 8k + 7 from its action 1 + latency.
+  key = jax.random.key(3)
+  plan_steps = [0] + [spec.n_action_steps * k - latency for k in (1, 2)]
+  for k, step in enumerate(plan_steps):
+    key, sample_key = jax.random.split(key)
+    history = {"low_dim": np.stack([observations[max(step - 1, 0)]["low_dim"], observations[step]["low_dim"]], 1)}
+    chunk = dpjax.sample(policy, history, sample_key, method="ddim", num_inference_steps=2)
+    want = policy_lib.action_steps_to_execute(spec, chunk, skip=0 if k == 0 else latency)
+    np.testing.assert_allclose(actions[:, 8 * k:8 * k + 8], want, rtol=1e-6, atol=1e-5)
+  assert controller.num_plans == 4   # the fourth, for steps 24-31, was made at step 24 - latency
+
+
+def test_latency_without_actions_to_skip_or_run_meanwhile_is_refused():
+  with pytest.raises(ValueError, match=r"latency_steps=8: a chunk of 16 actions executing 8 from action 1 can skip "
+                                       r"0 to 7"):
+    control.RecedingHorizonController(smoke.random_policy(), jax.random.key(0), latency_steps=8)
+  with pytest.raises(ValueError, match="latency_steps=-1"):
+    control.RecedingHorizonController(smoke.random_policy(), jax.random.key(0), latency_steps=-1)

@@ -73,6 +73,16 @@ def test_fewer_action_steps_replan_more_often(tmp_path):
       policy_lib.with_n_action_steps(policy, bad)
 
 
+def test_latency_plans_earlier_and_is_recorded(tmp_path):
+  result = rollout.evaluate(_tiny_policy(), num_episodes=2, seed_start=7, max_steps=20, out_dir=tmp_path,
+                            num_videos=0, show_progress=False, record_obs=True, latency_steps=3)
+  with np.load(tmp_path / "visited_obs.npz") as f:   # plans at 0, then 3 steps before each chunk runs out
+    np.testing.assert_array_equal(f["control_step"], np.repeat([0, 5, 13], 2))
+  assert result["latency_steps"] == 3
+  with pytest.raises(ValueError, match="latency_steps=8"):
+    rollout.evaluate(_tiny_policy(), num_episodes=1, max_steps=2, show_progress=False, latency_steps=8)
+
+
 def test_visited_obs_that_do_not_fit_the_policy_are_clear_errors(tmp_path):
   obs_shapes, path = (("low_dim", (20,)),), tmp_path / "visited_obs.npz"
   with pytest.raises(ValueError, match="do not exist; record them with python -m dpjax.rollout --record_obs"):
@@ -96,13 +106,15 @@ def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
   assert checkpoint.load_policy(tmp_path / "run").spec.horizon == 16
   cmd = [sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'run'}", "--num_episodes=2",
          "--max_steps=8", "--num_videos=1", "--video_size=64", "--sampler=ddim", "--num_inference_steps=3",
-         "--compute_dtype=bfloat16", "--timestep_spacing=trailing", "--fused_sampling", "--record_obs"]
+         "--compute_dtype=bfloat16", "--timestep_spacing=trailing", "--fused_sampling", "--record_obs",
+         "--latency_steps=1"]
   done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   saved = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text())
   assert saved["num_episodes"] == 2 and saved["sampler"] == "ddim" and saved["num_inference_steps"] == 3
   assert saved["compute_dtype"] == "bfloat16" and saved["timestep_spacing"] == "trailing" and saved["fused_sampling"]
   assert saved["num_visited_obs"] >= 2 and pathlib.Path(saved["visited_obs"]).is_file()
+  assert saved["latency_steps"] == 1
   missing = subprocess.run([sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'nothing'}"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
   assert missing.returncode != 0 and "No checkpoints in" in missing.stderr
