@@ -21,7 +21,7 @@ import pathlib
 import re
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 import jax
 import ml_collections
 
@@ -38,6 +38,17 @@ JSON_LOADER = pathlib.Path(__file__).with_name("config_json.py")
 
 def run(main, program: str) -> None:
   app.run(main, flags_parser=functools.partial(parse_flags, program=program))
+
+
+def start_run_reader(argv, checkpoint: str | None) -> None:
+  """The start of a command line that reads a training run (`dpjax.rollout`, `dpjax.export`): no stray arguments,
+  --checkpoint given, and orbax's INFO line per restore silenced unless --verbosity asks for it."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not checkpoint:
+    raise app.UsageError("--checkpoint=RUN_DIR is required (a directory written by python -m dpjax.train).")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def compilation_cache_dir(flag_value: str | None, environ) -> str | None:

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from dpjax import cli, policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
@@ -228,12 +228,7 @@ def export_run(run_dir, out=None, *, step: str | None = None, use_ema: bool = Tr
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.checkpoint:
-    raise app.UsageError("--checkpoint=RUN_DIR is required (a directory written by python -m dpjax.train).")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+  cli.start_run_reader(argv, FLAGS.checkpoint)
   from dpjax import checkpoint
   with cli.errors_as_one_line("dpjax.export", (checkpoint.CheckpointError, ValueError, OSError)):
     out = export_run(FLAGS.checkpoint, FLAGS.out, step=FLAGS.step, use_ema=FLAGS.ema, method=FLAGS.sampler,

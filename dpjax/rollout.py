@@ -20,7 +20,7 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
 from dpjax import cli, control, files, policy as policy_lib, visited_obs
 from dpjax.data import obs_keys as obs_keys_lib, pusht, run_obs_keys
@@ -168,12 +168,7 @@ def _progress(total: int, show: bool):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.checkpoint:
-    raise app.UsageError("--checkpoint=RUN_DIR is required (a directory written by python -m dpjax.train).")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+  cli.start_run_reader(argv, FLAGS.checkpoint)
   cli.use_compilation_cache(FLAGS.compilation_cache_dir)
   from dpjax import checkpoint
   # Missing or damaged checkpoints, a policy the simulator cannot run, bad values, a full disk: one line.
