@@ -385,6 +385,12 @@ def run_meta(manager: ocp.CheckpointManager) -> RunMeta:
 def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> policy_lib.Policy:
   """The policy saved in `run_dir` (a training run directory), on the default device: from checkpoint `step`, or
   by default the newest intact one (a damaged newer one is skipped with a one-line warning naming it and why)."""
+  return load_policy_and_step(run_dir, use_ema=use_ema, step=step)[0]
+
+
+def load_policy_and_step(run_dir, *, use_ema: bool = True,
+                         step: int | None = None) -> tuple[policy_lib.Policy, int]:
+  """`load_policy`'s policy and the checkpoint step it came from."""
   run_dir = pathlib.Path(run_dir)
   manager = _reader(run_dir)
   steps = sorted(manager.all_steps(), reverse=True)
@@ -401,7 +407,7 @@ def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> po
       continue
     for e in damaged:
       logging.warning("%s; using checkpoint %d of %s", e, candidate, run_dir)
-    return policy
+    return policy, candidate
   if step is not None:
     raise CheckpointError(f"Checkpoint {run_dir / CHECKPOINT_SUBDIR}/{step} is damaged ({damaged[0].reason}); "
                           f"available: {sorted(steps)}.")

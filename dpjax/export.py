@@ -210,7 +210,7 @@ def export_run(run_dir, out=None, *, step: str | None = None, use_ema: bool = Tr
   from dpjax.data import obs_keys as obs_keys_lib, run_obs_keys
   run_dir = pathlib.Path(run_dir)
   checkpoint_step = checkpoint.step_from_flag(step, run_dir, "dpjax.export")
-  policy = checkpoint.load_policy(run_dir, use_ema=use_ema, step=checkpoint_step)
+  policy, checkpoint_step = checkpoint.load_policy_and_step(run_dir, use_ema=use_ema, step=checkpoint_step)
   if timestep_spacing:
     policy = policy.replace(spec=dataclasses.replace(policy.spec, timestep_spacing=timestep_spacing))
   if compute_dtype:
@@ -220,8 +220,6 @@ def export_run(run_dir, out=None, *, step: str | None = None, use_ema: bool = Tr
       policy, method=method, num_inference_steps=num_inference_steps, batch_size=batch_size, platforms=platforms)
   has_config = (run_dir / "config.json").exists()   # an imported PyTorch checkpoint may have none
   keys = obs_keys_lib.format_obs_keys(run_obs_keys(run_dir)) if has_config else ""
-  if checkpoint_step is None:
-    checkpoint_step = checkpoint.make_manager(run_dir, None, read_only=True).latest_step()
   source = {"run": str(run_dir), "step": checkpoint_step, "ema": use_ema}
   description = describe(policy, method, num_inference_steps, batch_size, platforms, keys, source)
   return save(run_dir / "export" if out is None else out, program, weights, description)

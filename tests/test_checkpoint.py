@@ -67,6 +67,7 @@ def test_load_policy_falls_back_to_the_newest_intact_checkpoint(finished_run, tm
   assert skipped[0].endswith(f"; using checkpoint 2 of {run_dir}")
   expected = checkpoint.load_policy(finished_run, step=2)
   jax.tree.map(np.testing.assert_array_equal, policy.params, expected.params)
+  assert checkpoint.load_policy_and_step(run_dir)[1] == 2   # what an export records as its source
   with pytest.raises(checkpoint.CheckpointError, match="checkpoints/4 is damaged .*; available: \\[2, 4\\]"):
     checkpoint.load_policy(run_dir, step=4)
   _truncate_meta(run_dir, 2)
