@@ -159,10 +159,12 @@ def save(out, program, weights: Sequence[np.ndarray], description: Mapping[str, 
   out.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:
-    (staging / PROGRAM).write_bytes(program.serialize())
-    np.savez(staging / WEIGHTS, *weights)
-    (staging / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
-    staging.rename(out)
+    folder = staging / "export"   # made with the usual permissions (mkdtemp's are the owner's only)
+    folder.mkdir()
+    (folder / PROGRAM).write_bytes(program.serialize())
+    np.savez(folder / WEIGHTS, *weights)
+    (folder / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
+    folder.rename(out)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return out

@@ -44,7 +44,7 @@ def test_saved_program_gives_sample_actions_bit_for_bit(tmp_path, variant, obs_s
     assert not np.array_equal(np.asarray(loaded(obs, jax.random.key(8))), actions)
 
 
-def test_one_program_for_cpu_and_cuda_runs_here_and_checks_its_inputs(tmp_path):
+def test_one_program_for_cpu_and_cuda_runs_here_and_checks_its_inputs(tmp_path, monkeypatch):
   policy = smoke.random_policy()
   program, weights, exported, method, steps = export.export_policy(policy, method="ddim", num_inference_steps=2,
                                                                    platforms=["cpu", "cuda"])
@@ -64,6 +64,12 @@ def test_one_program_for_cpu_and_cuda_runs_here_and_checks_its_inputs(tmp_path):
     export.export_policy(policy, platforms=["gpu"])
   with pytest.raises(FileExistsError, match="already exists"):
     export.save(tmp_path / "export", program, weights, description)
+  # An export that fails half-way leaves nothing: no folder, no staging leftovers.
+  with pytest.raises(OSError, match="disk full"):
+    with monkeypatch.context() as patch:
+      patch.setattr(export.np, "savez", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+      export.save(tmp_path / "second", program, weights, description)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
   (tmp_path / "export" / export.WEIGHTS).unlink()
   with pytest.raises(FileNotFoundError, match=r"lacks weights.npz; export a run there"):
     export.load(tmp_path / "export")
