@@ -20,7 +20,7 @@ pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux20
     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --no-deps -d .device/wheels \
     grain==0.2.18 array_record portpicker ml_collections==1.1.0 zarr==3.1.6 numcodecs==0.16.6 donfig google-crc32c \
     tensorboardX==2.6.5 gym-pusht==0.1.8 gymnasium farama-notifications pymunk==6.11.1 pygame==2.5.2 shapely cffi \
-    pycparser imageio tqdm cloudpickle
+    pycparser imageio tqdm cloudpickle flatbuffers==25.12.19
 rm -rf .device/pusht.zarr
 cp -r "$zarr" .device/pusht.zarr
 [ "${IMAGES:-0}" = 1 ] || rm -rf .device/pusht.zarr/data/img
