@@ -104,7 +104,7 @@ def describe(policy: policy_lib.Policy, method: str, num_inference_steps: int, b
       "execute": {"first": spec.n_obs_steps - 1, "count": spec.n_action_steps},
       "sampler": method,
       "num_inference_steps": num_inference_steps,
-      "network_calls": num_inference_steps * (2 if method == "heun" else 1),
+      "network_calls": sampler.network_calls(method, num_inference_steps),
       "timestep_spacing": spec.timestep_spacing,
       "compute_dtype": jnp.dtype(policy_lib.resolve_compute_dtype(spec.compute_dtype, platforms[0])).name,
       "platforms": list(platforms),
