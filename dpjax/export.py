@@ -72,6 +72,7 @@ class ExportedPolicy:
   description: dict
 
   def __call__(self, obs: Mapping[str, Any], key: jax.Array) -> jax.Array:
+    """obs {name: [B, To, ...]} as policy.json says (images uint8, low-dim finite floats), a jax.random.key."""
     return self.program.call(self.weights, check_obs(self.description, obs), jax.random.key_data(key))
 
   def actions_to_execute(self, actions):
@@ -187,7 +188,8 @@ def load(folder) -> ExportedPolicy:
 
 
 def check_obs(description: Mapping[str, Any], obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """`obs` as the program takes it (each array in its dtype), or a ValueError naming the shapes it needs."""
+  """`obs` as the program takes it, or a ValueError naming the problem: `dpjax.sample`'s checks of each array
+  (uint8 images, finite floating-point low-dim values) and the shapes fixed at export."""
   want = description["obs"]
   expected = ", ".join(f"{name}: {spec['dtype']} {spec['shape']}" for name, spec in want.items())
   if not isinstance(obs, Mapping) or set(obs) != set(want):
@@ -195,11 +197,11 @@ def check_obs(description: Mapping[str, Any], obs: Mapping[str, Any]) -> dict[st
     raise ValueError(f"Observations {got} do not match the exported policy's: {expected}.")
   checked = {}
   for name, spec in want.items():
-    value = np.asarray(obs[name])
+    value = policy_lib.check_obs_values(name, obs[name], image=spec["dtype"] == "uint8")
     if list(value.shape) != spec["shape"]:
       raise ValueError(f"Observation {name!r} has shape {list(value.shape)}; the exported policy takes {expected} "
                        "(the batch size is fixed at export: --batch_size).")
-    checked[name] = value.astype(spec["dtype"])
+    checked[name] = value
   return checked
 
 

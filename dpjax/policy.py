@@ -366,7 +366,7 @@ def shift_low_dim_obs(obs, obs_shapes, std: float, key: jax.Array) -> dict:
   return shifted
 
 
-def _check_obs_values(key: str, value: Any, image: bool) -> np.ndarray:
+def check_obs_values(key: str, value: Any, image: bool) -> np.ndarray:
   """One observation array as the policy takes it (uint8 images, float32 low-dim), or a ValueError saying what is
   wrong and how to fix it. Non-finite values are errors: a sensor dropout must not become NaN actions."""
   if not hasattr(value, "dtype") or not hasattr(value, "shape"):
@@ -405,7 +405,7 @@ def check_obs(spec: PolicySpec, obs: Mapping[str, Any]) -> tuple[dict[str, np.nd
   batched = None
   checked = {}
   for key, shape in expected.items():
-    checked[key] = _check_obs_values(key, obs[key], normalizer_lib.is_image(shape))
+    checked[key] = check_obs_values(key, obs[key], normalizer_lib.is_image(shape))
     got = tuple(np.shape(obs[key]))
     unbatched_shape = (spec.n_obs_steps,) + shape
     if got == unbatched_shape:

@@ -60,6 +60,8 @@ def test_one_program_for_cpu_and_cuda_runs_here_and_checks_its_inputs(tmp_path, 
     loaded(_obs(policy.spec, 2), jax.random.key(0))
   with pytest.raises(ValueError, match=r"Observations \['image'\] do not match"):
     loaded({"image": obs["low_dim"]}, jax.random.key(0))
+  with pytest.raises(ValueError, match=r"'low_dim' has 2 non-finite value"):   # as dpjax.sample refuses it
+    loaded({"low_dim": np.where(np.arange(20) == 3, np.nan, obs["low_dim"])}, jax.random.key(0))
   with pytest.raises(ValueError, match=r"--platforms names \['gpu'\]; choose from cpu, cuda, rocm, tpu"):
     export.export_policy(policy, platforms=["gpu"])
   with pytest.raises(FileExistsError, match="already exists"):
