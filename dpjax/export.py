@@ -11,7 +11,7 @@ The folder holds three files:
                      of a chunk to execute, the sampler, the run's observation keys, the source checkpoint.
 
 Running it (`load` does this; README "Deploying a policy" has the same without dpjax):
-    program = jax.export.deserialize(open(f"{folder}/policy.jaxexport", "rb").read())
+    program = jax.export.deserialize(bytearray(open(f"{folder}/policy.jaxexport", "rb").read()))
     stored = np.load(f"{folder}/weights.npz")
     weights = jax.device_put([stored[f"arr_{i}"] for i in range(len(stored.files))])   # on the device once
     actions = program.call(weights, obs, jax.random.key_data(key))      # obs {name: [B, To, ...]}
@@ -151,12 +151,18 @@ def export_policy(policy: policy_lib.Policy, *, method: str | None = None, num_i
   return program, weights, policy.replace(spec=spec), method, num_inference_steps
 
 
-def save(out, program, weights: Sequence[np.ndarray], description: Mapping[str, Any]) -> pathlib.Path:
-  """Writes the three files into `out` (which must not exist) through a staging folder renamed when complete, so
-  an interrupted export leaves no partial folder."""
+def _new_folder(out) -> pathlib.Path:
+  """`out` as a path, or a FileExistsError if something is there already."""
   out = pathlib.Path(out).expanduser()
   if out.exists():
     raise FileExistsError(f"{out} already exists; delete it or choose another --out.")
+  return out
+
+
+def save(out, program, weights: Sequence[np.ndarray], description: Mapping[str, Any]) -> pathlib.Path:
+  """Writes the three files into `out` (which must not exist) through a staging folder renamed when complete, so
+  an interrupted export leaves no partial folder."""
+  out = _new_folder(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:
@@ -213,6 +219,7 @@ def export_run(run_dir, out=None, *, step: str | None = None, use_ema: bool = Tr
   from dpjax import checkpoint  # imported lazily: orbax is heavy
   from dpjax.data import obs_keys as obs_keys_lib, run_obs_keys
   run_dir = pathlib.Path(run_dir)
+  out = _new_folder(run_dir / "export" if out is None else out)   # before the work; `save` checks again
   checkpoint_step = checkpoint.step_from_flag(step, run_dir, "dpjax.export")
   policy, checkpoint_step = checkpoint.load_policy_and_step(run_dir, use_ema=use_ema, step=checkpoint_step)
   if timestep_spacing:
@@ -226,7 +233,7 @@ def export_run(run_dir, out=None, *, step: str | None = None, use_ema: bool = Tr
   keys = obs_keys_lib.format_obs_keys(run_obs_keys(run_dir)) if has_config else ""
   source = {"run": str(run_dir), "step": checkpoint_step, "ema": use_ema}
   description = describe(policy, method, num_inference_steps, batch_size, platforms, keys, source)
-  return save(run_dir / "export" if out is None else out, program, weights, description)
+  return save(out, program, weights, description)
 
 
 def main(argv):
