@@ -226,13 +226,12 @@ def export_run(run_dir, out=None, *, step: str | None = None, use_ema: bool = Tr
     policy = policy.replace(spec=dataclasses.replace(policy.spec, timestep_spacing=timestep_spacing))
   if compute_dtype:
     policy = policy.replace(spec=dataclasses.replace(policy.spec, compute_dtype=compute_dtype))
-  platforms = check_platforms(platforms)
   program, weights, policy, method, num_inference_steps = export_policy(
       policy, method=method, num_inference_steps=num_inference_steps, batch_size=batch_size, platforms=platforms)
   has_config = (run_dir / "config.json").exists()   # an imported PyTorch checkpoint may have none
   keys = obs_keys_lib.format_obs_keys(run_obs_keys(run_dir)) if has_config else ""
   source = {"run": str(run_dir), "step": checkpoint_step, "ema": use_ema}
-  description = describe(policy, method, num_inference_steps, batch_size, platforms, keys, source)
+  description = describe(policy, method, num_inference_steps, batch_size, program.platforms, keys, source)
   return save(out, program, weights, description)
 
 

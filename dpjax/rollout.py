@@ -87,11 +87,10 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   sampler.check_method(spec.objective, method)
-  control.check_latency_steps(latency_steps, spec)
-  envs = vector.PushTVectorEnv(len(seeds), obs_type="arrays", arrays=obs_keys_lib.replay_keys(keys, ()))
-  obs = obs_keys_lib.build_obs(envs.reset(seeds), keys)
   controller = control.RecedingHorizonController(policy, jax.random.key(policy_seed), method=method,
                                                  num_inference_steps=num_inference_steps, latency_steps=latency_steps)
+  envs = vector.PushTVectorEnv(len(seeds), obs_type="arrays", arrays=obs_keys_lib.replay_keys(keys, ()))
+  obs = obs_keys_lib.build_obs(envs.reset(seeds), keys)
   num_videos = min(num_videos, len(seeds)) if out_dir is not None else 0
   frames = [[envs.envs[i].render(video_size)] for i in range(num_videos)]
   max_reward = np.zeros(len(seeds))

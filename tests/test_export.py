@@ -14,10 +14,8 @@ from tests.conftest import REPO_ROOT
 IMAGE_SHAPES = (("agent_pos", (2,)), ("image", (96, 96, 3)))
 
 
-def _obs(spec, batch_size, seed=0):
-  rng = np.random.default_rng(seed)
-  return {k: rng.integers(0, 256, (batch_size, spec.n_obs_steps) + s).astype(np.uint8) if len(s) == 3 else
-          rng.uniform(0, 512, (batch_size, spec.n_obs_steps) + s).astype(np.float32) for k, s in spec.obs_shapes}
+def _obs(spec, batch_size):
+  return smoke.random_batch(spec, batch_size, seed=0)["obs"]
 
 
 @pytest.mark.parametrize("variant, obs_shapes, method, steps", [
