@@ -41,3 +41,17 @@ def data_path(tmp_path_factory):
   from tests import smoke
   return synthetic.write_synthetic_pusht(tmp_path_factory.mktemp("data") / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS,
                                          image=False, values="random_walk")
+
+
+@pytest.fixture(scope="session")
+def trained_run(data_path, tmp_path_factory):
+  """A finished 4-step smoke run (checkpoints at steps 2 and 4, no validation), trained once per test process and
+  shared: tests that write into a run (rollout, export, damage) copy it first (tests.smoke.copy_run)."""
+  from dpjax import train
+  from tests import smoke
+  config = smoke.smoke_config(data_path)
+  config.train.val_every = 0
+  run_dir = tmp_path_factory.mktemp("trained") / "run"
+  train.train_and_evaluate(config, run_dir)
+  return run_dir
+

@@ -1,5 +1,7 @@
 """The tiny `smoke` config used by tests that train, sample or roll out end to end, and random-weight policies."""
 import functools
+import pathlib
+import shutil
 
 import jax
 import numpy as np
@@ -41,3 +43,9 @@ def random_batch(spec: policy_lib.PolicySpec, batch_size: int, seed: int) -> dic
              else rng.uniform(0, 512, (batch_size, spec.n_obs_steps) + s).astype(np.float32))
          for k, s in spec.obs_shapes}
   return {"obs": obs, "action": rng.uniform(0, 512, (batch_size, spec.horizon, 2)).astype(np.float32)}
+
+
+def copy_run(run_dir: pathlib.Path, parent: pathlib.Path, name: str = "run") -> pathlib.Path:
+  """A private copy of the run at `run_dir` as parent/name, for a test that writes into it (its eval/, export/ or
+  checkpoints)."""
+  return pathlib.Path(shutil.copytree(run_dir, parent / name))

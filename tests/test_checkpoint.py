@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -25,18 +24,6 @@ def _config(data_path):
   return config
 
 
-@pytest.fixture(scope="module")
-def finished_run(data_path, tmp_path_factory):
-  """A 4-step smoke run with checkpoints at steps 2 and 4; tests damage copies of it."""
-  run_dir = tmp_path_factory.mktemp("finished") / "run"
-  train.train_and_evaluate(_config(data_path), run_dir)
-  return run_dir
-
-
-def _copy(run_dir, tmp_path) -> pathlib.Path:
-  return pathlib.Path(shutil.copytree(run_dir, tmp_path / "run"))
-
-
 def _delete_a_data_file(run_dir, step: int, item: str) -> pathlib.Path:
   victim = sorted((run_dir / "checkpoints" / str(step) / item / "d").iterdir())[0]
   victim.unlink()
@@ -53,8 +40,8 @@ def _steps(folder) -> list[int]:
 
 
 @pytest.mark.parametrize("damage", ["ema_params file", "meta json"])
-def test_load_policy_falls_back_to_the_newest_intact_checkpoint(finished_run, tmp_path, caplog, damage):
-  run_dir = _copy(finished_run, tmp_path)
+def test_load_policy_falls_back_to_the_newest_intact_checkpoint(trained_run, tmp_path, caplog, damage):
+  run_dir = smoke.copy_run(trained_run, tmp_path)
   if damage == "ema_params file":
     reason = f"missing file {_delete_a_data_file(run_dir, 4, 'ema_params')}"
   else:
@@ -65,7 +52,7 @@ def test_load_policy_falls_back_to_the_newest_intact_checkpoint(finished_run, tm
   skipped = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
   assert len(skipped) == 1 and skipped[0].startswith("checkpoint 4 is damaged (") and reason in skipped[0], skipped
   assert skipped[0].endswith(f"; using checkpoint 2 of {run_dir}")
-  expected = checkpoint.load_policy(finished_run, step=2)
+  expected = checkpoint.load_policy(trained_run, step=2)
   jax.tree.map(np.testing.assert_array_equal, policy.params, expected.params)
   assert checkpoint.load_policy_and_step(run_dir)[1] == 2   # what an export records as its source
   with pytest.raises(checkpoint.CheckpointError, match="checkpoints/4 is damaged .*; available: \\[2, 4\\]"):
@@ -75,16 +62,16 @@ def test_load_policy_falls_back_to_the_newest_intact_checkpoint(finished_run, tm
     checkpoint.load_policy(run_dir)
 
 
-def test_load_policy_drops_only_orbax_read_only_warnings(finished_run, caplog):
+def test_load_policy_drops_only_orbax_read_only_warnings(trained_run, caplog):
   with caplog.at_level(logging.INFO):
-    checkpoint.load_policy(finished_run)
+    checkpoint.load_policy(trained_run)
     logging.getLogger("absl").warning("Given directory is read only, said by someone else")
   warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "absl"]
   assert warnings == ["Given directory is read only, said by someone else"], warnings
 
 
-def test_resume_moves_a_damaged_checkpoint_aside_and_saves_over_its_step(data_path, finished_run, tmp_path, capsys):
-  run_dir = _copy(finished_run, tmp_path)
+def test_resume_moves_a_damaged_checkpoint_aside_and_saves_over_its_step(data_path, trained_run, tmp_path, capsys):
+  run_dir = smoke.copy_run(trained_run, tmp_path)
   victim = _delete_a_data_file(run_dir, 4, "params")
   # As after a kill between logging step 4 and completing its checkpoint: the resume logs steps 3 and 4 again.
   final = train.train_and_evaluate(_config(data_path), run_dir)
@@ -98,14 +85,14 @@ def test_resume_moves_a_damaged_checkpoint_aside_and_saves_over_its_step(data_pa
   records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
   pairs = [(r["step"], k) for r in records for k in r if k != "step"]
   assert len(pairs) == len(set(pairs))
-  before = metrics.read_metrics(finished_run)
+  before = metrics.read_metrics(trained_run)
   assert [before[s]["train/loss"] for s in (3, 4)] == [metrics.read_metrics(run_dir)[s]["train/loss"] for s in (3, 4)]
   assert final["train/loss"] == before[4]["train/loss"]
   checkpoint.load_policy(run_dir)   # the new checkpoint 4 is intact
 
 
-def test_resume_with_no_intact_checkpoint_moves_nothing(data_path, finished_run, tmp_path):
-  run_dir = _copy(finished_run, tmp_path)
+def test_resume_with_no_intact_checkpoint_moves_nothing(data_path, trained_run, tmp_path):
+  run_dir = smoke.copy_run(trained_run, tmp_path)
   for step in (2, 4):
     _delete_a_data_file(run_dir, step, "opt_state")
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* can be restored \\(step 4: missing file "
@@ -116,10 +103,10 @@ def test_resume_with_no_intact_checkpoint_moves_nothing(data_path, finished_run,
   assert _steps(run_dir / "checkpoints") == [2, 4] and not (run_dir / "checkpoints_damaged").exists()
 
 
-def test_a_run_resumes_only_with_the_optimiser_state_layout_it_started_with(data_path, finished_run, tmp_path):
+def test_a_run_resumes_only_with_the_optimiser_state_layout_it_started_with(data_path, trained_run, tmp_path):
   """Flat Adam moments (the default) and per-array ones are different checkpoints: the wrong setting is an error
   that names the fix and moves nothing; the run's own config.json resumes it."""
-  run_dir = _copy(finished_run, tmp_path)
+  run_dir = smoke.copy_run(trained_run, tmp_path)
   config = _config(data_path)
   config.optim.flat_moments = False
   config.train.num_steps = 6
@@ -133,21 +120,21 @@ def test_a_run_resumes_only_with_the_optimiser_state_layout_it_started_with(data
   assert _steps(run_dir / "checkpoints")[-1] == 6
 
 
-def test_rerunning_a_finished_run_from_its_config_json_says_it_is_complete(finished_run, tmp_path, capsys):
-  run_dir = _copy(finished_run, tmp_path)
+def test_rerunning_a_trained_run_from_its_config_json_says_it_is_complete(trained_run, tmp_path, capsys):
+  run_dir = smoke.copy_run(trained_run, tmp_path)
   config = config_json.get_config(run_dir / "config.json")
   assert config == _config(config.data.path) and config.policy.unet1d.down_dims == (16, 32)
   assert train.train_and_evaluate(config, run_dir) == {}
   assert (f"dpjax.train: the run in {run_dir} is complete at step 4 (its checkpoints are in {run_dir / 'checkpoints'}):"
           f" train on with a larger --config.train.num_steps=, or evaluate with python -m dpjax.rollout "
           f"--checkpoint={run_dir}") in capsys.readouterr().out.splitlines()
-  assert (run_dir / "metrics.jsonl").read_text() == (finished_run / "metrics.jsonl").read_text()
+  assert (run_dir / "metrics.jsonl").read_text() == (trained_run / "metrics.jsonl").read_text()
   assert not list(run_dir.glob("config_resumed_step_*.json"))
 
 
-def test_config_json_reaches_config_flags_as_a_loader_argument(finished_run):
-  argv = cli.config_json_argv(["train", f"--config={finished_run}/config.json", "--config", "b.json", "--x=y.json"])
-  assert argv == ["train", f"--config={cli.JSON_LOADER}:{finished_run}/config.json", "--config",
+def test_config_json_reaches_config_flags_as_a_loader_argument(trained_run):
+  argv = cli.config_json_argv(["train", f"--config={trained_run}/config.json", "--config", "b.json", "--x=y.json"])
+  assert argv == ["train", f"--config={cli.JSON_LOADER}:{trained_run}/config.json", "--config",
                   f"{cli.JSON_LOADER}:b.json", "--x=y.json"]
   loaded = cli.FLAGS["config"].parser.parse(argv[1].split("=", 1)[1])   # config_flags' own file loader
   assert loaded.train.num_steps == 4 and loaded.is_locked

@@ -10,14 +10,10 @@ from dpjax import checkpoint, distill, policy as policy_lib, train, visited_obs
 from tests import smoke
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(data_path, tmp_path_factory):
-  """A DDPM smoke run: the teacher."""
-  run_dir = tmp_path_factory.mktemp("teacher")
-  config = smoke.smoke_config(data_path)
-  config.train.val_every = 0
-  train.train_and_evaluate(config, run_dir)
-  return run_dir
+@pytest.fixture
+def teacher_dir(trained_run):
+  """A DDPM smoke run (the shared one, read only): the teacher."""
+  return trained_run
 
 
 def _student_config(data_path, teacher_dir):

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from dpjax import checkpoint, export, policy as policy_lib, train
+from dpjax import checkpoint, export, policy as policy_lib
 from tests import smoke
 from tests.conftest import REPO_ROOT
 
@@ -89,17 +89,15 @@ np.save(f"{folder}/actions.npy", program.call(weights, obs, jax.random.key_data(
 """
 
 
-def test_cli_exports_a_run_that_jax_alone_runs(tmp_path, data_path):
-  config = smoke.smoke_config(data_path)
-  config.train.num_steps, config.train.val_every = 2, 0
-  train.train_and_evaluate(config, tmp_path / "run")
+def test_cli_exports_a_run_that_jax_alone_runs(trained_run, tmp_path):
+  smoke.copy_run(trained_run, tmp_path)
   command = [sys.executable, "-m", "dpjax.export", f"--checkpoint={tmp_path / 'run'}", "--sampler=ddim",
              "--num_inference_steps=3", "--batch_size=2"]
   done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   folder = tmp_path / "run" / "export"
   description = json.loads((folder / "policy.json").read_text())
-  assert description["source"] == {"run": str(tmp_path / "run"), "step": 2, "ema": True}
+  assert description["source"] == {"run": str(tmp_path / "run"), "step": 4, "ema": True}
   assert description["obs_keys"] == "low_dim=keypoint+state[:2]" and description["network_calls"] == 3
   assert description["execute"] == {"first": 1, "count": 8} and description["platforms"] == ["cpu"]
   trained = checkpoint.load_policy(tmp_path / "run")

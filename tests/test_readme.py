@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dpjax import config_files, export, train
-from dpjax.data import replay, synthetic
+from dpjax.data import replay
 from tests import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -111,14 +111,10 @@ def test_run_directories_are_created_before_they_are_used():
 
 
 @pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory):
+def quickstart_run(trained_run, tmp_path_factory):
   """A smoke-sized stand-in for the quickstart's run, at runs/quickstart under a temporary working directory."""
   root = tmp_path_factory.mktemp("readme")
-  data_path = synthetic.write_synthetic_pusht(root / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS, image=False,
-                                              values="random_walk")
-  config = smoke.smoke_config(data_path)
-  config.train.num_steps, config.train.val_every = 2, 0
-  train.train_and_evaluate(config, root / "runs" / "quickstart")
+  smoke.copy_run(trained_run, root / "runs", "quickstart")
   export.export_run(root / "runs" / "quickstart")   # "Deploying a policy"'s first command
   # And of "Your own demonstrations"' first run: a robot's three arrays joined as `state`.
   rng = np.random.default_rng(0)

@@ -8,9 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from dpjax import checkpoint, policy as policy_lib, rollout, train, visited_obs
+from dpjax import checkpoint, policy as policy_lib, rollout, visited_obs
 from dpjax.data import normalizer as normalizer_lib
-from dpjax.data import synthetic
 from tests import smoke
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -97,12 +96,8 @@ def test_visited_obs_that_do_not_fit_the_policy_are_clear_errors(tmp_path):
     visited_obs.load(" , ", obs_shapes, 2)
 
 
-def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(tmp_path):
-  data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS, image=False,
-                                              values="random_walk")
-  config = smoke.smoke_config(data_path)
-  config.train.num_steps = 2
-  train.train_and_evaluate(config, tmp_path / "run")
+def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(trained_run, tmp_path):
+  smoke.copy_run(trained_run, tmp_path)
   assert checkpoint.load_policy(tmp_path / "run").spec.horizon == 16
   cmd = [sys.executable, "-m", "dpjax.rollout", f"--checkpoint={tmp_path / 'run'}", "--num_episodes=2",
          "--max_steps=8", "--num_videos=1", "--video_size=64", "--sampler=ddim", "--num_inference_steps=3",
