@@ -112,6 +112,30 @@ def step_from_flag(flag: str | None, run_dir, program: str) -> int | None:
   return int(flag)
 
 
+def names_several_steps(flag: str | None) -> bool:
+  """Whether a command line's --step names several checkpoints (`steps_from_flag`) rather than one."""
+  return flag is not None and (flag == "all" or "," in flag)
+
+
+def steps_from_flag(flag: str, run_dir) -> list[int]:
+  """A command line's --step naming several checkpoints as their steps, oldest first: all (every complete
+  checkpoint in the run) or a comma-separated list of steps, each of which must be there."""
+  available = sorted(_reader(run_dir).all_steps())
+  if not available:
+    raise CheckpointError(f"{pathlib.Path(run_dir) / CHECKPOINT_SUBDIR} holds no complete checkpoint.")
+  if flag == "all":
+    return available
+  parts = [part.strip() for part in flag.split(",") if part.strip()]
+  if not parts or not all(part.isdigit() for part in parts):
+    raise ValueError(f"--step={flag}: give all or checkpoint steps (numbers) separated by commas.")
+  steps = sorted({int(part) for part in parts})
+  missing = [step for step in steps if step not in available]
+  if missing:
+    raise CheckpointError(f"No checkpoint for step {', '.join(map(str, missing))} in {run_dir}; available: "
+                          f"{available}.")
+  return steps
+
+
 def _drop_for_good(prefix: str) -> None:
   """From now on, absl log records whose message starts with `prefix` are not emitted (installed once)."""
   if prefix in _DROPPED_FOR_GOOD:

@@ -2,6 +2,7 @@ r"""Evaluate a trained policy in the Push-T simulator with the paper's test prot
 
     python -m dpjax.rollout --checkpoint=runs/pusht_lowdim            # 50 episodes, seeds 100000..100049
     python -m dpjax.rollout --checkpoint=RUN --num_episodes=10 --sampler=ddim --num_inference_steps=10
+    python -m dpjax.rollout --checkpoint=RUN --step=all               # every kept checkpoint, then a summary
 
 Protocol (Chi et al. 2023, Push-T): each episode runs at most 300 control steps; the policy sees the last
 n_obs_steps observations (the first repeated while the history is short), predicts a `horizon`-step chunk, and
@@ -11,7 +12,9 @@ the policy is queried once per re-planning step for the whole batch.
 
 Results go to RUN_DIR/eval/ (or --out): eval.json and videos of the first episodes with the goal drawn; with
 --record_obs also visited_obs.npz, every observation history the policy planned from (`dpjax.visited_obs`: the
-states an on-policy distillation lets the teacher label).
+states an on-policy distillation lets the teacher label). With several steps (--step=all or a list), each
+checkpoint's go to RUN_DIR/eval/checkpoints/<step>/ and summary.json beside them has every mean score, the best and
+the mean of the last 3 and 10 (`evaluate_checkpoints`).
 """
 import dataclasses
 import json
@@ -29,7 +32,9 @@ from dpjax.diffusion import sampler, schedules
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Training run directory (holding checkpoints/) to evaluate.")
 flags.DEFINE_string("step", None, "Checkpoint step, latest (the default) or best: the one with the highest "
-                    "in-training rollout score (see config.train.keep_best_checkpoints).")
+                    "in-training rollout score (see config.train.keep_best_checkpoints); or several, each scored in "
+                    "turn with the best and the mean of the last ones summarised: all (every kept checkpoint) or a "
+                    "comma-separated list of steps.")
 flags.DEFINE_integer("num_episodes", 50, "Number of test episodes.")
 flags.DEFINE_integer("seed_start", 100000, "Seed of the first episode; episode i uses seed_start + i.")
 flags.DEFINE_list("seeds", None, "Explicit comma-separated episode seeds (overrides num_episodes/seed_start).")
@@ -53,7 +58,8 @@ flags.DEFINE_integer("latency_steps", 0, "Control steps the policy takes to answ
                      "that many steps before the current one runs out and its first that many actions are skipped "
                      "(0 to the actions a chunk has left after those it executes).")
 flags.DEFINE_bool("ema", True, "Use the EMA weights (default) or, with --noema, the raw weights.")
-flags.DEFINE_string("out", None, "Output folder (default: CHECKPOINT/eval).")
+flags.DEFINE_string("out", None, "Output folder (default: CHECKPOINT/eval; for several steps "
+                    "CHECKPOINT/eval/checkpoints, one folder per step and summary.json).")
 flags.DEFINE_integer("num_videos", 4, "Save videos of this many first episodes.")
 flags.DEFINE_integer("video_size", 256, "Video frame size in pixels.")
 flags.DEFINE_integer("policy_seed", 0, "Seed of the policy's sampling noise.")
@@ -61,34 +67,82 @@ flags.DEFINE_bool("record_obs", False, "Also write OUT/visited_obs.npz: the obse
                   "of every unfinished episode (for config.distill.visited_obs; use seeds other than the test's).")
 
 
-def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, seed_start: int = 100000,
+# evaluate()'s arguments that decide its scores besides the weights (`protocol`'s).
+PROTOCOL_ARGS = ("seeds", "num_episodes", "seed_start", "max_steps", "method", "num_inference_steps", "policy_seed",
+                 "latency_steps", "obs_keys")
+# eval.json's fields that an evaluation measures; the rest are its settings.
+OUTCOME_FIELDS = ("mean_score", "success_rate", "scores", "successes", "wall_seconds", "videos", "visited_obs",
+                  "num_visited_obs")
+# Means over the last k evaluated checkpoints in a summary: issue 12's 3, and the paper's 10 (Chi et al. 2023,
+# Table 1: the best checkpoint / the mean of the last 10, checkpoints every 50 epochs).
+MEAN_OF_LAST = (3, 10)
+
+
+def protocol(spec: policy_lib.PolicySpec, *, seeds=None, num_episodes: int = 50, seed_start: int = 100000,
              max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
-             out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
-             show_progress: bool = True, checkpoint_step: int | None = None, record_obs: bool = False,
-             obs_keys: obs_keys_lib.ObsKeys | None = None, latency_steps: int = 0) -> dict:
-  """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores, and `checkpoint_step` (the
-  evaluated checkpoint, where the caller named one) with them. record_obs (needs out_dir): also writes
-  out_dir/visited_obs.npz with the history of every re-plan of every unfinished episode. obs_keys: how the policy's
-  observations are built from the simulator's arrays (its run's `config.data.obs_keys`, `data.run_obs_keys`);
-  default: the Push-T preset with the policy's observation shapes. latency_steps: control steps the policy takes
-  to answer (`control.RecedingHorizonController`: each chunk is planned that much earlier and its late actions are
-  skipped; the simulator does not wait, except for an episode's first plan)."""
-  from dpjax.envs import vector, video  # the simulator is an optional extra
-  spec = policy.spec
+             policy_seed: int = 0, latency_steps: int = 0, obs_keys: obs_keys_lib.ObsKeys | None = None) -> dict:
+  """The settings `evaluate` runs a policy of `spec` under, as eval.json records them: everything that decides the
+  scores besides the weights (arguments as `evaluate`'s; defaults resolved from the spec). Raises ValueError for
+  settings that cannot run (no episodes, no control step, a sampler of the other objective, observations the
+  simulator does not record)."""
   seeds = list(range(seed_start, seed_start + num_episodes)) if seeds is None else [int(s) for s in seeds]
   if not seeds:
     raise ValueError("No episodes to run: give --num_episodes >= 1 or --seeds.")
   if max_steps < 1:
     raise ValueError(f"--max_steps={max_steps}: an episode needs at least one control step.")
-  if record_obs and out_dir is None:
-    raise ValueError("record_obs writes out_dir/visited_obs.npz; give out_dir.")
-  keys = pusht.obs_keys_for_shapes(spec.obs_shapes) if obs_keys is None else obs_keys
+  keys = _obs_keys(spec, obs_keys)
   pusht.check_env_compatible(spec.obs_shapes, spec.action_dim, keys)
   method = spec.sampler if method is None else method
   num_inference_steps = spec.num_inference_steps if num_inference_steps is None else num_inference_steps
   sampler.check_method(spec.objective, method)
-  controller = control.RecedingHorizonController(policy, jax.random.key(policy_seed), method=method,
-                                                 num_inference_steps=num_inference_steps, latency_steps=latency_steps)
+  control.check_latency_steps(latency_steps, spec)
+  return {
+      "num_episodes": len(seeds),
+      "seeds": seeds,
+      "max_steps": max_steps,
+      "sampler": method,
+      "num_inference_steps": num_inference_steps,
+      "network_calls_per_chunk": sampler.network_calls(method, num_inference_steps),
+      "timestep_spacing": spec.timestep_spacing,
+      "n_action_steps": spec.n_action_steps,
+      "latency_steps": latency_steps,
+      "obs_keys": obs_keys_lib.format_obs_keys(keys),
+      "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
+      "fused_sampling": spec.fused_sampling,
+      "policy_seed": policy_seed,
+  }
+
+
+def _obs_keys(spec: policy_lib.PolicySpec, obs_keys: obs_keys_lib.ObsKeys | None) -> obs_keys_lib.ObsKeys:
+  """How the policy's observations are built from the simulator's arrays: `obs_keys`, else the Push-T preset with
+  the policy's observation shapes."""
+  return pusht.obs_keys_for_shapes(spec.obs_shapes) if obs_keys is None else obs_keys
+
+
+def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, seed_start: int = 100000,
+             max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
+             out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
+             show_progress: bool = True, checkpoint_step: int | None = None, ema: bool | None = None,
+             record_obs: bool = False, obs_keys: obs_keys_lib.ObsKeys | None = None, latency_steps: int = 0) -> dict:
+  """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores and the settings they were
+  measured under (`protocol`), with `checkpoint_step` and `ema` (which weights), where the caller names them.
+  record_obs (needs out_dir): also writes out_dir/visited_obs.npz with the history of every re-plan of every
+  unfinished episode. obs_keys: how the policy's observations are built from the simulator's arrays (its run's
+  `config.data.obs_keys`, `data.run_obs_keys`); default: the Push-T preset with the policy's observation shapes.
+  latency_steps: control steps the policy takes to answer (`control.RecedingHorizonController`: each chunk is
+  planned that much earlier and its late actions are skipped; the simulator does not wait, except for an episode's
+  first plan)."""
+  from dpjax.envs import vector, video  # the simulator is an optional extra
+  spec = policy.spec
+  settings = protocol(spec, seeds=seeds, num_episodes=num_episodes, seed_start=seed_start, max_steps=max_steps,
+                      method=method, num_inference_steps=num_inference_steps, policy_seed=policy_seed,
+                      latency_steps=latency_steps, obs_keys=obs_keys)
+  if record_obs and out_dir is None:
+    raise ValueError("record_obs writes out_dir/visited_obs.npz; give out_dir.")
+  seeds, keys = settings["seeds"], _obs_keys(spec, obs_keys)
+  controller = control.RecedingHorizonController(policy, jax.random.key(policy_seed), method=settings["sampler"],
+                                                 num_inference_steps=settings["num_inference_steps"],
+                                                 latency_steps=latency_steps)
   envs = vector.PushTVectorEnv(len(seeds), obs_type="arrays", arrays=obs_keys_lib.replay_keys(keys, ()))
   obs = obs_keys_lib.build_obs(envs.reset(seeds), keys)
   num_videos = min(num_videos, len(seeds)) if out_dir is not None else 0
@@ -122,24 +176,15 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   result = {
       "mean_score": float(max_reward.mean()),
       "success_rate": float(success.mean()),
-      "num_episodes": len(seeds),
       "scores": [float(r) for r in max_reward],
       "successes": [bool(x) for x in success],
-      "seeds": seeds,
-      "max_steps": max_steps,
-      "sampler": method,
-      "num_inference_steps": num_inference_steps,
-      "network_calls_per_chunk": sampler.network_calls(method, num_inference_steps),
-      "timestep_spacing": spec.timestep_spacing,
-      "n_action_steps": spec.n_action_steps,
-      "latency_steps": latency_steps,
-      "obs_keys": obs_keys_lib.format_obs_keys(keys),
-      "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
-      "fused_sampling": spec.fused_sampling,
+      **settings,
       "wall_seconds": time.perf_counter() - start,
   }
   if checkpoint_step is not None:
     result["checkpoint_step"] = int(checkpoint_step)
+  if ema is not None:
+    result["ema"] = bool(ema)
   if out_dir is not None:
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,39 +211,130 @@ def _progress(total: int, show: bool):
   return tqdm(total=total, desc="rollout", unit="step", disable=not show, dynamic_ncols=True)
 
 
+def evaluate_checkpoints(run_dir, steps, out_dir, *, use_ema: bool = True, adapt=None, **evaluate_args) -> dict:
+  """Scores checkpoints `steps` of the run in `run_dir` one after another under one protocol, in this process (the
+  sampling chain compiles once for all of them): out_dir/<step>/eval.json each (`evaluate`, with `evaluate_args`),
+  then out_dir/summary.json (`score_summary` of their mean scores, the settings and the checkpoints skipped); returns
+  the summary. A step whose out_dir/<step>/eval.json was written under the same settings and weights is read, not
+  run again, so a stopped evaluation resumes where it stopped. A checkpoint that cannot be loaded (damaged, or
+  deleted meanwhile by a training run that keeps only its newest) is skipped with a line naming it and why.
+  adapt: Policy -> Policy, applied to each loaded policy (the command line's sampling overrides)."""
+  from dpjax import checkpoint
+  out_dir = pathlib.Path(out_dir)
+  protocol_args = {k: v for k, v in evaluate_args.items() if k in PROTOCOL_ARGS}
+  results, skipped, settings = {}, {}, None
+  for step in steps:
+    try:
+      pol = checkpoint.load_policy(run_dir, use_ema=use_ema, step=step)
+    except checkpoint.CheckpointError as e:   # damaged, or deleted since (a running training keeps the newest)
+      print(f"dpjax.rollout: skipped checkpoint {step}: {e}")
+      skipped[str(step)] = str(e)
+      continue
+    pol = adapt(pol) if adapt is not None else pol
+    settings = protocol(pol.spec, **protocol_args)
+    wanted = {**settings, "checkpoint_step": int(step), "ema": use_ema}
+    earlier = _read_eval(out_dir / str(step) / "eval.json")
+    if earlier is not None and _same_settings(earlier, wanted, evaluate_args.get("record_obs", False)):
+      print(f"dpjax.rollout: checkpoint {step} was evaluated under these settings: {out_dir / str(step)}")
+      results[step] = earlier
+      continue
+    results[step] = evaluate(pol, out_dir=out_dir / str(step), checkpoint_step=step, ema=use_ema, **evaluate_args)
+  if not results:
+    raise checkpoint.CheckpointError(f"No intact checkpoint among steps {list(steps)} of {run_dir}.")
+  summary = {**score_summary({step: r["mean_score"] for step, r in results.items()}),
+             "success_rates": {str(step): r["success_rate"] for step, r in sorted(results.items())},
+             "run": str(run_dir), "ema": use_ema, **settings, "skipped": skipped}
+  files.write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
+  return summary
+
+
+def score_summary(mean_scores: dict[int, float]) -> dict:
+  """Mean scores by checkpoint step -> the checkpoint-selection numbers papers report: the best checkpoint's score
+  and step (the latest of equal ones), and the mean over the last k evaluated checkpoints for each k in MEAN_OF_LAST
+  (None where fewer than k were evaluated)."""
+  steps = sorted(mean_scores)
+  best = max(steps, key=lambda step: (mean_scores[step], step))
+  summary = {"mean_scores": {str(step): mean_scores[step] for step in steps}, "best_step": best,
+             "best_mean_score": mean_scores[best]}
+  for k in MEAN_OF_LAST:
+    summary[f"mean_of_last_{k}"] = float(np.mean([mean_scores[s] for s in steps[-k:]])) if len(steps) >= k else None
+  return summary
+
+
+def _read_eval(path: pathlib.Path) -> dict | None:
+  """An eval.json's record, or None where there is none (or an unreadable one, which is then run again)."""
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+
+
+def _same_settings(earlier: dict, wanted: dict, record_obs: bool) -> bool:
+  """Whether an earlier evaluation's record answers this one: the same settings, weights, and visited observations
+  where they are asked for."""
+  return all(earlier.get(k) == v for k, v in wanted.items()) and (not record_obs or "visited_obs" in earlier)
+
+
 def main(argv):
   cli.start_run_reader(argv, FLAGS.checkpoint)
   cli.use_compilation_cache(FLAGS.compilation_cache_dir)
   from dpjax import checkpoint
   # Missing or damaged checkpoints, a policy the simulator cannot run, bad values, a full disk: one line.
   with cli.errors_as_one_line("dpjax.rollout", (checkpoint.CheckpointError, ValueError, OSError)):
-    step = checkpoint.step_from_flag(FLAGS.step, FLAGS.checkpoint, "dpjax.rollout")
-    pol = checkpoint.load_policy(FLAGS.checkpoint, use_ema=FLAGS.ema, step=step)
-    if FLAGS.compute_dtype:
-      pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
-    if FLAGS.timestep_spacing:
-      pol = pol.replace(spec=dataclasses.replace(pol.spec, timestep_spacing=FLAGS.timestep_spacing))
-    if FLAGS.n_action_steps is not None:
-      pol = policy_lib.with_n_action_steps(pol, FLAGS.n_action_steps)
-    if FLAGS.fused_sampling is not None:
-      policy_lib.check_fused_sampling(pol.spec.denoiser, FLAGS.fused_sampling)
-      pol = pol.replace(spec=dataclasses.replace(pol.spec, fused_sampling=FLAGS.fused_sampling))
-    out = pathlib.Path(FLAGS.out) if FLAGS.out else pathlib.Path(FLAGS.checkpoint) / "eval"
+    run_dir = pathlib.Path(FLAGS.checkpoint)
     # The run's own observation keys; a run without config.json (an older import) observes a Push-T preset.
-    keys = run_obs_keys(FLAGS.checkpoint) if (pathlib.Path(FLAGS.checkpoint) / "config.json").exists() else None
+    keys = run_obs_keys(run_dir) if (run_dir / "config.json").exists() else None
+    args = dict(seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
+                max_steps=FLAGS.max_steps, method=FLAGS.sampler, num_inference_steps=FLAGS.num_inference_steps,
+                num_videos=FLAGS.num_videos, video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed,
+                record_obs=FLAGS.record_obs, obs_keys=keys, latency_steps=FLAGS.latency_steps)
     try:
-      result = evaluate(pol, seeds=FLAGS.seeds, num_episodes=FLAGS.num_episodes, seed_start=FLAGS.seed_start,
-                        max_steps=FLAGS.max_steps, method=FLAGS.sampler,
-                        num_inference_steps=FLAGS.num_inference_steps, out_dir=out, num_videos=FLAGS.num_videos,
-                        video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed, checkpoint_step=step,
-                        record_obs=FLAGS.record_obs, obs_keys=keys, latency_steps=FLAGS.latency_steps)
+      if checkpoint.names_several_steps(FLAGS.step):
+        steps = checkpoint.steps_from_flag(FLAGS.step, run_dir)
+        out = pathlib.Path(FLAGS.out) if FLAGS.out else run_dir / "eval" / "checkpoints"
+        summary = evaluate_checkpoints(run_dir, steps, out, use_ema=FLAGS.ema, adapt=_with_sampling_flags, **args)
+      else:
+        step = checkpoint.step_from_flag(FLAGS.step, run_dir, "dpjax.rollout")
+        pol = _with_sampling_flags(checkpoint.load_policy(run_dir, use_ema=FLAGS.ema, step=step))
+        out = pathlib.Path(FLAGS.out) if FLAGS.out else run_dir / "eval"
+        result = evaluate(pol, out_dir=out, checkpoint_step=step, ema=FLAGS.ema, **args)
     except ImportError as e:
       if FLAGS.traceback:
         raise
       raise SystemExit(f"dpjax.rollout: the Push-T simulator is not installed ({e}); pip install -e '.[env]'.") from e
+  if checkpoint.names_several_steps(FLAGS.step):
+    print(_summary_table(summary))
+    print(f"dpjax.rollout: wrote {out / 'summary.json'}")
+    return
   summary = {k: result[k] for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
   print(json.dumps(summary, indent=2))
   print(f"dpjax.rollout: wrote {out / 'eval.json'}")
+
+
+def _with_sampling_flags(pol: policy_lib.Policy) -> policy_lib.Policy:
+  """The policy with the command line's overrides of its run's sampling settings."""
+  if FLAGS.compute_dtype:
+    pol = pol.replace(spec=dataclasses.replace(pol.spec, compute_dtype=FLAGS.compute_dtype))
+  if FLAGS.timestep_spacing:
+    pol = pol.replace(spec=dataclasses.replace(pol.spec, timestep_spacing=FLAGS.timestep_spacing))
+  if FLAGS.n_action_steps is not None:
+    pol = policy_lib.with_n_action_steps(pol, FLAGS.n_action_steps)
+  if FLAGS.fused_sampling is not None:
+    policy_lib.check_fused_sampling(pol.spec.denoiser, FLAGS.fused_sampling)
+    pol = pol.replace(spec=dataclasses.replace(pol.spec, fused_sampling=FLAGS.fused_sampling))
+  return pol
+
+
+def _summary_table(summary: dict) -> str:
+  """`evaluate_checkpoints`' summary as a markdown table of mean scores by step, then the selection numbers."""
+  lines = ["| checkpoint | mean score | success rate |", "|---|---|---|"]
+  lines += [f"| {step} | {score:.3f} | {summary['success_rates'][step]:.2f} |"
+            for step, score in summary["mean_scores"].items()]
+  lines.append(f"best: {summary['best_mean_score']:.3f} (step {summary['best_step']})")
+  for k in MEAN_OF_LAST:
+    mean = summary[f"mean_of_last_{k}"]
+    lines.append(f"mean of the last {k}: " + (f"{mean:.3f}" if mean is not None else f"- (fewer than {k} evaluated)"))
+  return "\n".join(lines)
 
 
 def run_main():

@@ -114,3 +114,53 @@ def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(trained_run,
                            cwd=REPO, capture_output=True, text=True, timeout=600)
   assert missing.returncode != 0 and "No checkpoints in" in missing.stderr
   assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr   # one line, no traceback
+
+
+def test_score_summary_gives_the_best_checkpoint_and_the_means_of_the_last_ones():
+  scores = {step: score for step, score in zip(range(1000, 13000, 1000), np.linspace(0.5, 0.94, 12))}
+  scores[3000] = 0.97
+  summary = rollout.score_summary(scores)
+  assert summary["best_step"] == 3000 and summary["best_mean_score"] == 0.97
+  assert summary["mean_of_last_3"] == pytest.approx(np.mean([scores[s] for s in (10000, 11000, 12000)]))
+  assert summary["mean_of_last_10"] == pytest.approx(np.mean([scores[s] for s in range(3000, 13000, 1000)]))
+  assert list(summary["mean_scores"]) == [str(s) for s in range(1000, 13000, 1000)]
+  few = rollout.score_summary({4: 0.5, 2: 0.5})
+  assert few["best_step"] == 4 and few["mean_of_last_3"] is None and few["mean_of_last_10"] is None
+
+
+def test_several_steps_are_all_or_a_list_of_kept_checkpoints(trained_run):
+  assert not checkpoint.names_several_steps(None) and not checkpoint.names_several_steps("best")
+  assert checkpoint.names_several_steps("all") and checkpoint.names_several_steps("4,2")
+  assert checkpoint.steps_from_flag("all", trained_run) == [2, 4]
+  assert checkpoint.steps_from_flag("4, 2", trained_run) == [2, 4]
+  with pytest.raises(checkpoint.CheckpointError, match=r"No checkpoint for step 6 in .*; available: \[2, 4\]"):
+    checkpoint.steps_from_flag("2,6", trained_run)
+  with pytest.raises(ValueError, match="--step=2,x: give all or checkpoint steps"):
+    checkpoint.steps_from_flag("2,x", trained_run)
+
+
+def test_cli_scores_every_checkpoint_and_a_rerun_resumes(trained_run, tmp_path, capsys):
+  run_dir = smoke.copy_run(trained_run, tmp_path)
+  command = [sys.executable, "-m", "dpjax.rollout", f"--checkpoint={run_dir}", "--step=all", "--num_episodes=2",
+             "--max_steps=8", "--num_videos=0"]
+  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = run_dir / "eval" / "checkpoints"
+  summary = json.loads((out / "summary.json").read_text())
+  evals = {step: json.loads((out / str(step) / "eval.json").read_text()) for step in (2, 4)}
+  assert summary["mean_scores"] == {str(step): evals[step]["mean_score"] for step in (2, 4)}
+  assert summary["mean_of_last_3"] is None and summary["skipped"] == {} and summary["seeds"] == [100000, 100001]
+  assert all(evals[step]["checkpoint_step"] == step and evals[step]["ema"] for step in (2, 4))
+  assert "| 4 |" in done.stdout and "mean of the last 3: - (fewer than 3 evaluated)" in done.stdout
+  # The same settings again, in this process: nothing is run; another policy seed runs again, past a damaged step.
+  written = {step: (out / str(step) / "eval.json").stat().st_mtime_ns for step in (2, 4)}
+  args = dict(num_episodes=2, max_steps=8, num_videos=0, show_progress=False)
+  again = rollout.evaluate_checkpoints(run_dir, [2, 4], out, **args)
+  assert again["mean_scores"] == summary["mean_scores"]
+  assert {step: (out / str(step) / "eval.json").stat().st_mtime_ns for step in (2, 4)} == written
+  assert capsys.readouterr().out.count("was evaluated under these settings") == 2
+  victim = sorted((run_dir / "checkpoints" / "2" / "ema_params" / "d").iterdir())[0]
+  victim.unlink()
+  other = rollout.evaluate_checkpoints(run_dir, [2, 4], out, policy_seed=1, **args)
+  assert list(other["skipped"]) == ["2"] and list(other["mean_scores"]) == ["4"] and other["policy_seed"] == 1
+  assert json.loads((out / "4" / "eval.json").read_text())["policy_seed"] == 1
