@@ -70,9 +70,6 @@ flags.DEFINE_bool("record_obs", False, "Also write OUT/visited_obs.npz: the obse
 # evaluate()'s arguments that decide its scores besides the weights (`protocol`'s).
 PROTOCOL_ARGS = ("seeds", "num_episodes", "seed_start", "max_steps", "method", "num_inference_steps", "policy_seed",
                  "latency_steps", "obs_keys")
-# eval.json's fields that an evaluation measures; the rest are its settings.
-OUTCOME_FIELDS = ("mean_score", "success_rate", "scores", "successes", "wall_seconds", "videos", "visited_obs",
-                  "num_visited_obs")
 # Means over the last k evaluated checkpoints in a summary: issue 12's 3, and the paper's 10 (Chi et al. 2023,
 # Table 1: the best checkpoint / the mean of the last 10, checkpoints every 50 epochs).
 MEAN_OF_LAST = (3, 10)
@@ -288,8 +285,9 @@ def main(argv):
                 max_steps=FLAGS.max_steps, method=FLAGS.sampler, num_inference_steps=FLAGS.num_inference_steps,
                 num_videos=FLAGS.num_videos, video_size=FLAGS.video_size, policy_seed=FLAGS.policy_seed,
                 record_obs=FLAGS.record_obs, obs_keys=keys, latency_steps=FLAGS.latency_steps)
+    several = checkpoint.names_several_steps(FLAGS.step)
     try:
-      if checkpoint.names_several_steps(FLAGS.step):
+      if several:
         steps = checkpoint.steps_from_flag(FLAGS.step, run_dir)
         out = pathlib.Path(FLAGS.out) if FLAGS.out else run_dir / "eval" / "checkpoints"
         summary = evaluate_checkpoints(run_dir, steps, out, use_ema=FLAGS.ema, adapt=_with_sampling_flags, **args)
@@ -302,7 +300,7 @@ def main(argv):
       if FLAGS.traceback:
         raise
       raise SystemExit(f"dpjax.rollout: the Push-T simulator is not installed ({e}); pip install -e '.[env]'.") from e
-  if checkpoint.names_several_steps(FLAGS.step):
+  if several:
     print(_summary_table(summary))
     print(f"dpjax.rollout: wrote {out / 'summary.json'}")
     return
