@@ -1,7 +1,10 @@
 r"""Compare evaluations episode by episode: each one's mean score +- its standard error, and its paired difference
-from the first on the seeds both ran.
+from the first on the seeds both ran; or runs by their checkpoints: training seeds of one recipe, each scored with
+`dpjax.rollout --step=all`, as the paper reports them (the best checkpoint and the mean of the last ones, each
+averaged over the runs +- its standard error).
 
     python -m dpjax.compare runs/TEACHER/eval/eval.json runs/STUDENT/eval/eval.json [more eval.json ...]
+    python -m dpjax.compare runs/seed0/eval/checkpoints runs/seed1/eval/checkpoints runs/seed2/eval/checkpoints
 
 Two policies scored on the same seeds start from the same states, so most of the spread between episodes (easy and
 hard initial states) cancels in their per-episode difference: its standard error is often half that of either mean,
@@ -13,6 +16,11 @@ import pathlib
 import sys
 
 import numpy as np
+
+
+# summary.json fields that must agree for runs to be averaged: what decides the scores besides the weights.
+SUMMARY_SETTINGS = ("seeds", "max_steps", "sampler", "num_inference_steps", "timestep_spacing", "n_action_steps",
+                    "latency_steps", "obs_keys", "compute_dtype", "fused_sampling", "policy_seed", "ema")
 
 
 def load_eval(path) -> dict:
@@ -28,7 +36,30 @@ def load_eval(path) -> dict:
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not JSON ({e}); give an eval.json written by python -m dpjax.rollout.") from e
   if not isinstance(record, dict) or "seeds" not in record or "scores" not in record:
-    raise ValueError(f"{path} has no per-episode seeds and scores; give an eval.json written by python -m dpjax.rollout.")
+    raise ValueError(f"{path} has no per-episode seeds and scores; give an eval.json written by python -m "
+                     "dpjax.rollout.")
+  return record
+
+
+def is_summary(path) -> bool:
+  """Whether `path` is a summary.json of `dpjax.rollout --step=all`, or a folder holding one and no eval.json."""
+  path = pathlib.Path(path)
+  return path.name == "summary.json" or (path.is_dir() and (path / "summary.json").is_file()
+                                          and not (path / "eval.json").is_file())
+
+
+def load_summary(path) -> dict:
+  """A summary.json written by `python -m dpjax.rollout --step=all` (needs its "mean_scores" and "best_mean_score")."""
+  path = pathlib.Path(path)
+  path = path / "summary.json" if path.is_dir() else path
+  try:
+    record = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path} cannot be read as JSON ({e}); give summary.json files written by python -m "
+                     "dpjax.rollout --step=all.") from e
+  if not isinstance(record, dict) or "mean_scores" not in record or "best_mean_score" not in record:
+    raise ValueError(f"{path} has no per-checkpoint mean scores; give summary.json files written by python -m "
+                     "dpjax.rollout --step=all.")
   return record
 
 
@@ -66,13 +97,42 @@ def table(paths) -> str:
   return "\n".join(lines)
 
 
+def summary_table(paths) -> str:
+  """A markdown table: one row per run's summary.json (checkpoints scored, the best and its step, each mean of the
+  last k), then their mean +- standard error over the runs, where every run has the number and all were scored
+  under the same settings (else a line naming the settings that differ)."""
+  records = [load_summary(p) for p in paths]
+  lasts = sorted({int(k.rsplit("_", 1)[1]) for r in records for k in r if k.startswith("mean_of_last_")})
+  lines = ["| run | checkpoints | best (step) | " + " | ".join(f"mean of last {k}" for k in lasts) + " |",
+           "|---|---|---|" + "---|" * len(lasts)]
+  for path, record in zip(paths, records):
+    means = [f"{record[f'mean_of_last_{k}']:.3f}" if record.get(f"mean_of_last_{k}") is not None else "-"
+             for k in lasts]
+    lines.append(f"| {path} | {len(record['mean_scores'])} | {record['best_mean_score']:.3f} "
+                 f"({record.get('best_step', '-')}) | " + " | ".join(means) + " |")
+  differing = [k for k in SUMMARY_SETTINGS if len({json.dumps(r.get(k)) for r in records}) > 1]
+  if differing:
+    lines.append(f"No mean over the runs: they were scored under different {', '.join(differing)}.")
+  elif len(records) > 1:
+    means = [mean_with_error([r[f"mean_of_last_{k}"] for r in records])
+             if all(r.get(f"mean_of_last_{k}") is not None for r in records) else "-" for k in lasts]
+    lines.append(f"| mean over {len(records)} runs | | {mean_with_error([r['best_mean_score'] for r in records])} | "
+                 + " | ".join(means) + " |")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   paths = sys.argv[1:] if argv is None else argv
   if not paths or any(p.startswith("-") for p in paths):
-    print("usage: python -m dpjax.compare REFERENCE/eval.json OTHER/eval.json ...", file=sys.stderr)
+    print("usage: python -m dpjax.compare REFERENCE/eval.json OTHER/eval.json ... | RUN/eval/checkpoints ...",
+          file=sys.stderr)
     return 2
+  summaries = [is_summary(p) for p in paths]
   try:
-    print(table(paths))
+    if any(summaries) and not all(summaries):
+      raise ValueError("give eval.json files (episodes compared) or summary.json files of --step=all (runs "
+                       "averaged), not both.")
+    print(summary_table(paths) if all(summaries) else table(paths))
   except ValueError as e:
     print(f"dpjax.compare: {e}", file=sys.stderr)
     return 1

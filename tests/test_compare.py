@@ -39,3 +39,31 @@ def test_table_and_cli(tmp_path, capsys):
   assert compare.main([str(tmp_path / "bad.json")]) == 1
   assert "bad.json is not JSON" in capsys.readouterr().err
   assert compare.main([]) == 2
+
+
+def _summary(path, mean_scores, **settings):
+  from dpjax import rollout
+  record = {**rollout.score_summary(mean_scores), "seeds": [1, 2], "sampler": "ddpm", **settings}
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "summary.json").write_text(json.dumps(record))
+  return path
+
+
+def test_runs_scored_at_every_checkpoint_are_averaged_as_papers_report_them(tmp_path, capsys):
+  runs = [_summary(tmp_path / f"seed{i}", {1000: 0.5, 2000: 0.7 + 0.1 * i, 3000: 0.8, 4000: 0.6 + 0.1 * i})
+          for i in range(3)]
+  assert compare.is_summary(runs[0]) and compare.is_summary(runs[0] / "summary.json")
+  assert compare.main([str(r) for r in runs]) == 0
+  rows = capsys.readouterr().out.splitlines()
+  assert rows[0] == "| run | checkpoints | best (step) | mean of last 3 | mean of last 10 |"
+  assert rows[2].endswith("| 4 | 0.800 (3000) | 0.700 | - |")      # last 3: (0.7 + 0.8 + 0.6) / 3
+  assert rows[4].endswith("| 4 | 0.900 (2000) | 0.833 | - |")
+  best = compare.mean_with_error([0.8, 0.8, 0.9])
+  assert rows[5] == f"| mean over 3 runs | | {best} | {compare.mean_with_error([0.7, 0.7 + 0.2 / 3, 0.7 + 0.4 / 3])} | - |"
+  other = _summary(tmp_path / "trailing", {1000: 0.9}, timestep_spacing="trailing")
+  assert compare.main([str(runs[0]), str(other)]) == 0
+  assert capsys.readouterr().out.splitlines()[-1] == "No mean over the runs: they were scored under different " \
+                                                     "timestep_spacing."
+  _write(tmp_path / "one" / "eval.json", [1, 2], [0.5, 1.0])
+  assert compare.main([str(runs[0]), str(tmp_path / "one")]) == 1
+  assert "not both" in capsys.readouterr().err
