@@ -54,4 +54,3 @@ def trained_run(data_path, tmp_path_factory):
   run_dir = tmp_path_factory.mktemp("trained") / "run"
   train.train_and_evaluate(config, run_dir)
   return run_dir
-
