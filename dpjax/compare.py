@@ -18,11 +18,6 @@ import sys
 import numpy as np
 
 
-# summary.json fields that must agree for runs to be averaged: what decides the scores besides the weights.
-SUMMARY_SETTINGS = ("seeds", "max_steps", "sampler", "num_inference_steps", "timestep_spacing", "n_action_steps",
-                    "latency_steps", "obs_keys", "compute_dtype", "fused_sampling", "policy_seed", "ema")
-
-
 def load_eval(path) -> dict:
   """An eval.json written by `python -m dpjax.rollout` (needs its "seeds" and "scores")."""
   path = pathlib.Path(path)
@@ -100,7 +95,7 @@ def table(paths) -> str:
 def summary_table(paths) -> str:
   """A markdown table: one row per run's summary.json (checkpoints scored, the best and its step, each mean of the
   last k), then their mean +- standard error over the runs, where every run has the number and all were scored
-  under the same settings (else a line naming the settings that differ)."""
+  under the same "settings" (else a line naming those that differ)."""
   records = [load_summary(p) for p in paths]
   lasts = sorted({int(k.rsplit("_", 1)[1]) for r in records for k in r if k.startswith("mean_of_last_")})
   lines = ["| run | checkpoints | best (step) | " + " | ".join(f"mean of last {k}" for k in lasts) + " |",
@@ -110,7 +105,8 @@ def summary_table(paths) -> str:
              for k in lasts]
     lines.append(f"| {path} | {len(record['mean_scores'])} | {record['best_mean_score']:.3f} "
                  f"({record.get('best_step', '-')}) | " + " | ".join(means) + " |")
-  differing = [k for k in SUMMARY_SETTINGS if len({json.dumps(r.get(k)) for r in records}) > 1]
+  fields = sorted({k for r in records for k in r.get("settings", {})})
+  differing = [k for k in fields if len({json.dumps(r.get("settings", {}).get(k)) for r in records}) > 1]
   if differing:
     lines.append(f"No mean over the runs: they were scored under different {', '.join(differing)}.")
   elif len(records) > 1:

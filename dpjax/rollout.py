@@ -211,11 +211,12 @@ def _progress(total: int, show: bool):
 def evaluate_checkpoints(run_dir, steps, out_dir, *, use_ema: bool = True, adapt=None, **evaluate_args) -> dict:
   """Scores checkpoints `steps` of the run in `run_dir` one after another under one protocol, in this process (the
   sampling chain compiles once for all of them): out_dir/<step>/eval.json each (`evaluate`, with `evaluate_args`),
-  then out_dir/summary.json (`score_summary` of their mean scores, the settings and the checkpoints skipped); returns
-  the summary. A step whose out_dir/<step>/eval.json was written under the same settings and weights is read, not
-  run again, so a stopped evaluation resumes where it stopped. A checkpoint that cannot be loaded (damaged, or
-  deleted meanwhile by a training run that keeps only its newest) is skipped with a line naming it and why.
-  adapt: Policy -> Policy, applied to each loaded policy (the command line's sampling overrides)."""
+  then out_dir/summary.json (`score_summary` of their mean scores, "settings": `protocol`'s with `ema`, and the
+  checkpoints skipped); returns the summary. A step whose out_dir/<step>/eval.json was written under the same
+  settings and weights is read, not run again, so a stopped evaluation resumes where it stopped. A checkpoint that
+  cannot be loaded (damaged, or deleted meanwhile by a training run that keeps only its newest) is skipped with a
+  line naming it and why. adapt: Policy -> Policy, applied to each loaded policy (the command line's sampling
+  overrides)."""
   from dpjax import checkpoint
   out_dir = pathlib.Path(out_dir)
   protocol_args = {k: v for k, v in evaluate_args.items() if k in PROTOCOL_ARGS}
@@ -240,7 +241,7 @@ def evaluate_checkpoints(run_dir, steps, out_dir, *, use_ema: bool = True, adapt
     raise checkpoint.CheckpointError(f"No intact checkpoint among steps {list(steps)} of {run_dir}.")
   summary = {**score_summary({step: r["mean_score"] for step, r in results.items()}),
              "success_rates": {str(step): r["success_rate"] for step, r in sorted(results.items())},
-             "run": str(run_dir), "ema": use_ema, **settings, "skipped": skipped}
+             "run": str(run_dir), "settings": {**settings, "ema": use_ema}, "skipped": skipped}
   files.write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
   return summary
 

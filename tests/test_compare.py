@@ -43,7 +43,7 @@ def test_table_and_cli(tmp_path, capsys):
 
 def _summary(path, mean_scores, **settings):
   from dpjax import rollout
-  record = {**rollout.score_summary(mean_scores), "seeds": [1, 2], "sampler": "ddpm", **settings}
+  record = {**rollout.score_summary(mean_scores), "settings": {"seeds": [1, 2], "sampler": "ddpm", **settings}}
   path.mkdir(parents=True, exist_ok=True)
   (path / "summary.json").write_text(json.dumps(record))
   return path
@@ -59,7 +59,8 @@ def test_runs_scored_at_every_checkpoint_are_averaged_as_papers_report_them(tmp_
   assert rows[2].endswith("| 4 | 0.800 (3000) | 0.700 | - |")      # last 3: (0.7 + 0.8 + 0.6) / 3
   assert rows[4].endswith("| 4 | 0.900 (2000) | 0.833 | - |")
   best = compare.mean_with_error([0.8, 0.8, 0.9])
-  assert rows[5] == f"| mean over 3 runs | | {best} | {compare.mean_with_error([0.7, 0.7 + 0.2 / 3, 0.7 + 0.4 / 3])} | - |"
+  last_3 = compare.mean_with_error([0.7, 0.7 + 0.2 / 3, 0.7 + 0.4 / 3])
+  assert rows[5] == f"| mean over 3 runs | | {best} | {last_3} | - |"
   other = _summary(tmp_path / "trailing", {1000: 0.9}, timestep_spacing="trailing")
   assert compare.main([str(runs[0]), str(other)]) == 0
   assert capsys.readouterr().out.splitlines()[-1] == "No mean over the runs: they were scored under different " \

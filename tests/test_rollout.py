@@ -149,7 +149,8 @@ def test_cli_scores_every_checkpoint_and_a_rerun_resumes(trained_run, tmp_path, 
   summary = json.loads((out / "summary.json").read_text())
   evals = {step: json.loads((out / str(step) / "eval.json").read_text()) for step in (2, 4)}
   assert summary["mean_scores"] == {str(step): evals[step]["mean_score"] for step in (2, 4)}
-  assert summary["mean_of_last_3"] is None and summary["skipped"] == {} and summary["seeds"] == [100000, 100001]
+  assert summary["mean_of_last_3"] is None and summary["skipped"] == {}
+  assert summary["settings"]["seeds"] == [100000, 100001] and summary["settings"]["ema"]
   assert all(evals[step]["checkpoint_step"] == step and evals[step]["ema"] for step in (2, 4))
   assert "| 4 |" in done.stdout and "mean of the last 3: - (fewer than 3 evaluated)" in done.stdout
   # The same settings again, in this process: nothing is run; another policy seed runs again, past a damaged step.
@@ -159,8 +160,8 @@ def test_cli_scores_every_checkpoint_and_a_rerun_resumes(trained_run, tmp_path, 
   assert again["mean_scores"] == summary["mean_scores"]
   assert {step: (out / str(step) / "eval.json").stat().st_mtime_ns for step in (2, 4)} == written
   assert capsys.readouterr().out.count("was evaluated under these settings") == 2
-  victim = sorted((run_dir / "checkpoints" / "2" / "ema_params" / "d").iterdir())[0]
-  victim.unlink()
+  smoke.delete_a_data_file(run_dir, 2, "ema_params")
   other = rollout.evaluate_checkpoints(run_dir, [2, 4], out, policy_seed=1, **args)
-  assert list(other["skipped"]) == ["2"] and list(other["mean_scores"]) == ["4"] and other["policy_seed"] == 1
+  assert list(other["skipped"]) == ["2"] and list(other["mean_scores"]) == ["4"]
+  assert other["settings"]["policy_seed"] == 1
   assert json.loads((out / "4" / "eval.json").read_text())["policy_seed"] == 1
