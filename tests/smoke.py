@@ -49,3 +49,11 @@ def copy_run(run_dir: pathlib.Path, parent: pathlib.Path, name: str = "run") -> 
   """A private copy of the run at `run_dir` as parent/name, for a test that writes into it (its eval/, export/ or
   checkpoints)."""
   return pathlib.Path(shutil.copytree(run_dir, parent / name))
+
+
+def delete_a_data_file(run_dir: pathlib.Path, step: int, item: str) -> pathlib.Path:
+  """Damages checkpoint `step` of the run at `run_dir`: deletes the first data file of its `item` (e.g.
+  "ema_params"); returns the deleted file's path."""
+  victim = sorted((run_dir / "checkpoints" / str(step) / item / "d").iterdir())[0]
+  victim.unlink()
+  return victim

@@ -24,12 +24,6 @@ def _config(data_path):
   return config
 
 
-def _delete_a_data_file(run_dir, step: int, item: str) -> pathlib.Path:
-  victim = sorted((run_dir / "checkpoints" / str(step) / item / "d").iterdir())[0]
-  victim.unlink()
-  return victim
-
-
 def _truncate_meta(run_dir, step: int) -> None:
   meta = run_dir / "checkpoints" / str(step) / "meta" / "metadata"
   meta.write_text(meta.read_text()[:20])
@@ -43,7 +37,7 @@ def _steps(folder) -> list[int]:
 def test_load_policy_falls_back_to_the_newest_intact_checkpoint(trained_run, tmp_path, caplog, damage):
   run_dir = smoke.copy_run(trained_run, tmp_path)
   if damage == "ema_params file":
-    reason = f"missing file {_delete_a_data_file(run_dir, 4, 'ema_params')}"
+    reason = f"missing file {smoke.delete_a_data_file(run_dir, 4, 'ema_params')}"
   else:
     _truncate_meta(run_dir, 4)
     reason = "meta is not valid JSON"
@@ -72,7 +66,7 @@ def test_load_policy_drops_only_orbax_read_only_warnings(trained_run, caplog):
 
 def test_resume_moves_a_damaged_checkpoint_aside_and_saves_over_its_step(data_path, trained_run, tmp_path, capsys):
   run_dir = smoke.copy_run(trained_run, tmp_path)
-  victim = _delete_a_data_file(run_dir, 4, "params")
+  victim = smoke.delete_a_data_file(run_dir, 4, "params")
   # As after a kill between logging step 4 and completing its checkpoint: the resume logs steps 3 and 4 again.
   final = train.train_and_evaluate(_config(data_path), run_dir)
   out = capsys.readouterr().out
@@ -94,7 +88,7 @@ def test_resume_moves_a_damaged_checkpoint_aside_and_saves_over_its_step(data_pa
 def test_resume_with_no_intact_checkpoint_moves_nothing(data_path, trained_run, tmp_path):
   run_dir = smoke.copy_run(trained_run, tmp_path)
   for step in (2, 4):
-    _delete_a_data_file(run_dir, step, "opt_state")
+    smoke.delete_a_data_file(run_dir, step, "opt_state")
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* can be restored \\(step 4: missing file "
                      ".*; step 2: missing file .*\\). If the config changed the optimiser \\(config.optim.flat_moments "
                      "changes its state's layout\\), resume with the run's own: --config=.*config.json; else move .* "
