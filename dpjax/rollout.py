@@ -238,7 +238,8 @@ def evaluate_checkpoints(run_dir, steps, out_dir, *, use_ema: bool = True, adapt
       continue
     results[step] = evaluate(pol, out_dir=out_dir / str(step), checkpoint_step=step, ema=use_ema, **evaluate_args)
   if not results:
-    raise checkpoint.CheckpointError(f"No intact checkpoint among steps {list(steps)} of {run_dir}.")
+    raise checkpoint.CheckpointError(f"No checkpoint among steps {list(steps)} of {run_dir} could be loaded (why: the "
+                                     "lines above); name intact steps with --step, or train again.")
   summary = {**score_summary({step: r["mean_score"] for step, r in results.items()}),
              "success_rates": {str(step): r["success_rate"] for step, r in sorted(results.items())},
              "run": str(run_dir), "settings": {**settings, "ema": use_ema}, "skipped": skipped}
