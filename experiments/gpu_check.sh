@@ -22,7 +22,8 @@
 # configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per episode, default 300), EXTRA (more --config.*
 # flags for dpjax.train, e.g. --config.optim.learning_rate=3e-4), BATCH_SIZE (the global batch of the benchmark and
 # the run alike, so the step count fits the budget; default: the config's 256), EVAL_CHECKPOINTS (default 10),
-# EXTRA_BENCHES (default 0; 1 runs stage 4).
+# EVAL_SEED_PER_CHECKPOINT (default 1: checkpoint N samples with policy seed N, independent draws as the paper's
+# in-training rollouts; 0: seed 0 for all), EXTRA_BENCHES (default 0; 1 runs stage 4).
 # On the lent device machine: experiments/prepare_device.sh says how (wheels, data, the command).
 # A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke TRAIN_BUDGET_S=20 EPISODES=2 MAX_STEPS=10 bash ...
 set -uo pipefail
@@ -38,6 +39,7 @@ if [ -n "${BATCH_SIZE:-}" ]; then
 fi
 extra_benches=${EXTRA_BENCHES:-0}
 eval_checkpoints=${EVAL_CHECKPOINTS:-10}
+eval_seed_per_checkpoint=${EVAL_SEED_PER_CHECKPOINT:-1}   # device_common.sh: each checkpoint its own sampling noise
 if [ -n "${NUM_STEPS:-}" ] && ! is_run_length "$NUM_STEPS"; then
   echo "NUM_STEPS=$NUM_STEPS: give a positive multiple of 500 (every tenth of the run is then a logged step)" >&2
   exit 1

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Which training recipe reaches issue 12's score with the full-size low-dim CNN: several recipes in one device call,
 # sized to a wall-clock deadline (default 540 s). Each recipe trains from scratch (a fixed number of steps, a multiple
-# of 500, with a checkpoint and a validation every tenth); while the next recipe trains, the last one's ten
-# checkpoints are evaluated side by side with the paper's protocol (50 episodes, seeds 100000..100049, DDPM-100, EMA).
+# of 500, with CHECKPOINTS checkpoints, default 20, and a validation every tenth); while the next recipe trains, the
+# last one's checkpoints are evaluated side by side with the paper's protocol (50 episodes, seeds 100000..100049,
+# DDPM-100, EMA), each checkpoint with its own sampling noise (policy seed = its step) as the original's in-training
+# rollouts drew theirs, so the best is a maximum over independent draws like the paper's (experiments/sampling_spread/:
+# with one seed for all, the draws share their luck and the best of ten sits ~0.02 lower); then all but the run's
+# newest checkpoint are deleted (disk).
 # A recipe that the deadline cuts keeps its checkpoints so far, evaluated; a recipe whose training would not fit the
 # time left (its start-up and steps/s taken from the recipe before it) is skipped, and a shorter one after it may run.
 # Writes gpu_recipes_<device>.json (device, versions and per recipe: its flags, steps/s, checkpoint stalls, losses,
@@ -17,7 +21,8 @@
 # -, the step count, then --config.* flags for dpjax.train), PYTHON (default: .venv/bin/python, else python3), OUT
 # (default experiments/gpu_recipes/<date>), WORK_DIR (the runs, default /tmp/gpu_recipes; a rerun replaces a recipe's
 # run), DEADLINE_S (default 540), CONFIG (default configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per
-# episode, default 300). A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke RECIPES="a 500; b 500
+# episode, default 300), CHECKPOINTS (per run, default 20; each recipe's steps a multiple of 50 x CHECKPOINTS),
+# EVAL_SEED_PER_CHECKPOINT (default 1; 0: every checkpoint with policy seed 0, session 18's protocol). A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke RECIPES="a 500; b 500
 # --config.optim.schedule=constant" EPISODES=2 MAX_STEPS=10 DEADLINE_S=900 bash experiments/gpu_recipes.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +30,11 @@ cd "$(dirname "$0")/.."
 source experiments/device_common.sh
 deadline=${DEADLINE_S:-540}
 config=${CONFIG:-configs/pusht.py}
+checkpoints_per_run=${CHECKPOINTS:-20}
+eval_seed_per_checkpoint=${EVAL_SEED_PER_CHECKPOINT:-1}
+if ! [[ "$checkpoints_per_run" =~ ^[1-9][0-9]*$ ]]; then
+  echo "CHECKPOINTS=$checkpoints_per_run: give a positive number of checkpoints per run" >&2; exit 1
+fi
 # Session 18's choice (BUILD_NOTES.md, "GPU check"): the 4,000-step cosine recipe that scored 0.923 / 0.908 on the
 # H100, with half its learning rate (the full-size network fell with the rate held at 3e-4) and with another seed
 # (one run's luck), and a cosine schedule ending near that run's best step (2,800). Session 19 put second the same
@@ -45,6 +55,12 @@ for entry in "${given[@]}"; do
          "multiple of 500 steps (every tenth of the run is then a logged step), entries separated by ';'" >&2
     exit 1
   fi
+  if [ $(( steps % (50 * checkpoints_per_run) )) != 0 ]; then
+    echo "RECIPES entry '$entry' with CHECKPOINTS=$checkpoints_per_run: give a step count that is a multiple of" \
+         "$(( 50 * checkpoints_per_run )) (each checkpoint a multiple of the 50-step log interval), or fewer" \
+         "CHECKPOINTS" >&2
+    exit 1
+  fi
   entries+=("$entry")
 done
 if [ ${#entries[@]} = 0 ]; then
@@ -55,8 +71,9 @@ work=${WORK_DIR:-/tmp/gpu_recipes}
 mkdir -p "$out" "$work"
 log="$out/recipes.log"
 
-# The last recipe's ten evaluations side by side, start-up and compile included: 27 s on the H100 (session 18).
-eval_reserve=60
+# The last recipe's evaluations side by side, start-up and compile included: ten took 27 s on the H100 (session 18),
+# CPU-bound on its 16 cores.
+eval_reserve=$(( 30 + 2 * checkpoints_per_run ))
 min_train_s=60             # start-up, data to device, compile and a few hundred steps: less is not worth starting
 measured=""                # "START_UP_S STEPS_PER_S" of the last recipe that trained: what the next one will need
 say "device"
@@ -74,14 +91,15 @@ for entry in "${entries[@]}"; do
     say "$name: skipped, its training needs ~$need s and $(left) s are left"; continue
   fi
   rm -rf "$run"
-  every=$(( steps / 10 ))
+  every=$(( steps / checkpoints_per_run ))
   say "train $name: $steps steps, ${flags:-no flags}"
   train_start=$(date +%s)
   # The training holds under half the GPU's memory; the evaluations beside it grow theirs as they need it.
   # shellcheck disable=SC2086  # $flags: one word per flag
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 timeout $(( $(left) - eval_reserve )) "$python" -m dpjax.train \
       --config="$config" --workdir="$run" --config.train.num_steps="$steps" --config.train.checkpoint_every="$every" \
-      --config.train.val_every="$every" --config.train.keep_checkpoints=10 $flags 2>&1 | tr '\r' '\n' \
+      --config.train.val_every=$(( steps / 10 )) --config.train.keep_checkpoints="$checkpoints_per_run" $flags 2>&1 \
+      | tr '\r' '\n' \
       | grep -v "^train: .*step" | tee -a "$log"
   train_rc=${PIPESTATUS[0]}
   train_s=$(( $(date +%s) - train_start ))
@@ -94,7 +112,10 @@ print(run_summary.summarize(sys.argv[1])["train_steps_per_s"]["median"] or "")' 
     measured=$(awk -v w="$train_s" -v r="$rate" -v n="$steps" 'BEGIN { s = w - n / r; print (s > 0 ? s : 0), r }')
   fi
   wait                       # the previous recipe's evaluations
-  [ -n "$steps_evaluated" ] && evaluation_summaries $steps_evaluated | tee -a "$log"
+  if [ -n "$steps_evaluated" ]; then
+    evaluation_summaries $steps_evaluated | tee -a "$log"
+    keep_newest_checkpoint "${steps_evaluated%% *}"
+  fi
   checkpoints=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')
   names+=("$name")
   if [ -z "$checkpoints" ]; then
@@ -106,8 +127,11 @@ print(run_summary.summarize(sys.argv[1])["train_steps_per_s"]["median"] or "")' 
   steps_evaluated="$run $checkpoints"
 done
 wait
-# shellcheck disable=SC2086
-[ -n "$steps_evaluated" ] && evaluation_summaries $steps_evaluated | tee -a "$log"
+if [ -n "$steps_evaluated" ]; then
+  # shellcheck disable=SC2086
+  evaluation_summaries $steps_evaluated | tee -a "$log"
+  keep_newest_checkpoint "${steps_evaluated%% *}"
+fi
 
 "$python" - "$out" "$work" "$(elapsed)" "$recipes" "${names[@]}" <<'EOF' 2>&1 | tee -a "$log"
 """Collects every recipe's numbers into one JSON file named after the device."""
@@ -141,7 +165,8 @@ path = out / run_summary.device_file_name("gpu_recipes", device.device_kind)
 path.write_text(json.dumps(record, indent=2))
 for name, r in record["recipes"].items():
   curve = " ".join(f"{s}:{e['mean_score']:.3f}" for s, e in r["eval"].items())
-  print(f"{name}: best {r['best_mean_score']} (step {r['best_step']}), mean of last 3 {r['mean_of_last_3']}, "
+  print(f"{name}: best {r['best_mean_score']} (step {r['best_step']}; of ten evenly spaced "
+        f"{r['best_of_10_evenly_spaced']}), mean of last 3 {r['mean_of_last_3']}, "
         f"{r['train_steps_per_s']['median']} steps/s, stalls max {r['checkpoint_blocking_s']['max']} s; {curve}")
 print(f"wrote {path}")
 EOF

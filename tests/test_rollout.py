@@ -165,3 +165,13 @@ def test_cli_scores_every_checkpoint_and_a_rerun_resumes(trained_run, tmp_path, 
   assert list(other["skipped"]) == ["2"] and list(other["mean_scores"]) == ["4"]
   assert other["settings"]["policy_seed"] == 1
   assert json.loads((out / "4" / "eval.json").read_text())["policy_seed"] == 1
+  assert "policy_seed_per_checkpoint" not in other["settings"]   # summaries from before the rule still compare
+  # A seed per checkpoint: step 4 samples with 1 + 4, recorded in its eval.json; the summary holds the base and rule.
+  own = rollout.evaluate_checkpoints(run_dir, [4], out, policy_seed=1, policy_seed_per_checkpoint=True, **args)
+  assert json.loads((out / "4" / "eval.json").read_text())["policy_seed"] == 5
+  assert own["settings"]["policy_seed"] == 1 and own["settings"]["policy_seed_per_checkpoint"]
+
+
+def test_a_seed_per_checkpoint_is_the_base_plus_the_step():
+  assert rollout.checkpoint_policy_seed(7, 4000, per_checkpoint=False) == 7
+  assert rollout.checkpoint_policy_seed(7, 4000, per_checkpoint=True) == 4007

@@ -3,7 +3,8 @@
 `summarize(run_dir)` reads `metrics.jsonl`, `config.json`, `wall_time.json` and every `eval_step_<N>/eval.json`
 (written by `dpjax.rollout --out=RUN_DIR/eval_step_<N>`) and returns the numbers issue 12 asks for: steps/s (first
 window, which holds the compile, and median), where the wall time went, the blocking time of every checkpoint save,
-the loss curves, every evaluation and the best / mean-of-last-3 mean scores. `experiments/gpu_check.sh`,
+the loss curves, every evaluation (its per-episode scores and policy seed included) and `dpjax.rollout.score_summary`'s
+best and means of the last 3 / 10, with the best of ten evenly spaced checkpoints beside it (session 18 scored ten). `experiments/gpu_check.sh`,
 `gpu_recipes.sh` and `gpu_distill.sh` (its student's run) write it into their JSON files.
 """
 import glob
@@ -11,7 +12,7 @@ import json
 import pathlib
 import re
 
-from dpjax import wall_time
+from dpjax import rollout, wall_time
 
 
 def read_metrics(run_dir) -> list[dict]:
@@ -33,7 +34,7 @@ def summarize(run_dir) -> dict:
   rates = [m["train/steps_per_second"] for m in metrics if "train/steps_per_second" in m]
   blocking = [m["train/checkpoint_blocking_s"] for m in metrics if "train/checkpoint_blocking_s" in m]
   evals = read_evals(run_dir)
-  scores = [evals[s]["mean_score"] for s in sorted(evals)]
+  selection = rollout.score_summary({s: e["mean_score"] for s, e in evals.items()}) if evals else {}
   config_path = run_dir / "config.json"
   return {
       "config": json.loads(config_path.read_text()) if config_path.exists() else None,
@@ -46,12 +47,20 @@ def summarize(run_dir) -> dict:
       "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(metrics) if "val/loss_ema" in m), None),
       "train_loss": {str(m["step"]): m["train/loss"] for m in metrics if "train/loss" in m},
       "val_loss_ema": {str(m["step"]): m["val/loss_ema"] for m in metrics if "val/loss_ema" in m},
-      "eval": {str(s): {k: evals[s].get(k) for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds")}
+      "eval": {str(s): {k: evals[s].get(k) for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds",
+                                                       "policy_seed", "scores")}
                for s in sorted(evals)},
-      "best_mean_score": max(scores, default=None),
-      "best_step": max(evals, key=lambda s: evals[s]["mean_score"]) if evals else None,
-      "mean_of_last_3": sum(scores[-3:]) / len(scores[-3:]) if scores else None,
+      **{k: selection.get(k) for k in ("best_mean_score", "best_step", "mean_of_last_3", "mean_of_last_10")},
+      "best_of_10_evenly_spaced": best_of_evenly_spaced([evals[s]["mean_score"] for s in sorted(evals)], 10),
   }
+
+
+def best_of_evenly_spaced(scores: list[float], k: int) -> float | None:
+  """The best of k evenly spaced scores ending with the last (every n/k-th of n in step order), as a run that kept
+  only k checkpoints would report it; None unless n is a multiple of k."""
+  if not scores or len(scores) % k:
+    return None
+  return max(scores[len(scores) // k - 1::len(scores) // k])
 
 
 def device_file_name(prefix: str, device_kind: str) -> str:
