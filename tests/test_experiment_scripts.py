@@ -17,9 +17,13 @@ def test_script_parses(script):
 
 @pytest.mark.parametrize("script, env, message", [
     ("gpu_recipes.sh", {"RECIPES": "a 450"}, "RECIPES entry 'a 450'"),
-    ("gpu_recipes.sh", {"RECIPES": "a 500; b x"}, "RECIPES entry 'b x'"),
+    ("gpu_recipes.sh", {"RECIPES": "a 1000; b x"}, "RECIPES entry 'b x'"),
     ("gpu_recipes.sh", {"RECIPES": "a.b 500"}, "RECIPES entry 'a.b 500'"),
-    ("gpu_recipes.sh", {"RECIPES": "a 500;; b"}, "RECIPES entry 'b '"),   # empty entries are skipped
+    ("gpu_recipes.sh", {"RECIPES": "a 1000;; b"}, "RECIPES entry 'b '"),   # empty entries are skipped
+    # 20 checkpoints per run by default, each a multiple of the 50-step log interval
+    ("gpu_recipes.sh", {"RECIPES": "a 1500"}, "RECIPES entry 'a 1500' with CHECKPOINTS=20: give a step count that is "
+                                              "a multiple of 1000"),
+    ("gpu_recipes.sh", {"RECIPES": "a 1000", "CHECKPOINTS": "0"}, "CHECKPOINTS=0: give a positive number"),
     ("gpu_recipes.sh", {"RECIPES": " ; "}, "names no recipe"),
     ("gpu_check.sh", {"NUM_STEPS": "4001"}, "NUM_STEPS=4001: give a positive multiple of 500"),
     ("gpu_check.sh", {"NUM_STEPS": "0"}, "NUM_STEPS=0"),
