@@ -95,7 +95,8 @@ def table(paths) -> str:
 def summary_table(paths) -> str:
   """A markdown table: one row per run's summary.json (checkpoints scored, the best and its step, each mean of the
   last k), then their mean +- standard error over the runs, where every run has the number and all were scored
-  under the same "settings" (else a line naming those that differ)."""
+  under the same "settings" (else a line naming those that differ); a line when the runs' bests are maxima over
+  different numbers of checkpoints."""
   records = [load_summary(p) for p in paths]
   lasts = sorted({int(k.rsplit("_", 1)[1]) for r in records for k in r if k.startswith("mean_of_last_")})
   lines = ["| run | checkpoints | best (step) | " + " | ".join(f"mean of last {k}" for k in lasts) + " |",
@@ -114,6 +115,11 @@ def summary_table(paths) -> str:
              if all(r.get(f"mean_of_last_{k}") is not None for r in records) else "-" for k in lasts]
     lines.append(f"| mean over {len(records)} runs | | {mean_with_error([r['best_mean_score'] for r in records])} | "
                  + " | ".join(means) + " |")
+  counts = sorted({len(r["mean_scores"]) for r in records})
+  if len(counts) > 1:
+    lines.append(f"The bests are over {' to '.join(map(str, (counts[0], counts[-1])))} checkpoints: a best grows with "
+                 "the number of draws it is the maximum of (experiments/sampling_spread/); compare the means of the "
+                 "last ones.")
   return "\n".join(lines)
 
 

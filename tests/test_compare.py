@@ -63,8 +63,13 @@ def test_runs_scored_at_every_checkpoint_are_averaged_as_papers_report_them(tmp_
   assert rows[5] == f"| mean over 3 runs | | {best} | {last_3} | - |"
   other = _summary(tmp_path / "trailing", {1000: 0.9}, timestep_spacing="trailing")
   assert compare.main([str(runs[0]), str(other)]) == 0
-  assert capsys.readouterr().out.splitlines()[-1] == "No mean over the runs: they were scored under different " \
+  assert capsys.readouterr().out.splitlines()[-2] == "No mean over the runs: they were scored under different " \
                                                      "timestep_spacing."
+  # A best over 8 checkpoints is not a best over 4: said, and the mean still printed.
+  longer = _summary(tmp_path / "longer", {step: 0.7 for step in range(500, 4500, 500)})
+  assert compare.main([str(runs[0]), str(longer)]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[-2].startswith("| mean over 2 runs |") and out[-1].startswith("The bests are over 4 to 8 checkpoints")
   _write(tmp_path / "one" / "eval.json", [1, 2], [0.5, 1.0])
   assert compare.main([str(runs[0]), str(tmp_path / "one")]) == 1
   assert "not both" in capsys.readouterr().err
