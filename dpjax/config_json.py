@@ -30,7 +30,7 @@ REMOVED = {"policy.transformer.time_as_cond": True}
 
 # Fields added since whose default differs from what older runs did (dotted path -> the value they ran with): an
 # older run's config.json gets this value, not today's default, so that it resumes as it started.
-ADDED = {"optim.flat_moments": False}
+ADDED = {"optim.flat_moments": False, "rollout.policy_seed_per_checkpoint": False}
 
 
 _ABSENT = object()

@@ -402,7 +402,9 @@ def _make_rollout_evaluator(config, workdir, obs_keys):
     pol = policy.Policy(params=state.ema_params, normalizer=normalizer, spec=spec)
     result = rollout.evaluate(pol, num_episodes=config.train.rollout_episodes, seed_start=config.rollout.seed_start,
                               max_steps=config.rollout.max_steps, out_dir=workdir / "eval" / f"step_{step}",
-                              num_videos=0, show_progress=False, obs_keys=obs_keys)
+                              num_videos=0, show_progress=False, obs_keys=obs_keys,
+                              policy_seed=rollout.checkpoint_policy_seed(
+                                  0, step, config.rollout.policy_seed_per_checkpoint))
     return {checkpoint.SCORE_METRIC: result["mean_score"], "rollout/success_rate": result["success_rate"]}
   return evaluate
 

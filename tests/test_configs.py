@@ -110,3 +110,4 @@ def test_an_older_run_keeps_the_optimiser_state_layout_it_started_with():
   assert config_files.get_config("image").optim.flat_moments is False   # the 262.7 M image U-Net: bytes dominate
   assert config_files.get_config("image,transformer").optim.flat_moments is True
   assert config_json.upgrade({"optim": {"flat_moments": True}})["optim"]["flat_moments"] is True
+  assert old.rollout.policy_seed_per_checkpoint is False   # added since: in-training rollouts kept seed 0

@@ -284,9 +284,13 @@ def test_keep_best_checkpoints_keeps_the_best_scored_rollout_step_and_the_newest
   config.train.rollout_every, config.train.rollout_episodes, config.rollout.max_steps = 2, 2, 8
   config.train.checkpoint_every, config.train.checkpoint_every_minutes = 100, 0.0   # only rollouts and the end save
   config.train.keep_checkpoints, config.train.keep_best_checkpoints = 1, 1
+  config.rollout.policy_seed_per_checkpoint = True
   train.train_and_evaluate(config, tmp_path / "run")
   records = metrics.read_metrics(tmp_path / "run")
   scores = {step: records[step]["rollout/mean_score"] for step in (2, 4, 6)}
+  # Each rollout drew its own noise: the rollout at step N with policy seed N.
+  assert all(json.loads((tmp_path / "run" / "eval" / f"step_{step}" / "eval.json").read_text())["policy_seed"] == step
+             for step in (2, 4, 6))
   best = max(scores, key=lambda step: (scores[step], step))
   manager = checkpoint.make_manager(tmp_path / "run", keep=None, read_only=True)
   assert manager.all_steps() == sorted({best, 6})
