@@ -259,7 +259,7 @@ def evaluate_checkpoints(run_dir, steps, out_dir, *, use_ema: bool = True, adapt
 def checkpoint_policy_seed(policy_seed: int, step: int, per_checkpoint: bool) -> int:
   """The policy seed that checkpoint `step` samples with: `policy_seed`, or with `per_checkpoint` policy_seed + step.
   One seed for every checkpoint draws the same noise for each, so their scores share its luck (measured on the
-  quickstart run: a standard deviation of ~0.02 shared, ~0.01 each; experiments/sampling_spread/) and their
+  quickstart run: standard deviations of 0.019 shared and 0.017 each; experiments/sampling_spread/) and their
   differences are sharper; a seed per checkpoint makes each score an independent draw, as the original's in-training
   rollouts were (their noise came from a generator that training moved on), which the paper's best is a maximum of."""
   return policy_seed + int(step) if per_checkpoint else policy_seed

@@ -28,7 +28,8 @@ evaluate_in_background() {
     # shellcheck disable=SC2086  # $seeding: no word or one
     XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction timeout "$timeout_s" \
         "$python" -m dpjax.rollout --checkpoint="$run" --step="$step" --num_episodes="$episodes" \
-        --max_steps="$max_steps" --out="$run/eval_step_$step" --num_videos=0 $seeding > "$run/eval_step_$step.log" 2>&1 &
+        --max_steps="$max_steps" --out="$run/eval_step_$step" --num_videos=0 $seeding \
+        > "$run/eval_step_$step.log" 2>&1 &
   done
 }
 

@@ -5,7 +5,7 @@
 # last one's checkpoints are evaluated side by side with the paper's protocol (50 episodes, seeds 100000..100049,
 # DDPM-100, EMA), each checkpoint with its own sampling noise (policy seed = its step) as the original's in-training
 # rollouts drew theirs, so the best is a maximum over independent draws like the paper's (experiments/sampling_spread/:
-# with one seed for all, the draws share their luck and the best of ten sits ~0.02 lower); then all but the run's
+# with one seed for all, the draws share their luck and the best of ten sits ~0.01 lower); then all but the run's
 # newest checkpoint are deleted (disk).
 # A recipe that the deadline cuts keeps its checkpoints so far, evaluated; a recipe whose training would not fit the
 # time left (its start-up and steps/s taken from the recipe before it) is skipped, and a shorter one after it may run.
@@ -22,8 +22,9 @@
 # (default experiments/gpu_recipes/<date>), WORK_DIR (the runs, default /tmp/gpu_recipes; a rerun replaces a recipe's
 # run), DEADLINE_S (default 540), CONFIG (default configs/pusht.py), EPISODES (default 50), MAX_STEPS (steps per
 # episode, default 300), CHECKPOINTS (per run, default 20; each recipe's steps a multiple of 50 x CHECKPOINTS),
-# EVAL_SEED_PER_CHECKPOINT (default 1; 0: every checkpoint with policy seed 0, session 18's protocol). A CPU dry run with tiny sizes: CONFIG=configs/pusht.py:smoke RECIPES="a 500; b 500
-# --config.optim.schedule=constant" EPISODES=2 MAX_STEPS=10 DEADLINE_S=900 bash experiments/gpu_recipes.sh
+# EVAL_SEED_PER_CHECKPOINT (default 1; 0: every checkpoint with policy seed 0, session 18's protocol). A CPU dry run
+# with tiny sizes: CONFIG=configs/pusht.py:smoke RECIPES="a 1000; b 1000 --config.optim.schedule=constant"
+# CHECKPOINTS=4 EPISODES=2 MAX_STEPS=10 DEADLINE_S=900 bash experiments/gpu_recipes.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=experiments/device_common.sh

@@ -3,9 +3,10 @@
 `summarize(run_dir)` reads `metrics.jsonl`, `config.json`, `wall_time.json` and every `eval_step_<N>/eval.json`
 (written by `dpjax.rollout --out=RUN_DIR/eval_step_<N>`) and returns the numbers issue 12 asks for: steps/s (first
 window, which holds the compile, and median), where the wall time went, the blocking time of every checkpoint save,
-the loss curves, every evaluation (its per-episode scores and policy seed included) and `dpjax.rollout.score_summary`'s
-best and means of the last 3 / 10, with the best of ten evenly spaced checkpoints beside it (session 18 scored ten). `experiments/gpu_check.sh`,
-`gpu_recipes.sh` and `gpu_distill.sh` (its student's run) write it into their JSON files.
+the loss curves, every evaluation (its per-episode scores and policy seed included) and
+`dpjax.rollout.score_summary`'s best and means of the last 3 / 10, with the best of ten evenly spaced checkpoints
+beside it (session 18 scored ten). `experiments/gpu_check.sh`, `gpu_recipes.sh` and `gpu_distill.sh` (its
+student's run) write it into their JSON files.
 """
 import glob
 import json
