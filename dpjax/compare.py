@@ -117,7 +117,7 @@ def summary_table(paths) -> str:
                  + " | ".join(means) + " |")
   counts = sorted({len(r["mean_scores"]) for r in records})
   if len(counts) > 1:
-    lines.append(f"The bests are over {' to '.join(map(str, (counts[0], counts[-1])))} checkpoints: a best grows with "
+    lines.append(f"The bests are over {counts[0]} to {counts[-1]} checkpoints: a best grows with "
                  "the number of draws it is the maximum of (experiments/sampling_spread/); compare the means of the "
                  "last ones.")
   return "\n".join(lines)

@@ -81,6 +81,14 @@ say "device"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true; } | tee -a "$log"
 
 names=(); steps_evaluated=""
+# after_evaluations: once the last recipe's evaluations are waited for, their scores into the log and its checkpoints
+# but the newest deleted.
+after_evaluations() {
+  [ -z "$steps_evaluated" ] && return 0
+  # shellcheck disable=SC2086  # RUN_DIR STEP...: one word each
+  evaluation_summaries $steps_evaluated | tee -a "$log"
+  keep_newest_checkpoint "${steps_evaluated%% *}"
+}
 for entry in "${entries[@]}"; do
   read -r name steps flags <<< "$entry"
   run=$work/$name
@@ -113,10 +121,7 @@ print(run_summary.summarize(sys.argv[1])["train_steps_per_s"]["median"] or "")' 
     measured=$(awk -v w="$train_s" -v r="$rate" -v n="$steps" 'BEGIN { s = w - n / r; print (s > 0 ? s : 0), r }')
   fi
   wait                       # the previous recipe's evaluations
-  if [ -n "$steps_evaluated" ]; then
-    evaluation_summaries $steps_evaluated | tee -a "$log"
-    keep_newest_checkpoint "${steps_evaluated%% *}"
-  fi
+  after_evaluations
   checkpoints=$(ls "$run/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')
   names+=("$name")
   if [ -z "$checkpoints" ]; then
@@ -128,11 +133,7 @@ print(run_summary.summarize(sys.argv[1])["train_steps_per_s"]["median"] or "")' 
   steps_evaluated="$run $checkpoints"
 done
 wait
-if [ -n "$steps_evaluated" ]; then
-  # shellcheck disable=SC2086
-  evaluation_summaries $steps_evaluated | tee -a "$log"
-  keep_newest_checkpoint "${steps_evaluated%% *}"
-fi
+after_evaluations
 
 "$python" - "$out" "$work" "$(elapsed)" "$recipes" "${names[@]}" <<'EOF' 2>&1 | tee -a "$log"
 """Collects every recipe's numbers into one JSON file named after the device."""

@@ -7,7 +7,7 @@ control steps and did not execute; the episode's first plan keeps the first samp
 bit for bit. Runs `python -m dpjax.rollout` with the controller's planning replaced:
 
     COHERENCE_SAMPLES=8 python experiments/chunk_coherence/prototype.py --checkpoint=runs/quickstart --step=4000 \
-      --policy_seed=0 --num_videos=0 --out=experiments/chunk_coherence/n8_seed0
+      --policy_seed=0 --num_videos=0 --out=experiments/chunk_coherence/n8_step4000_seed0
 """
 import os
 import sys

@@ -3,23 +3,26 @@ r"""How much of a checkpoint's 50-episode score is the sampler's luck, and what 
 Reads every <folder>/<step>/eval.json under the folders given (each folder one `dpjax.rollout --step=all` of the same
 run under one --policy_seed; the test seeds, DDPM-100, EMA weights), then prints:
   1. per checkpoint: its mean score under each policy seed, and their mean, standard deviation, min and max;
-  2. the spread split in two: within a checkpoint (the policy seed's, i.e. the DDPM chain's noise on fixed test seeds)
-     and between checkpoints (what remains of the checkpoints' seed-averaged scores after that noise);
+  2. the spread split up: within a checkpoint (the policy seed's, i.e. the DDPM chain's noise on fixed test seeds),
+     and of that the part a seed shares across the checkpoints and the rest; between checkpoints (what remains of
+     the checkpoints' seed-averaged scores after that noise);
   3. per test episode, how often its outcome changes with the policy seed (an episode under 0.3 in some draws and
      over 0.9 in others is a coin the sampler tosses);
   4. the expected best of K evaluations of checkpoints on a plateau like these, as `rollout --step=all` reports
      "best" and the paper reports its best of ~100 in-training rollouts (5,000 epochs, one every 50): drawn from the
      measured episodes (each new evaluation a checkpoint at random, each test episode's score from one of its
-     policy seeds at random), and from a normal model with the measured within and between spreads.
+     policy seeds at random), and from a normal model with the measured spreads, for independent noise per
+     checkpoint and for one policy seed shared by all.
 
     python experiments/sampling_spread/table.py experiments/quickstart_cpu/session24_checkpoints \
       experiments/sampling_spread/policy_seed_*
 """
-import json
 import pathlib
 import sys
 
 import numpy as np
+
+from dpjax import compare
 
 KS = (1, 3, 10, 20, 30, 60, 100)
 DRAWS = 20000
@@ -31,7 +34,7 @@ def load_scores(folders) -> dict[int, dict[int, np.ndarray]]:
   seeds = None
   for folder in folders:
     for path in sorted(pathlib.Path(folder).glob("*/eval.json")):
-      record = json.loads(path.read_text())
+      record = compare.load_eval(path)
       if seeds is None:
         seeds = record["seeds"]
       if record["seeds"] != seeds:
