@@ -77,6 +77,8 @@ def get_config(arg=None):
   config.policy.denoiser = "transformer" if transformer else "unet1d"
   # Matmuls and convolutions run in this dtype; weights, optimiser state, EMA, norm statistics, softmaxes and the
   # loss stay float32. "auto": float32 on CPU, bfloat16 on GPU/TPU (BUILD_NOTES.md, "Mixed precision").
+  # "bfloat16_matmuls": only the denoiser's matmul operands in bfloat16, everything else float32: the faster choice
+  # on a CPU with bfloat16 units (AMX, AVX512-BF16; `dpjax/nets/precision.py`).
   config.policy.compute_dtype = "auto"
   # U-Net only: the sampling chain runs each conv block's norm, Mish, FiLM and residual as one Pallas kernel on
   # CUDA at small batch (4 GPU kernels per block -> 2; `dpjax/nets/conv_block_kernel.py`). Inference only, so it

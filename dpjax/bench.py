@@ -260,7 +260,7 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
   rng = np.random.default_rng(config.seed)
   spec, normalizer, params = synthetic_setup(config, rng)
   num_params = policy.count_params(params)
-  log(f"[{variant}] {num_params:,} parameters, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; "
+  log(f"[{variant}] {num_params:,} parameters, compute dtype {policy.compute_dtype_name(spec.compute_dtype)}; "
       "timing the train step...")
 
   # The sampling policy lives on one device, in its own buffers (the train step donates its state).
@@ -289,7 +289,7 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
 
   return {"variant": variant, "config": f"configs/pusht.py:{config_arg(variant, quick)}", "quick": quick,
           "overrides": overrides, "num_params": num_params,
-          "compute_dtype": str(policy.resolve_compute_dtype(spec.compute_dtype)),
+          "compute_dtype": policy.compute_dtype_name(spec.compute_dtype),
           "num_params_encoder": policy.count_params(params.get("encoder", {})),
           "num_params_denoiser": policy.count_params(params["denoiser"]),
           "kernels_per_denoiser_call": kernels,

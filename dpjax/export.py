@@ -57,7 +57,8 @@ def _define_flags() -> None:
                     "Which training steps a DDPM/DDIM chain of fewer than K steps visits (default: the run's).")
   flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
                     "Compute dtype of the networks (default: the run's, usually auto: float32 on CPU, bfloat16 on "
-                    "GPU/TPU, for the first of --platforms); weights stay float32.")
+                    "GPU/TPU, for the first of --platforms; bfloat16_matmuls: bfloat16 matmul operands only, for CPUs "
+                    "with bfloat16 units); weights stay float32.")
   flags.DEFINE_integer("batch_size", 1, "Observation histories per call, fixed in the program (1: one robot).")
   flags.DEFINE_list("platforms", None, f"Platforms the program runs on, of {', '.join(PLATFORMS)} (default: this "
                     "machine's).")
@@ -107,7 +108,7 @@ def describe(policy: policy_lib.Policy, method: str, num_inference_steps: int, b
       "num_inference_steps": num_inference_steps,
       "network_calls": sampler.network_calls(method, num_inference_steps),
       "timestep_spacing": spec.timestep_spacing,
-      "compute_dtype": jnp.dtype(policy_lib.resolve_compute_dtype(spec.compute_dtype, platforms[0])).name,
+      "compute_dtype": policy_lib.compute_dtype_name(spec.compute_dtype, platforms[0]),
       "platforms": list(platforms),
       "obs_keys": obs_keys,
       "jax_version": jax.__version__,
@@ -132,8 +133,7 @@ def export_policy(policy: policy_lib.Policy, *, method: str | None = None, num_i
     raise ValueError(f"--batch_size={batch_size}: give the number of observation histories per call (>= 1).")
   platforms = check_platforms(platforms)
   # "auto" is decided by the first platform the program is for, not by the machine exporting it.
-  dtype = jnp.dtype(policy_lib.resolve_compute_dtype(spec.compute_dtype, platforms[0])).name
-  spec = dataclasses.replace(spec, compute_dtype=dtype)
+  spec = dataclasses.replace(spec, compute_dtype=policy_lib.compute_dtype_name(spec.compute_dtype, platforms[0]))
   leaves, treedef = jax.tree.flatten((policy.params, policy.normalizer))
   weights = [np.asarray(leaf) for leaf in leaves]
 

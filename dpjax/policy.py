@@ -24,7 +24,9 @@ from dpjax.nets import obs_encoder, transformer, unet1d
 ENCODERS = ("lowdim", "resnet18")
 DENOISERS = ("unet1d", "transformer")
 SAMPLERS = sampler.SAMPLING_METHODS
-COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+# "bfloat16": layers compute and pass activations in bfloat16 (GPUs, TPUs); "bfloat16_matmuls": only the
+# denoiser's matmul operands are bfloat16, everything else float32 (CPUs with bfloat16 units; `nets/precision.py`).
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "bfloat16_matmuls")
 # Spec fields that change no weight: a run may resume with other values, and evaluation may use others
 # (`sample(method=, num_inference_steps=, timestep_spacing=)`, `python -m dpjax.rollout --sampler --compute_dtype
 # --timestep_spacing --fused_sampling`).
@@ -82,12 +84,27 @@ class PolicySpec:
 
 
 def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
-  """The dtype matmuls and convolutions run in. "auto": float32 on CPU (bfloat16 is emulated there and slower,
-  BUILD_NOTES.md "Mixed precision"), bfloat16 on GPU and TPU."""
+  """The dtype matmuls and convolutions run in. "auto": float32 on CPU (bfloat16 layers are emulated there and
+  slower, BUILD_NOTES.md "Mixed precision"), bfloat16 on GPU and TPU; "bfloat16_matmuls": bfloat16."""
+  return jnp.dtype(compute_dtype_name(name, backend).removesuffix("_matmuls"))
+
+
+def compute_dtype_name(name: str, backend: str | None = None) -> str:
+  """`name` with "auto" decided for `backend` (default: JAX's): "float32", "bfloat16" or "bfloat16_matmuls"."""
   _check_choice("compute_dtype", name, COMPUTE_DTYPES)
   if name == "auto":
-    name = "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
-  return jnp.dtype(name)
+    return "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
+  return name
+
+
+def network_dtypes(name: str, backend: str | None = None) -> tuple[jnp.dtype, jnp.dtype | None]:
+  """(dtype the layers compute and pass activations in, dtype of the denoiser's matmul operands if not that one)
+  for a compute dtype name: "bfloat16_matmuls" is (float32, bfloat16); the others (d, None) with d the resolved
+  dtype. The observation encoder takes the first: its ResNet convolutions gained nothing from bfloat16 operands on
+  XLA:CPU (BUILD_NOTES.md, "Session 26")."""
+  if compute_dtype_name(name, backend) == "bfloat16_matmuls":
+    return jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)
+  return resolve_compute_dtype(name, backend), None
 
 
 def _freeze(value):
@@ -183,14 +200,14 @@ class PolicyNet(nn.Module):
   spec: PolicySpec
 
   def setup(self):
-    dtype = resolve_compute_dtype(self.spec.compute_dtype)
+    dtype, matmul_dtype = network_dtypes(self.spec.compute_dtype)
     self.encoder = obs_encoder.ObservationEncoder(obs_shapes=self.spec.obs_shapes, dtype=dtype,
                                                   **dict(self.spec.encoder_kwargs))
     denoiser_cls = {"unet1d": unet1d.ConditionalUnet1D, "transformer": transformer.TransformerDenoiser}
     kwargs = dict(self.spec.denoiser_kwargs)
     if self.spec.fused_sampling:
       kwargs["fused_sampling"] = True
-    self.denoiser = denoiser_cls[self.spec.denoiser](dtype=dtype, **kwargs)
+    self.denoiser = denoiser_cls[self.spec.denoiser](dtype=dtype, matmul_dtype=matmul_dtype, **kwargs)
 
   def encode(self, obs, train: bool):
     """obs: normalised {key: [B, To, ...]} -> features [B, To, F]."""
@@ -434,11 +451,19 @@ def inference_params(params, spec: PolicySpec):
   anyway: the actions are bit-identical); norm scales and biases and embeddings stay float32. The transformer's
   Dense biases are cast too: with cuBLAS GEMMs each was a convert kernel in every call (233 -> 199 kernels per
   chain iteration), while the U-Net's bias adds fuse with their neighbours and cast biases cost it kernels (74 -> 76
-  per batch-1 iteration with fused_sampling, 150 -> 173 at batch 1,024; BUILD_NOTES.md, "Session 15")."""
+  per batch-1 iteration with fused_sampling, 150 -> 173 at batch 1,024; BUILD_NOTES.md, "Session 15"). With
+  "bfloat16_matmuls" only the denoiser's kernels: its layers add float32 biases and the encoder runs in float32
+  (`network_dtypes`)."""
   dtype = resolve_compute_dtype(spec.compute_dtype)
   if dtype == jnp.float32:
     return params
-  cast_biases = spec.denoiser == "transformer"
+  if network_dtypes(spec.compute_dtype)[1] is not None:
+    return {**params, "denoiser": _cast_layer_weights(params["denoiser"], dtype, cast_biases=False)}
+  return _cast_layer_weights(params, dtype, cast_biases=spec.denoiser == "transformer")
+
+
+def _cast_layer_weights(params, dtype, cast_biases: bool):
+  """`params` with every Dense and convolution kernel (and, if cast_biases, its bias) cast to `dtype`."""
 
   def cast(tree):
     if not isinstance(tree, Mapping):

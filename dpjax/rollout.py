@@ -49,7 +49,8 @@ flags.DEFINE_enum("timestep_spacing", None, list(schedules.TIMESTEP_SPACINGS),
                   "leading; trailing starts from pure noise).")
 flags.DEFINE_enum("compute_dtype", None, list(policy_lib.COMPUTE_DTYPES),
                   "Compute dtype of the networks (default: the run's, usually auto = float32 on CPU, bfloat16 on "
-                  "GPU/TPU); weights stay float32.")
+                  "GPU/TPU; bfloat16_matmuls: bfloat16 matmul operands only, for CPUs with bfloat16 units); "
+                  "weights stay float32.")
 flags.DEFINE_bool("fused_sampling", None, "U-Net policies: run each conv block's norm, Mish, FiLM and residual as "
                   "one Pallas kernel in the chain on CUDA at small batch (default: the run's, usually off).")
 flags.DEFINE_integer("n_action_steps", None, "Actions executed from each planned chunk before re-planning "
@@ -107,7 +108,7 @@ def protocol(spec: policy_lib.PolicySpec, *, seeds=None, num_episodes: int = 50,
       "n_action_steps": spec.n_action_steps,
       "latency_steps": latency_steps,
       "obs_keys": obs_keys_lib.format_obs_keys(keys),
-      "compute_dtype": str(policy_lib.resolve_compute_dtype(spec.compute_dtype)),
+      "compute_dtype": policy_lib.compute_dtype_name(spec.compute_dtype),
       "fused_sampling": spec.fused_sampling,
       "policy_seed": policy_seed,
   }

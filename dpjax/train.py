@@ -206,7 +206,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   # Shapes only: a resumed run restores its state straight into them; a new one initialises below.
   abstract_params = jax.eval_shape(functools.partial(policy.init_params, spec), init_key)
   _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(abstract_params):,} parameters, "
-       f"{spec.objective} objective, compute dtype {policy.resolve_compute_dtype(spec.compute_dtype)}; "
+       f"{spec.objective} objective, compute dtype {policy.compute_dtype_name(spec.compute_dtype)}; "
        f"{config.train.num_steps:,} steps of batch {config.train.batch_size}")
   optimizer = optim.make_optimizer(config.optim, abstract_params, spec.denoiser, config.train.num_steps)
   distillation = None

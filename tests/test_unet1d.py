@@ -297,3 +297,19 @@ def test_the_sampling_chain_runs_taps_on_an_accelerator_at_a_rollout_s_batch_and
   assert calls == []
   np.testing.assert_allclose(np.asarray(chain), np.asarray(cpu["chain"]), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(train), np.asarray(cpu["train"]), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_matmuls_reach_every_convolution_form_and_they_agree():
+  """With matmul_dtype=bfloat16 (the "bfloat16_matmuls" compute dtype) the chain's call on an accelerator (taps,
+  and with fused_sampling the Pallas conv blocks) gives the CPU program's numbers (im2col) to float32 rounding: all
+  round the same operands and accumulate in float32. And the rounding is there: float32 operands differ by more."""
+  net = unet1d.ConditionalUnet1D(**TINY, matmul_dtype=jnp.bfloat16)
+  params = _random_params(net)["params"]
+  (cpu, _), (x, k, obs) = _conditioned_outputs(net, net, params)
+  with gpu_branches.as_on_cuda():
+    (fused, taps), _ = _conditioned_outputs(net.clone(fused_sampling=True), net, params)
+  for got in (taps, fused):
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), np.asarray(cpu), rtol=1e-4, atol=1e-4)
+  float32 = unet1d.ConditionalUnet1D(**TINY).apply({"params": params}, x, k, obs)
+  assert np.max(np.abs(np.asarray(float32) - np.asarray(net.apply({"params": params}, x, k, obs)))) > 1e-3

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dpjax.nets import precision
 from dpjax.nets.embeddings import sinusoidal_embedding
 
 _init = nn.initializers.normal(stddev=0.02)  # the original's _init_weights for Linear, attention, pos embs
@@ -45,13 +46,16 @@ def weight_decay_mask(params) -> dict:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def _attention(num_heads: int, rate: float, dtype, name: str) -> nn.MultiHeadDotProductAttention:
+def _attention(num_heads: int, rate: float, dtype, name: str, matmul_dtype=None) -> nn.MultiHeadDotProductAttention:
   # broadcast_dropout=False: torch drops attention weights independently per batch element and head. The softmax
-  # runs in float32 whatever the compute dtype.
+  # runs in float32 whatever the compute dtype. With `matmul_dtype` the query/key/value and output projections
+  # round their operands to it (`precision.dot_general`); the attention weights' two products stay in `dtype`.
   return nn.MultiHeadDotProductAttention(
       num_heads=num_heads, dropout_rate=rate, broadcast_dropout=False, kernel_init=_init,
       bias_init=nn.initializers.zeros, dtype=dtype,
-      attention_fn=functools.partial(nn.dot_product_attention, force_fp32_for_softmax=True), name=name)
+      attention_fn=functools.partial(nn.dot_product_attention, force_fp32_for_softmax=True),
+      qkv_dot_general=precision.dot_general(matmul_dtype), out_dot_general=precision.dot_general(matmul_dtype),
+      name=name)
 
 
 def _layer_norm(dtype, name: str) -> nn.LayerNorm:
@@ -59,8 +63,9 @@ def _layer_norm(dtype, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=_LAYER_NORM_EPS, dtype=dtype, name=name)
 
 
-def _dense(features: int, dtype, name: str) -> nn.Dense:
-  return nn.Dense(features, kernel_init=_init, dtype=dtype, name=name)
+def _dense(features: int, dtype, name: str, matmul_dtype=None) -> nn.Dense:
+  return nn.Dense(features, kernel_init=_init, dtype=dtype, dot_general=precision.dot_general(matmul_dtype),
+                  name=name)
 
 
 def _mask4(mask: Optional[jax.Array]) -> Optional[jax.Array]:
@@ -72,13 +77,14 @@ class FeedForward(nn.Module):
   width: int
   dropout: float
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = _dense(4 * self.width, self.dtype, "linear1")(x)
+    x = _dense(4 * self.width, self.dtype, "linear1", self.matmul_dtype)(x)
     x = nn.gelu(x, approximate=False)  # torch activation="gelu" is the erf form
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    return _dense(self.width, self.dtype, "linear2")(x)
+    return _dense(self.width, self.dtype, "linear2", self.matmul_dtype)(x)
 
 
 class DecoderLayer(nn.Module):
@@ -87,19 +93,20 @@ class DecoderLayer(nn.Module):
   num_heads: int
   dropout: float
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x, memory, self_mask, cross_mask, train: bool) -> jax.Array:
     drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
     h = _layer_norm(self.dtype, "norm1")(x)
-    x = x + drop(_attention(self.num_heads, self.dropout, self.dtype, "self_attn")(
+    x = x + drop(_attention(self.num_heads, self.dropout, self.dtype, "self_attn", self.matmul_dtype)(
         h, h, mask=_mask4(self_mask), deterministic=not train))
     # As torch: the query is normalised, the memory is not.
     h = _layer_norm(self.dtype, "norm2")(x)
-    x = x + drop(_attention(self.num_heads, self.dropout, self.dtype, "cross_attn")(
+    x = x + drop(_attention(self.num_heads, self.dropout, self.dtype, "cross_attn", self.matmul_dtype)(
         h, memory, mask=_mask4(cross_mask), deterministic=not train))
     h = _layer_norm(self.dtype, "norm3")(x)
-    return x + drop(FeedForward(self.width, self.dropout, self.dtype, name="ff")(h, train))
+    return x + drop(FeedForward(self.width, self.dropout, self.dtype, self.matmul_dtype, name="ff")(h, train))
 
 
 class TransformerDenoiser(nn.Module):
@@ -114,8 +121,10 @@ class TransformerDenoiser(nn.Module):
     embed_dropout: dropout on token + position embeddings (p_drop_emb).
     attn_dropout: dropout on attention weights and residual branches (p_drop_attn).
     causal_attn: causal self-attention and the memory mask above; False: full attention.
-    dtype: compute dtype of matmuls (float32 or bfloat16); parameters, LayerNorm statistics, attention softmax and
-      the output stay float32.
+    dtype: compute dtype of matmuls (float32 or bfloat16), and of the activations between them; parameters,
+      LayerNorm statistics, attention softmax and the output stay float32.
+    matmul_dtype: if given, the dtype the Dense layers' and attention projections' operands are rounded to, their
+      results staying `dtype` (`precision.dot_general`, the "bfloat16_matmuls" compute dtype); None: `dtype`.
   """
   horizon: int
   n_obs_steps: int
@@ -126,6 +135,7 @@ class TransformerDenoiser(nn.Module):
   attn_dropout: float = 0.01
   causal_attn: bool = True
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   def _embed(self, tokens: jax.Array, name: str, train: bool) -> jax.Array:
     positions = self.param(name, _init, (1, tokens.shape[1], self.width))
@@ -146,14 +156,14 @@ class TransformerDenoiser(nn.Module):
     batch, horizon, action_dim = x.shape
     chex.assert_shape(x, (batch, self.horizon, action_dim),
                       custom_message=f"x must be [B, horizon={self.horizon}, Da]")
-    h = self._embed(_dense(self.width, self.dtype, "input_emb")(x), "pos_emb", train)  # [B, T, w]
+    h = self._embed(_dense(self.width, self.dtype, "input_emb", self.matmul_dtype)(x), "pos_emb", train)  # [B, T, w]
     self_mask = causal_mask(horizon) if self.causal_attn else None
     cross_mask = memory_mask(horizon, memory.shape[1]) if self.causal_attn else None
     for i in range(self.num_layers):
-      h = DecoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, name=f"layer{i}")(
+      h = DecoderLayer(self.width, self.num_heads, self.attn_dropout, self.dtype, self.matmul_dtype, name=f"layer{i}")(
           h, memory, self_mask, cross_mask, train)
     h = _layer_norm(self.dtype, "ln_f")(h)
-    return _dense(action_dim, self.dtype, "head")(h).astype(jnp.float32)
+    return _dense(action_dim, self.dtype, "head", self.matmul_dtype)(h).astype(jnp.float32)
 
   def _condition(self, k: jax.Array, obs_features: jax.Array, train: bool) -> jax.Array:
     """k [B], obs_features [B, To, F] -> the memory [B, 1 + To, w]: [time token, observation tokens] + learned
@@ -163,7 +173,7 @@ class TransformerDenoiser(nn.Module):
     chex.assert_shape(obs_features, (batch, self.n_obs_steps, None),
                       custom_message=f"obs_features must be [B={batch}, To={self.n_obs_steps}, F]")
     time_emb = sinusoidal_embedding(k.astype(jnp.float32), self.width)[:, None, :]  # [B, 1, w]
-    obs_emb = _dense(self.width, self.dtype, "cond_obs_emb")(obs_features)
+    obs_emb = _dense(self.width, self.dtype, "cond_obs_emb", self.matmul_dtype)(obs_features)
     cond = self._embed(jnp.concatenate([time_emb.astype(obs_emb.dtype), obs_emb], axis=1), "cond_pos_emb", train)
-    cond = _dense(4 * self.width, self.dtype, "cond_mlp1")(cond)
-    return _dense(self.width, self.dtype, "cond_mlp2")(jax.nn.mish(cond))
+    cond = _dense(4 * self.width, self.dtype, "cond_mlp1", self.matmul_dtype)(cond)
+    return _dense(self.width, self.dtype, "cond_mlp2", self.matmul_dtype)(jax.nn.mish(cond))

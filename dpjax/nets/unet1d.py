@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dpjax.nets import conv_block_kernel, torch_init
+from dpjax.nets import conv_block_kernel, precision, torch_init
 from dpjax.nets.embeddings import sinusoidal_embedding
 
 _GROUP_NORM_EPS = 1e-5  # torch's default; flax's is 1e-6
@@ -31,11 +31,12 @@ _GROUP_NORM_EPS = 1e-5  # torch's default; flax's is 1e-6
 _FINAL_BLOCK_GROUPS = 8
 
 
-def conv1d_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+def conv1d_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: int, matmul_dtype=None) -> jax.Array:
   """torch's Conv1d without bias as one matmul: x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out].
 
   The k shifted (strided) views of the padded input are concatenated along channels, [B, L_out, k * C_in], and
-  multiplied by the kernel reshaped to [k * C_in, C_out]. On XLA:CPU this is 9x faster for a training step than
+  multiplied by the kernel reshaped to [k * C_in, C_out] (`precision.matmul`: with `matmul_dtype`, bfloat16
+  operands and a float32 result). On XLA:CPU this is 9x faster for a training step than
   `lax.conv_general_dilated` with the default lowering (whose backward pass is especially slow, and ~100x slower
   where the input is shorter than the kernel); BUILD_NOTES.md, "Convolution lowering".
   """
@@ -44,7 +45,7 @@ def conv1d_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: int) ->
   out_length = (x.shape[1] - k) // stride + 1
   span = stride * (out_length - 1) + 1
   patches = jnp.concatenate([x[:, j:j + span:stride] for j in range(k)], axis=-1)
-  return patches @ kernel.reshape(k * c_in, c_out)
+  return precision.matmul(patches, kernel.reshape(k * c_in, c_out), matmul_dtype)
 
 
 def tap_products(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -54,7 +55,7 @@ def tap_products(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return jnp.einsum("kblc,kcd->kbld", jnp.broadcast_to(x, (k,) + x.shape), kernel, preferred_element_type=jnp.float32)
 
 
-def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int, out_dtype=None) -> jax.Array:
   """`conv1d_im2col`'s result as k products of the unshifted input, shifted and summed: x [B, L, C_in], kernel
   [k, C_in, C_out] -> [B, L_out, C_out].
 
@@ -68,7 +69,7 @@ def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
   taps = jnp.pad(tap_products(x, kernel), ((0, 0), (0, 0), (padding, padding), (0, 0)))
   out_length = (x.shape[1] + 2 * padding - k) // stride + 1
   span = stride * (out_length - 1) + 1
-  return sum(taps[j, :, j:j + span:stride] for j in range(k)).astype(x.dtype)
+  return sum(taps[j, :, j:j + span:stride] for j in range(k)).astype(out_dtype or x.dtype)
 
 
 # Rows (batch x length) up to which a sampling chain's convolution runs as taps on an accelerator (`_taps_in_chain`):
@@ -89,14 +90,24 @@ def _taps_in_chain(x: jax.Array, chain: bool, general, taps) -> jax.Array:
   return jax.lax.platform_dependent(cpu=general, default=taps)
 
 
-def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, chain: bool = False) -> jax.Array:
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, chain: bool = False,
+           matmul_dtype=None) -> jax.Array:
   """torch's Conv1d without bias, x [B, L, C_in], kernel [k, C_in, C_out] -> [B, L_out, C_out]: `conv1d_taps` in a
-  sampling chain's call on an accelerator, else `conv1d_im2col` (`_taps_in_chain`)."""
-  return _taps_in_chain(x, chain, lambda: conv1d_im2col(x, kernel, stride, padding),
-                        lambda: conv1d_taps(x, kernel, stride, padding))
+  sampling chain's call on an accelerator, else `conv1d_im2col` (`_taps_in_chain`). With `matmul_dtype` the
+  operands are rounded to it and the result is float32 (`precision.matmul`)."""
+  return _taps_in_chain(x, chain, lambda: conv1d_im2col(x, kernel, stride, padding, matmul_dtype),
+                        lambda: _with_float32_result(conv1d_taps, x, kernel, matmul_dtype, stride, padding))
 
 
-def transposed_conv1d_x2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _with_float32_result(conv, x, kernel, matmul_dtype, *args):
+  """conv(x, kernel, *args) as it is if matmul_dtype is None, else on operands rounded to it, returned float32 (the
+  taps' products are float32 anyway). Sampling chains only: no custom gradient."""
+  if matmul_dtype is None:
+    return conv(x, kernel, *args)
+  return conv(x.astype(matmul_dtype), kernel.astype(matmul_dtype), *args, out_dtype=jnp.float32)
+
+
+def transposed_conv1d_x2_phases(x: jax.Array, kernel: jax.Array, matmul_dtype=None) -> jax.Array:
   """torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) without bias as one matmul: x [B, T, C], kernel
   [4, C_out, C_in] (flax's `transpose_kernel=True` layout) -> [B, 2T, C].
 
@@ -111,10 +122,11 @@ def transposed_conv1d_x2_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
                             jnp.concatenate([zeros, w[2], w[0]], axis=0)], axis=1)  # odd outputs
   padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))
   windows = jnp.concatenate([padded[:, j:j + length] for j in range(3)], axis=-1)   # [B, T, 3C]
-  return (windows @ phases).reshape(batch, length, 2, channels).reshape(batch, 2 * length, channels)
+  out = precision.matmul(windows, phases, matmul_dtype)
+  return out.reshape(batch, length, 2, channels).reshape(batch, 2 * length, channels)
 
 
-def transposed_conv1d_x2_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def transposed_conv1d_x2_taps(x: jax.Array, kernel: jax.Array, out_dtype=None) -> jax.Array:
   """`transposed_conv1d_x2_phases`'s result from the four products x[m] W_j (one batched matmul, float32), shifted
   and summed per output phase: no window copy and no [3C, 2C] matrix assembled from the kernel at every call (a
   sampling chain would rebuild it at every step: XLA keeps it in the loop)."""
@@ -124,27 +136,28 @@ def transposed_conv1d_x2_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
   taps = jnp.pad(taps, ((0, 0), (0, 0), (1, 1), (0, 0)))                # x[-1] = x[T] = 0
   even = taps[3, :, :length] + taps[1, :, 1:length + 1]
   odd = taps[2, :, 1:length + 1] + taps[0, :, 2:]
-  return jnp.stack([even, odd], axis=2).reshape(batch, 2 * length, channels).astype(x.dtype)
+  return jnp.stack([even, odd], axis=2).reshape(batch, 2 * length, channels).astype(out_dtype or x.dtype)
 
 
-def transposed_conv1d_x2(x: jax.Array, kernel: jax.Array, chain: bool = False) -> jax.Array:
+def transposed_conv1d_x2(x: jax.Array, kernel: jax.Array, chain: bool = False, matmul_dtype=None) -> jax.Array:
   """torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) without bias, x [B, T, C] -> [B, 2T, C]: taps in a
-  sampling chain's call on an accelerator, else the phase matmul (`_taps_in_chain`)."""
-  return _taps_in_chain(x, chain, lambda: transposed_conv1d_x2_phases(x, kernel),
-                        lambda: transposed_conv1d_x2_taps(x, kernel))
+  sampling chain's call on an accelerator, else the phase matmul (`_taps_in_chain`); `matmul_dtype` as `conv1d`'s."""
+  return _taps_in_chain(x, chain, lambda: transposed_conv1d_x2_phases(x, kernel, matmul_dtype),
+                        lambda: _with_float32_result(transposed_conv1d_x2_taps, x, kernel, matmul_dtype))
 
 
 class Conv1d(nn.Module):
   """torch Conv1d(C_in, features, kernel_size, stride, padding) on [B, L, C_in] -> [B, L_out, features].
 
   Parameters are flax's Conv layout: kernel [kernel_size, C_in, features], bias [features], float32; the
-  convolution (`conv1d`) runs in `dtype`.
+  convolution (`conv1d`) runs in `dtype`, or with its operands in `matmul_dtype` if given (`conv1d_layer`).
   """
   features: int
   kernel_size: int
   stride: int = 1
   padding: int = 0
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, chain: bool = False) -> jax.Array:
@@ -152,25 +165,28 @@ class Conv1d(nn.Module):
     k, in_features = self.kernel_size, x.shape[-1]
     kernel = self.param("kernel", torch_init.kernel_init, (k, in_features, self.features))
     bias = self.param("bias", torch_init.bias_init(in_features * k), (self.features,))
-    return conv1d_layer(x, kernel, bias, self.stride, self.padding, self.dtype, chain)
+    return conv1d_layer(x, kernel, bias, self.stride, self.padding, self.dtype, chain, self.matmul_dtype)
 
 
 def conv1d_layer(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int, padding: int, dtype,
-                 chain: bool = False) -> jax.Array:
-  """What `Conv1d` computes from its parameters: `conv1d` + bias, everything cast to `dtype` first."""
-  x, kernel, bias = x.astype(dtype), kernel.astype(dtype), bias.astype(dtype)
-  return conv1d(x, kernel, stride, padding, chain=chain) + bias
+                 chain: bool = False, matmul_dtype=None) -> jax.Array:
+  """What `Conv1d` computes from its parameters: `conv1d` + bias, everything cast to `dtype` first (but the kernel,
+  if `matmul_dtype` is given: `conv1d` rounds the operands to that)."""
+  x, bias = x.astype(dtype), bias.astype(dtype)
+  kernel = kernel.astype(dtype) if matmul_dtype is None else kernel
+  return conv1d(x, kernel, stride, padding, chain=chain, matmul_dtype=matmul_dtype) + bias
 
 
-def _conv(x, features, kernel_size, dtype, stride=1, padding=None, name=None, chain=False):
+def _conv(x, features, kernel_size, dtype, stride=1, padding=None, name=None, chain=False, matmul_dtype=None):
   """Conv1d with torch's arguments; padding defaults to kernel_size // 2 ("same" for odd kernels)."""
   padding = kernel_size // 2 if padding is None else padding
-  return Conv1d(features, kernel_size, stride, padding, dtype, name=name)(x, chain)
+  return Conv1d(features, kernel_size, stride, padding, dtype, matmul_dtype, name=name)(x, chain)
 
 
-def _dense(x, features, dtype, name=None):
+def _dense(x, features, dtype, name=None, matmul_dtype=None):
   return nn.Dense(features, dtype=dtype, kernel_init=torch_init.kernel_init,
-                  bias_init=torch_init.bias_init(x.shape[-1]), name=name)(x)
+                  bias_init=torch_init.bias_init(x.shape[-1]), dot_general=precision.dot_general(matmul_dtype),
+                  name=name)(x)
 
 
 def _group_norm(n_groups, dtype, name, **kwargs):
@@ -184,12 +200,14 @@ class Conv1dBlock(nn.Module):
 
   `chain=True` marks a sampling chain's call (`conv1d`). `fused=True` (in a chain's call: the parameters must
   exist) runs everything after the convolution's tap products as one Pallas kernel on CUDA where the block's shapes
-  fit (`conv_block_kernel`); elsewhere, and on other platforms, the same layers as `fused=False`.
+  fit (`conv_block_kernel`); elsewhere, and on other platforms, the same layers as `fused=False`. `matmul_dtype`:
+  the convolution's operand dtype if not `dtype` (`conv1d_layer`).
   """
   features: int
   kernel_size: int
   n_groups: int = 8
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, film: Optional[jax.Array] = None, film_offset: int = 0,
@@ -199,7 +217,7 @@ class Conv1dBlock(nn.Module):
     film_offset + 2 * features, or None; residual [B, T, features] (+ residual_bias [features]) or None."""
     if fused and conv_block_kernel.supported(x.shape[1], self.features, self.n_groups):
       return self._fused(self.variables["params"], x, film, film_offset, residual, residual_bias)
-    x = _conv(x, self.features, self.kernel_size, self.dtype, name="conv", chain=chain)
+    x = _conv(x, self.features, self.kernel_size, self.dtype, name="conv", chain=chain, matmul_dtype=self.matmul_dtype)
     x = jax.nn.mish(_group_norm(self.n_groups, self.dtype, "norm")(x))
     return _film_and_residual(x, film, film_offset, residual, residual_bias)
 
@@ -210,12 +228,14 @@ class Conv1dBlock(nn.Module):
     padding = self.kernel_size // 2
 
     def layers():
-      y = conv1d_layer(x, conv["kernel"], conv["bias"], 1, padding, self.dtype, chain=True)
+      y = conv1d_layer(x, conv["kernel"], conv["bias"], 1, padding, self.dtype, chain=True,
+                       matmul_dtype=self.matmul_dtype)
       y = jax.nn.mish(_group_norm(self.n_groups, self.dtype, None, parent=None).apply({"params": norm}, y))
       return _film_and_residual(y, film, film_offset, residual, residual_bias)
 
     def kernel():
-      taps = tap_products(x.astype(self.dtype), conv["kernel"].astype(self.dtype))
+      operands = self.dtype if self.matmul_dtype is None else self.matmul_dtype
+      taps = tap_products(x.astype(operands), conv["kernel"].astype(operands))
       return conv_block_kernel.conv_block_epilogue(
           taps, conv["bias"], norm["scale"], norm["bias"], n_groups=self.n_groups, padding=padding,
           eps=_GROUP_NORM_EPS, out_dtype=jnp.result_type(self.dtype), film=film, film_offset=film_offset,
@@ -239,35 +259,40 @@ def _film_and_residual(x: jax.Array, film: Optional[jax.Array], film_offset: int
 class Downsample1d(nn.Module):
   """torch Conv1d(C, C, 3, stride 2, padding 1): [B, T, C] -> [B, T / 2, C]."""
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, chain: bool = False) -> jax.Array:
-    return _conv(x, x.shape[-1], 3, self.dtype, stride=2, padding=1, name="conv", chain=chain)
+    return _conv(x, x.shape[-1], 3, self.dtype, stride=2, padding=1, name="conv", chain=chain,
+                 matmul_dtype=self.matmul_dtype)
 
 
 class _TransposedConv1dX2(nn.Module):
   """The parameters of torch's ConvTranspose1d(C, C, 4, stride 2, padding 1) and its computation
   (`transposed_conv1d_x2`). Parameters keep flax's `nn.ConvTranspose(transpose_kernel=True)` layout, which the
   original's weight [C_in, C_out, 4] maps to by a plain transpose: kernel [4, C_out, C_in] (fan_in C_out * 4, as
-  torch's), bias [C]."""
+  torch's), bias [C]. `matmul_dtype` as `Conv1d`'s."""
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, chain: bool = False) -> jax.Array:
     channels = x.shape[-1]
     kernel = self.param("kernel", torch_init.kernel_init, (4, channels, channels))
     bias = self.param("bias", torch_init.bias_init(channels * 4), (channels,))
-    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
-    return transposed_conv1d_x2(x, kernel, chain=chain) + bias
+    x, bias = x.astype(self.dtype), bias.astype(self.dtype)
+    kernel = kernel.astype(self.dtype) if self.matmul_dtype is None else kernel
+    return transposed_conv1d_x2(x, kernel, chain=chain, matmul_dtype=self.matmul_dtype) + bias
 
 
 class Upsample1d(nn.Module):
   """torch ConvTranspose1d(C, C, 4, stride 2, padding 1): [B, T, C] -> [B, 2T, C] (`_TransposedConv1dX2`)."""
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, chain: bool = False) -> jax.Array:
-    return _TransposedConv1dX2(self.dtype, name="conv")(x, chain)
+    return _TransposedConv1dX2(self.dtype, self.matmul_dtype, name="conv")(x, chain)
 
 
 class ConditionalResidualBlock1D(nn.Module):
@@ -276,12 +301,13 @@ class ConditionalResidualBlock1D(nn.Module):
   x: [B, T, C_in], cond: [B, D] -> [B, T, features]. The FiLM embedding depends on the condition only, so it can
   be computed apart (`film_only=True` returns it, [B, 1, 2 * features]) and passed back in (`film=`, this block's
   at channels film_offset .. film_offset + 2 * features; then cond is unused): a sampling chain computes every
-  step's embeddings before its loop. `chain`, `fused`: see `Conv1dBlock`.
+  step's embeddings before its loop. `chain`, `fused`, `matmul_dtype`: see `Conv1dBlock`.
   """
   features: int
   kernel_size: int = 3
   n_groups: int = 8
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x: Optional[jax.Array], cond: Optional[jax.Array], film: Optional[jax.Array] = None,
@@ -289,21 +315,25 @@ class ConditionalResidualBlock1D(nn.Module):
                fused: bool = False) -> jax.Array:
     if film is None:
       # FiLM (Perez et al. 2018): per-channel scale and bias predicted from the condition.
-      film = _dense(jax.nn.mish(cond), 2 * self.features, self.dtype, name="cond_encoder")[:, None, :]  # [B, 1, 2C]
+      film = _dense(jax.nn.mish(cond), 2 * self.features, self.dtype, name="cond_encoder",
+                    matmul_dtype=self.matmul_dtype)[:, None, :]  # [B, 1, 2C]
     if film_only:
       return film
-    block_0 = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_0")
-    block_1 = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, name="block_1")
+    block_0 = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, self.matmul_dtype,
+                          name="block_0")
+    block_1 = Conv1dBlock(self.features, self.kernel_size, self.n_groups, self.dtype, self.matmul_dtype,
+                          name="block_1")
     if not fused:
       out = block_1(block_0(x, film=film, film_offset=film_offset, chain=chain), chain=chain)
       residual = x if x.shape[-1] == self.features else _conv(x, self.features, 1, self.dtype, name="residual_conv",
-                                                              chain=chain)
+                                                              chain=chain, matmul_dtype=self.matmul_dtype)
       return out + residual
     # The residual (its 1x1 convolution without bias, if any) goes into block_1's kernel.
     residual, residual_bias = x, None
     if x.shape[-1] != self.features:
       conv = self.variables["params"]["residual_conv"]
-      residual = x.astype(self.dtype) @ conv["kernel"][0].astype(self.dtype)
+      kernel = conv["kernel"][0] if self.matmul_dtype else conv["kernel"][0].astype(self.dtype)
+      residual = precision.matmul(x.astype(self.dtype), kernel, self.matmul_dtype)
       residual_bias = conv["bias"]   # float32, added in the kernel: a cast here would be a kernel per call
     out = block_0(x, film=film, film_offset=film_offset, chain=True, fused=True)
     return block_1(out, residual=residual, residual_bias=residual_bias, chain=True, fused=True)
@@ -328,8 +358,10 @@ class ConditionalUnet1D(nn.Module):
     kernel_size: temporal convolution kernel size.
     n_groups: GroupNorm groups in the residual blocks.
     step_embed_dim: width of the diffusion-step feature (dsed).
-    dtype: compute dtype of convolutions and matmuls (float32 or bfloat16); parameters, GroupNorm statistics and
-      the output stay float32.
+    dtype: compute dtype of convolutions and matmuls (float32 or bfloat16), and of the activations between them;
+      parameters, GroupNorm statistics and the output stay float32.
+    matmul_dtype: if given, the dtype every convolution's and matmul's operands are rounded to, their results
+      staying `dtype` (float32: `precision.matmul`, the "bfloat16_matmuls" compute dtype); None: `dtype`.
     one_film_matmul: compute every residual block's FiLM embedding in one matmul (`_films`); None: on GPUs and
       TPUs, where it saves ~50 kernels per train step, not on a CPU, where the CPU-sized network trained ~4 %
       slower with it (BUILD_NOTES.md, "Session 13"). The same numbers either way (to rounding).
@@ -343,6 +375,7 @@ class ConditionalUnet1D(nn.Module):
   n_groups: int = 8
   step_embed_dim: int = 256
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
   one_film_matmul: Optional[bool] = None
   fused_sampling: bool = False
 
@@ -364,7 +397,8 @@ class ConditionalUnet1D(nn.Module):
       [B, T, Da] (or the conditioning).
     """
     del train
-    blocks = {name: ConditionalResidualBlock1D(features, self.kernel_size, self.n_groups, self.dtype, name=name)
+    blocks = {name: ConditionalResidualBlock1D(features, self.kernel_size, self.n_groups, self.dtype,
+                                               self.matmul_dtype, name=name)
               for name, features in block_widths(self.down_dims).items()}
     # The sampling chain's calls are given `conditioning` (made by a conditioning_only call); with fused_sampling
     # its format is every block's embedding side by side.
@@ -397,18 +431,18 @@ class ConditionalUnet1D(nn.Module):
       x = run(f"down_{level}_res_1", run(f"down_{level}_res_0", x))
       skips.append(x)
       if level < len(self.down_dims) - 1:
-        x = Downsample1d(self.dtype, name=f"down_{level}_downsample")(x, chain)
+        x = Downsample1d(self.dtype, self.matmul_dtype, name=f"down_{level}_downsample")(x, chain)
 
     x = run("mid_1", run("mid_0", x))
 
     for level in range(len(self.down_dims) - 1):
       x = jnp.concatenate([x, skips.pop()], axis=-1)
       x = run(f"up_{level}_res_1", run(f"up_{level}_res_0", x))
-      x = Upsample1d(dtype=self.dtype, name=f"up_{level}_upsample")(x, chain)
+      x = Upsample1d(self.dtype, self.matmul_dtype, name=f"up_{level}_upsample")(x, chain)
 
-    x = Conv1dBlock(self.down_dims[0], self.kernel_size, _FINAL_BLOCK_GROUPS, self.dtype, name="final_block")(
-        x, chain=chain, fused=fused)
-    x = _conv(x, action_dim, 1, self.dtype, name="final_conv", chain=chain)
+    x = Conv1dBlock(self.down_dims[0], self.kernel_size, _FINAL_BLOCK_GROUPS, self.dtype, self.matmul_dtype,
+                    name="final_block")(x, chain=chain, fused=fused)
+    x = _conv(x, action_dim, 1, self.dtype, name="final_conv", chain=chain, matmul_dtype=self.matmul_dtype)
     chex.assert_shape(x, (batch, horizon, action_dim))
     return x.astype(jnp.float32)
 
@@ -428,7 +462,7 @@ class ConditionalUnet1D(nn.Module):
 
     def dense(kernel, bias):   # flax's nn.Dense
       x, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-      return x @ kernel + bias
+      return precision.matmul(x, kernel, self.matmul_dtype) + bias
 
     def per_block():
       return [dense(p["kernel"], p["bias"]) for p in params]
@@ -456,8 +490,8 @@ class ConditionalUnet1D(nn.Module):
     k = jnp.broadcast_to(jnp.asarray(k), (batch,))
     dsed = self.step_embed_dim
     cond = sinusoidal_embedding(k, dsed)
-    cond = _dense(cond, 4 * dsed, self.dtype, name="step_encoder_0")
-    cond = _dense(jax.nn.mish(cond), dsed, self.dtype, name="step_encoder_1")
+    cond = _dense(cond, 4 * dsed, self.dtype, name="step_encoder_0", matmul_dtype=self.matmul_dtype)
+    cond = _dense(jax.nn.mish(cond), dsed, self.dtype, name="step_encoder_1", matmul_dtype=self.matmul_dtype)
     if obs_features is not None:
       chex.assert_rank(obs_features, 3)
       chex.assert_axis_dimension(obs_features, 0, batch)
