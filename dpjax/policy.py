@@ -86,7 +86,8 @@ class PolicySpec:
 def resolve_compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
   """The dtype matmuls and convolutions run in. "auto": float32 on CPU (bfloat16 layers are emulated there and
   slower, BUILD_NOTES.md "Mixed precision"), bfloat16 on GPU and TPU; "bfloat16_matmuls": bfloat16."""
-  return jnp.dtype(compute_dtype_name(name, backend).removesuffix("_matmuls"))
+  name = compute_dtype_name(name, backend)
+  return jnp.dtype("bfloat16" if name == "bfloat16_matmuls" else name)
 
 
 def compute_dtype_name(name: str, backend: str | None = None) -> str:

@@ -33,10 +33,14 @@ def _with_dtype(policy: policy_lib.Policy, dtype: str) -> policy_lib.Policy:
   return dataclasses.replace(policy, spec=dataclasses.replace(policy.spec, compute_dtype=dtype))
 
 
-def _loss_and_grad(policy: policy_lib.Policy, batch: dict):
+def _jitted_loss_and_grad(policy: policy_lib.Policy, batch: dict):
   spec = policy.spec
-  fn = jax.jit(jax.value_and_grad(lambda p: policy_lib.loss_fn(p, spec, policy.normalizer, batch,
-                                                               jax.random.key(1), True)))
+  return jax.jit(jax.value_and_grad(lambda p: policy_lib.loss_fn(p, spec, policy.normalizer, batch,
+                                                                 jax.random.key(1), True)))
+
+
+def _loss_and_grad(policy: policy_lib.Policy, batch: dict):
+  fn = _jitted_loss_and_grad(policy, batch)
   return fn(policy.params), fn
 
 
@@ -125,8 +129,7 @@ def test_bfloat16_matmuls_keep_activations_float32_and_round_only_matmul_operand
   computes in bfloat16 (the ResNet encoder's convolutions stay float32); with "bfloat16" the dots give bfloat16."""
   base = smoke.random_policy(variant, obs_shapes)
   batch = _batch(base.spec, batch_size=4)
-  _, fn = _loss_and_grad(_with_dtype(base, "bfloat16_matmuls"), batch)
-  text = fn.lower(base.params).as_text()
+  text = _jitted_loss_and_grad(_with_dtype(base, "bfloat16_matmuls"), batch).lower(base.params).as_text()
   assert _dot_operand_and_result_types(text) <= {("bf16", "bf16", "f32"), ("f32", "f32", "f32")}
   assert ("bf16", "bf16", "f32") in _dot_operand_and_result_types(text)
   bf16_ops = {op for op in re.findall(r"(stablehlo\.[a-z_]+)[^\n]*tensor<[\dx]*bf16>", text)
@@ -134,8 +137,8 @@ def test_bfloat16_matmuls_keep_activations_float32_and_round_only_matmul_operand
                             "stablehlo.broadcast_in_dim", "stablehlo.concatenate", "stablehlo.slice")}
   assert not bf16_ops, f"bfloat16 arithmetic outside the matmuls: {sorted(bf16_ops)}"
   assert not any("convolution" in line and "bf16" in line for line in text.splitlines())
-  _, fn16 = _loss_and_grad(_with_dtype(base, "bfloat16"), batch)
-  assert ("bf16", "bf16", "bf16") in _dot_operand_and_result_types(fn16.lower(base.params).as_text())
+  text16 = _jitted_loss_and_grad(_with_dtype(base, "bfloat16"), batch).lower(base.params).as_text()
+  assert ("bf16", "bf16", "bf16") in _dot_operand_and_result_types(text16)
 
 
 def test_resume_may_change_inference_and_training_fields_but_not_the_network(tmp_path):
@@ -193,8 +196,9 @@ def test_a_controller_holds_weights_cast_once_and_samples_the_same_chunks():
   assert jax.tree.map(lambda a: a.dtype, controller.policy.params) == jax.tree.map(lambda a: a.dtype, cast.params)
 
 
-@pytest.mark.parametrize("mode", BFLOAT16_MODES)
-@pytest.mark.parametrize("variant,obs_shapes", VARIANTS[:2])
+@pytest.mark.parametrize("variant,obs_shapes,mode", [(*VARIANTS[0], "bfloat16"), (*VARIANTS[1], "bfloat16"),
+                                                      (*VARIANTS[0], "bfloat16_matmuls")],
+                         ids=["unet-bfloat16", "transformer-bfloat16", "unet-bfloat16_matmuls"])
 def test_several_steps_per_dispatch_carry_the_cast_kernels_and_equal_single_steps(variant, obs_shapes, mode):
   """`train_steps` carries the bfloat16 kernels from one step's update to the next step's forward; its weights,
   EMA and losses are those of as many `train_step` calls, bit for bit, and it carries only the cast leaves."""
