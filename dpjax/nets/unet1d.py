@@ -170,11 +170,17 @@ class Conv1d(nn.Module):
 
 def conv1d_layer(x: jax.Array, kernel: jax.Array, bias: jax.Array, stride: int, padding: int, dtype,
                  chain: bool = False, matmul_dtype=None) -> jax.Array:
-  """What `Conv1d` computes from its parameters: `conv1d` + bias, everything cast to `dtype` first (but the kernel,
-  if `matmul_dtype` is given: `conv1d` rounds the operands to that)."""
+  """What `Conv1d` computes from its parameters: `conv1d` + bias, everything cast to `dtype` first (the kernel as
+  `layer_kernel` says)."""
   x, bias = x.astype(dtype), bias.astype(dtype)
-  kernel = kernel.astype(dtype) if matmul_dtype is None else kernel
-  return conv1d(x, kernel, stride, padding, chain=chain, matmul_dtype=matmul_dtype) + bias
+  return conv1d(x, layer_kernel(kernel, dtype, matmul_dtype), stride, padding, chain=chain,
+                matmul_dtype=matmul_dtype) + bias
+
+
+def layer_kernel(kernel: jax.Array, dtype, matmul_dtype=None) -> jax.Array:
+  """A layer's kernel as its matmul takes it: cast to `dtype`, or as it is if `matmul_dtype` is given
+  (`precision.matmul` rounds it, and its gradient comes back in the kernel's own dtype)."""
+  return kernel.astype(dtype) if matmul_dtype is None else kernel
 
 
 def _conv(x, features, kernel_size, dtype, stride=1, padding=None, name=None, chain=False, matmul_dtype=None):
@@ -281,7 +287,7 @@ class _TransposedConv1dX2(nn.Module):
     kernel = self.param("kernel", torch_init.kernel_init, (4, channels, channels))
     bias = self.param("bias", torch_init.bias_init(channels * 4), (channels,))
     x, bias = x.astype(self.dtype), bias.astype(self.dtype)
-    kernel = kernel.astype(self.dtype) if self.matmul_dtype is None else kernel
+    kernel = layer_kernel(kernel, self.dtype, self.matmul_dtype)
     return transposed_conv1d_x2(x, kernel, chain=chain, matmul_dtype=self.matmul_dtype) + bias
 
 
@@ -332,7 +338,7 @@ class ConditionalResidualBlock1D(nn.Module):
     residual, residual_bias = x, None
     if x.shape[-1] != self.features:
       conv = self.variables["params"]["residual_conv"]
-      kernel = conv["kernel"][0] if self.matmul_dtype else conv["kernel"][0].astype(self.dtype)
+      kernel = layer_kernel(conv["kernel"][0], self.dtype, self.matmul_dtype)
       residual = precision.matmul(x.astype(self.dtype), kernel, self.matmul_dtype)
       residual_bias = conv["bias"]   # float32, added in the kernel: a cast here would be a kernel per call
     out = block_0(x, film=film, film_offset=film_offset, chain=True, fused=True)
