@@ -22,7 +22,14 @@ gpu-aot: $(STAMP)
 	test -d $(GPU_AOT_VENV) || $(PYTHON) -m venv $(GPU_AOT_VENV)
 	$(GPU_AOT_VENV)/bin/pip install --quiet -e . "jax[cuda13]==$$($(PY) -c 'import jax; print(jax.__version__)')"
 
-.PHONY: setup train test gpu-aot
+# libtpu, for compiling for a Cloud TPU slice on a machine without one (experiments/bench/tpu_compile.py):
+# jax[tpu] at the version .venv runs, in its own venv (~0.5 GB).
+TPU_AOT_VENV := .venv-tpu-aot
+tpu-aot: $(STAMP)
+	test -d $(TPU_AOT_VENV) || $(PYTHON) -m venv $(TPU_AOT_VENV)
+	$(TPU_AOT_VENV)/bin/pip install --quiet -e . "jax[tpu]==$$($(PY) -c 'import jax; print(jax.__version__)')"
+
+.PHONY: setup train test gpu-aot tpu-aot
 setup: $(STAMP)
 
 train: $(STAMP)

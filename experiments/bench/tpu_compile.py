@@ -1,0 +1,197 @@
+"""Compiling dpjax for a Cloud TPU slice on a machine without one: does the code run there unchanged, and does it fit?
+
+    make tpu-aot      # once: jax[tpu] (libtpu) at this venv's jax version, in .venv-tpu-aot (~0.5 GB)
+    PYTHONPATH=. .venv-tpu-aot/bin/python experiments/bench/tpu_compile.py --topology=v5e:2x4 \\
+        --out=experiments/tpu_compile/v5e_2x4.json
+
+libtpu compiles for a named topology (`jax.experimental.topologies.get_topology_desc`) with no TPU attached:
+compile-only devices, nothing runs. For each full-size Push-T variant this builds what `python -m dpjax.train`
+builds on that slice (the library's own mesh over all chips, `sharding.make_mesh`; its train step,
+`train_step.jit_train_steps`, at the accelerators' 10 steps per dispatch, compute dtype bfloat16 = `auto` on a
+TPU; the demonstrations resident on the chips and, as the fallback, batches from the host) and what a controller
+runs on one chip (`dpjax.sample`'s chain, weights cast once as `policy.for_sampling` does), and records per program:
+compile seconds, XLA's memory plan per chip (arguments, outputs, donated aliases, temporaries, code), XLA's cost
+model (flops and bytes accessed; for a loop, one iteration), and the collectives in the train step's loop body.
+No timings: those need the chips. Random weights and synthetic shapes (Push-T's: 25,650 steps, 10,726 windows).
+"""
+import argparse
+import dataclasses
+import json
+import os
+import re
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")   # compile-only TPU devices; nothing looks for an attached one
+
+import jax  # noqa: E402  (after JAX_PLATFORMS)
+import numpy as np  # noqa: E402
+from jax.experimental import topologies  # noqa: E402
+
+from dpjax import bench, files, optim, policy, sharding, train_step  # noqa: E402
+from dpjax.data import device_data, pusht  # noqa: E402
+
+# Push-T's replay buffer: steps and the training windows of its 90 training episodes (horizon 16).
+PUSHT_STEPS, PUSHT_WINDOWS = 25_650, 10_726
+# High-bandwidth memory per chip (GiB), by the compile-only devices' kind: Cloud TPU's published sizes.
+HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32}
+COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all", "collective-permute")
+
+
+def compile_only_devices(topology: str) -> list:
+  """The chips of a TPU slice named like "v5e:2x4" (libtpu's names), as compile-only devices."""
+  return list(topologies.get_topology_desc(topology, "tpu").devices)
+
+
+def abstract(tree, placement):
+  """Arrays, numpy arrays or ShapeDtypeStructs -> ShapeDtypeStructs placed by `placement`."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=placement), tree)
+
+
+def program_record(compiled, seconds: float) -> dict:
+  """Compile seconds, XLA's memory plan per device and its cost model of a compiled program."""
+  memory = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return {"compile_s": round(seconds, 1),
+          "memory_per_chip_bytes": {name: int(getattr(memory, f"{name}_size_in_bytes"))
+                                    for name in ("argument", "output", "alias", "temp", "generated_code")},
+          "flops": float(cost.get("flops", 0.0)), "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
+
+
+def peak_bytes(record: dict) -> int:
+  """Device memory the program needs at once: its arguments, its outputs less those donated into arguments, its
+  temporaries and code."""
+  m = record["memory_per_chip_bytes"]
+  return m["argument"] + m["output"] - m["alias"] + m["temp"] + m["generated_code"]
+
+
+def collectives(hlo_text: str) -> dict:
+  """{collective: (count, bytes of the results)} among the instructions of `hlo_text` (a loop body's, say)."""
+  found = {}
+  for line in hlo_text.splitlines():
+    match = re.search(r"=\s*(\S+?)\{?[^=]*?\s(" + "|".join(COLLECTIVES) + r")(-start)?\(", line)
+    if not match:
+      continue
+    name = match.group(2)
+    shapes = re.findall(r"(bf16|f32|s32|u8)\[([\d,]*)\]", line.split("=", 1)[1].split(name)[0])
+    size = sum(int(np.prod([int(d) for d in dims.split(",") if d] or [1])) * {"bf16": 2, "u8": 1}.get(dtype, 4)
+               for dtype, dims in shapes)
+    count, total = found.get(name, (0, 0))
+    found[name] = (count + 1, total + size)
+  return {name: {"count": count, "bytes": total} for name, (count, total) in found.items()}
+
+
+def loop_body(hlo_text: str) -> str:
+  """The text of the optimised module's while-loop bodies (the train steps' `lax.scan`)."""
+  names = set(re.findall(r"body=%?([\w.\-]+)", hlo_text))
+  blocks = re.split(r"\n(?=\S)", hlo_text)
+  return "\n".join(b for b in blocks if any(re.match(rf"%?{re.escape(n)}\s", b) for n in names))
+
+
+def train_programs(variant: str, devices: list, placements, steps_per_dispatch: int) -> dict:
+  """What `python -m dpjax.train` compiles for `variant` over `devices`, per data placement."""
+  config = bench.load_config(variant)
+  config.policy.compute_dtype = "bfloat16"
+  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
+  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
+  mesh = sharding.make_mesh(devices)
+  replicated, stacked = sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh)
+  batch_size = int(config.train.batch_size)
+  sharding.check_batch_size(batch_size, mesh)
+  params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
+  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, int(config.train.num_steps))
+  state = train_step.abstract_train_state(params, optimizer, replicated)
+  normalizer = abstract(bench.synthetic_normalizer(obs_shapes, np.random.default_rng(0)), replicated)
+  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
+  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated, stacked, replicated)
+  record = {"num_params": policy.count_params(params), "batch_size": batch_size,
+            "per_chip_batch": batch_size // len(devices), "steps_per_dispatch": steps_per_dispatch,
+            "flat_moments": bool(config.optim.flat_moments)}
+  for placement in placements:
+    if placement == "device":
+      obs = {k: jax.ShapeDtypeStruct((PUSHT_STEPS, *shape), np.uint8 if k == "image" else np.float32,
+                                     sharding=replicated) for k, shape in obs_shapes.items()}
+      data = device_data.DeviceWindows(
+          obs=obs, action=jax.ShapeDtypeStruct((PUSHT_STEPS, bench.ACTION_DIM), np.float32, sharding=replicated),
+          steps=jax.ShapeDtypeStruct((PUSHT_WINDOWS, spec.horizon), np.int32, sharding=replicated),
+          n_obs_steps=spec.n_obs_steps)
+      batches = jax.ShapeDtypeStruct((steps_per_dispatch, batch_size), np.int32, sharding=stacked)
+    else:
+      data = None
+      one = bench.synthetic_batch(spec, batch_size, np.random.default_rng(0))
+      batches = abstract(jax.tree.map(lambda x: np.zeros((steps_per_dispatch, *x.shape), x.dtype), one), stacked)
+    start = time.perf_counter()
+    compiled = steps_fn.lower(state, batches, key, normalizer, data, None).compile()
+    part = program_record(compiled, time.perf_counter() - start)
+    part["peak_per_chip_bytes"] = peak_bytes(part)
+    part["loop_body_collectives"] = collectives(loop_body(compiled.as_text()))
+    record[f"train_{placement}_data"] = part
+    print(f"{variant} train, data on {placement}: compile {part['compile_s']} s, "
+          f"{part['peak_per_chip_bytes'] / 2**30:.2f} GiB per chip, collectives {part['loop_body_collectives']}",
+          flush=True)
+  return record
+
+
+def sampling_programs(variant: str, device, samplers, batch_sizes) -> dict:
+  """`dpjax.sample`'s chain for `variant` on one chip, per sampler and batch size."""
+  config = bench.load_config(variant)
+  config.policy.compute_dtype = "bfloat16"
+  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
+  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
+  rng = np.random.default_rng(0)
+  one_chip = jax.sharding.SingleDeviceSharding(device)
+  pol = policy.Policy(params=jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0)),
+                      normalizer=bench.synthetic_normalizer(obs_shapes, rng), spec=spec)
+  pol = abstract(jax.eval_shape(policy.for_sampling, pol), one_chip)
+  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=one_chip)
+  record = {}
+  for method, steps in samplers:
+    for batch in batch_sizes:
+      obs = abstract(bench.synthetic_obs(obs_shapes, (batch, spec.n_obs_steps), rng), one_chip)
+      start = time.perf_counter()
+      compiled = policy._sample_batched.lower(pol, obs, key, method, steps).compile()
+      part = program_record(compiled, time.perf_counter() - start)
+      part["peak_per_chip_bytes"] = peak_bytes(part)
+      record[f"{method}{steps}_b{batch}"] = part
+      print(f"{variant} {method}-{steps} batch {batch}: compile {part['compile_s']} s, "
+            f"{part['peak_per_chip_bytes'] / 2**20:.0f} MiB", flush=True)
+  if spec.denoiser == "unet1d" and samplers:
+    # config.policy.fused_sampling's Pallas kernels are CUDA's (`lax.platform_dependent`): on a TPU the chain must
+    # compile with the XLA layers instead, calling no Pallas (Mosaic) or Triton kernel.
+    fused = dataclasses.replace(pol, spec=dataclasses.replace(spec, fused_sampling=True))
+    method, steps = samplers[0]
+    obs = abstract(bench.synthetic_obs(obs_shapes, (1, spec.n_obs_steps), rng), one_chip)
+    text = policy._sample_batched.lower(fused, obs, key, method, steps).compile().as_text()
+    record["fused_sampling_custom_calls"] = sorted(set(re.findall(r'custom_call_target="([^"]*)"', text)))
+    print(f"{variant} with fused_sampling: compiles, custom calls {record['fused_sampling_custom_calls']}", flush=True)
+  return record
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--topology", default="v5e:2x4", help="libtpu's name of a slice, e.g. v5e:2x4, v4:2x2x1")
+  parser.add_argument("--variants", default="lowdim,transformer,image,image_transformer")
+  parser.add_argument("--placements", default="device,host", help="where the demonstrations live")
+  parser.add_argument("--samplers", default="ddpm:100,ddim:10")
+  parser.add_argument("--sample_batch_sizes", default="1,50")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+  devices = compile_only_devices(args.topology)
+  kind = devices[0].device_kind
+  print(f"{args.topology}: {len(devices)} x {kind} (compile-only), jax {jax.__version__}", flush=True)
+  record = {"topology": args.topology, "device_kind": kind, "num_chips": len(devices),
+            "hbm_per_chip_gib": HBM_GIB.get(kind), "jax": jax.__version__, "variants": {}}
+  samplers = bench.parse_samplers(args.samplers.split(",")) if args.samplers else []
+  batch_sizes = [int(b) for b in args.sample_batch_sizes.split(",") if b]
+  for variant in args.variants.split(","):
+    record["variants"][variant] = {
+        **train_programs(variant, devices, [p for p in args.placements.split(",") if p],
+                         train_step.AUTO_STEPS_PER_DISPATCH),
+        "sampling_one_chip": sampling_programs(variant, devices[0], samplers, batch_sizes)}
+  if args.out:
+    files.write_text_atomic(args.out, json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

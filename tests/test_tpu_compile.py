@@ -1,0 +1,54 @@
+"""What experiments/bench/tpu_compile.py reads from a compiled program (its collectives, its loop body, its memory
+plan), on a data-parallel program compiled for the 8 CPU devices: the TPU check's numbers come from the same
+parsing, and CI has no libtpu to compile for a TPU."""
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dpjax import sharding
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tpu_compile():
+  spec = importlib.util.spec_from_file_location("tpu_compile", ROOT / "experiments/bench/tpu_compile.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _data_parallel_sums():
+  """A scan of 3 steps, each summing a batch-sharded [8, 1000] float32 array over its batch axis (one all-reduce of
+  f32[1000] per step, inside the loop), compiled for the 8 CPU devices."""
+  mesh = sharding.make_mesh(jax.devices()[:8])
+
+  def steps(total, xs):
+    def body(total, x):
+      return total + jnp.sin(x).sum(0), None
+    return jax.lax.scan(body, total, xs)[0]
+
+  fn = jax.jit(steps, in_shardings=(sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh)),
+               out_shardings=sharding.replicated(mesh))
+  return fn.lower(np.zeros(1000, np.float32), np.ones((3, 8, 1000), np.float32)).compile()
+
+
+def test_collectives_of_the_loop_body_and_the_memory_plan(tpu_compile):
+  compiled = _data_parallel_sums()
+  text = compiled.as_text()
+  body = tpu_compile.loop_body(text)
+  assert body and len(body) < len(text)
+  found = tpu_compile.collectives(body)
+  assert set(found) == {"all-reduce"} and found["all-reduce"]["count"] >= 1
+  assert found["all-reduce"]["bytes"] == 4000 * found["all-reduce"]["count"]   # f32[1000] each
+  assert tpu_compile.collectives("%x = f32[4]{0} add(%a, %b)") == {}
+  record = tpu_compile.program_record(compiled, 1.23)
+  memory = record["memory_per_chip_bytes"]
+  assert record["compile_s"] == 1.2 and set(memory) == {"argument", "output", "alias", "temp", "generated_code"}
+  assert memory["argument"] >= 3 * 1000 * 4 and memory["output"] >= 1000 * 4   # per device: its shard and the sum
+  assert tpu_compile.peak_bytes(record) == (memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
+                                            + memory["generated_code"])
