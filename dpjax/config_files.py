@@ -9,7 +9,7 @@ PUSHT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "pusht.
 
 
 def load_module(path=PUSHT_CONFIG) -> types.ModuleType:
-  """The config file at `path` as a module."""
+  """The Python file at `path` (a config file; tests load experiment scripts the same way) as a module."""
   spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -1,19 +1,17 @@
 """The GPU kernel profile's trace summary (experiments/bench/kernel_profile.py) on a synthetic device trace: the
 numbers a GPU session brings back must be right the first time it runs."""
-import importlib.util
 import pathlib
 
 import pytest
+
+from dpjax import config_files
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def kernel_profile():
-  spec = importlib.util.spec_from_file_location("kernel_profile", ROOT / "experiments/bench/kernel_profile.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(ROOT / "experiments/bench/kernel_profile.py")
 
 
 def _trace():

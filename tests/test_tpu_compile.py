@@ -1,7 +1,6 @@
 """What experiments/bench/tpu_compile.py reads from a compiled program (its collectives, its loop body, its memory
 plan), on a data-parallel program compiled for the 8 CPU devices: the TPU check's numbers come from the same
 parsing, and CI has no libtpu to compile for a TPU."""
-import importlib.util
 import pathlib
 
 import jax
@@ -9,17 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpjax import sharding
+from dpjax import config_files, sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tpu_compile():
-  spec = importlib.util.spec_from_file_location("tpu_compile", ROOT / "experiments/bench/tpu_compile.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(ROOT / "experiments/bench/tpu_compile.py")
 
 
 def _data_parallel_sums():
