@@ -23,7 +23,7 @@ gpu-aot: $(STAMP)
 	$(GPU_AOT_VENV)/bin/pip install --quiet -e . "jax[cuda13]==$$($(PY) -c 'import jax; print(jax.__version__)')"
 
 # libtpu, for compiling for a Cloud TPU slice on a machine without one (experiments/bench/tpu_compile.py):
-# jax[tpu] at the version .venv runs, in its own venv (~0.5 GB).
+# jax[tpu] at the version .venv runs, in its own venv (~1.6 GB).
 TPU_AOT_VENV := .venv-tpu-aot
 tpu-aot: $(STAMP)
 	test -d $(TPU_AOT_VENV) || $(PYTHON) -m venv $(TPU_AOT_VENV)

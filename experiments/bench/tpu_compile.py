@@ -1,6 +1,6 @@
 """Compiling dpjax for a Cloud TPU slice on a machine without one: does the code run there unchanged, and does it fit?
 
-    make tpu-aot      # once: jax[tpu] (libtpu) at this venv's jax version, in .venv-tpu-aot (~0.5 GB)
+    make tpu-aot      # once: jax[tpu] (libtpu) at this venv's jax version, in .venv-tpu-aot (~1.6 GB)
     PYTHONPATH=. .venv-tpu-aot/bin/python experiments/bench/tpu_compile.py --topology=v5e:2x4 \\
         --out=experiments/tpu_compile/v5e_2x4.json
 
