@@ -16,6 +16,25 @@ def kernel_count(hlo_text: str, computation: str | None = None) -> int:
              if (parsed := _parse(line)) and parsed[1] is not None and parsed[1] not in NON_KERNEL_OPS)
 
 
+# Instructions that move data between devices.
+COLLECTIVE_OPS = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all", "collective-permute")
+
+
+def collectives(hlo_text: str, computation: str | None = None) -> dict[str, dict[str, int]]:
+  """{op: {"count": n, "bytes": b}} of the cross-device collectives among the instructions of the ENTRY computation
+  (or of `computation`): how many, and the bytes of their results (an asynchronous one counted at its start, whose
+  result may hold its operand too)."""
+  found = {}
+  for line in _lines(hlo_text, computation):
+    parsed = _parse(line)
+    op = parsed[1].removesuffix("-start") if parsed and parsed[1] else None
+    if op in COLLECTIVE_OPS:
+      entry = found.setdefault(op, {"count": 0, "bytes": 0})
+      entry["count"] += 1
+      entry["bytes"] += _shape_bytes(parsed[2])
+  return found
+
+
 def while_bodies(hlo_text: str) -> list[str]:
   """Names of the computations that `while` instructions run as their body (a `lax.scan`'s step, ...)."""
   return re.findall(r"while\(.*?body=%?([\w.\-]+)", hlo_text)

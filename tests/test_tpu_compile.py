@@ -1,6 +1,6 @@
-"""What experiments/bench/tpu_compile.py reads from a compiled program (its collectives, its loop body, its memory
-plan), on a data-parallel program compiled for the 8 CPU devices: the TPU check's numbers come from the same
-parsing, and CI has no libtpu to compile for a TPU."""
+"""What experiments/bench/tpu_compile.py reads from a compiled program (the collectives of its loop body,
+`hlo.collectives`, and its memory plan), on a data-parallel program compiled for the 8 CPU devices: the TPU
+check's numbers come from the same parsing, and CI has no libtpu to compile for a TPU."""
 import pathlib
 
 import jax
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpjax import config_files, sharding
+from dpjax import config_files, hlo, sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,12 +36,11 @@ def _data_parallel_sums():
 def test_collectives_of_the_loop_body_and_the_memory_plan(tpu_compile):
   compiled = _data_parallel_sums()
   text = compiled.as_text()
-  body = tpu_compile.loop_body(text)
-  assert body and len(body) < len(text)
-  found = tpu_compile.collectives(body)
+  found = tpu_compile.loop_body_collectives(text)
   assert set(found) == {"all-reduce"} and found["all-reduce"]["count"] >= 1
   assert found["all-reduce"]["bytes"] == 4000 * found["all-reduce"]["count"]   # f32[1000] each
-  assert tpu_compile.collectives("%x = f32[4]{0} add(%a, %b)") == {}
+  assert hlo.collectives(text) == {}                                          # none outside the loop
+  assert hlo.collectives("ENTRY %main () -> f32[4] {\n  ROOT %x = f32[4]{0} add(%a, %b)\n}") == {}
   record = tpu_compile.program_record(compiled, 1.23)
   memory = record["memory_per_chip_bytes"]
   assert record["compile_s"] == 1.2 and set(memory) == {"argument", "output", "alias", "temp", "generated_code"}

@@ -1,8 +1,8 @@
 """Compiling dpjax for a Cloud TPU slice on a machine without one: does the code run there unchanged, and does it fit?
 
     make tpu-aot      # once: jax[tpu] (libtpu) at this venv's jax version, in .venv-tpu-aot (~1.6 GB)
-    PYTHONPATH=. .venv-tpu-aot/bin/python experiments/bench/tpu_compile.py --topology=v5e:2x4 \\
-        --out=experiments/tpu_compile/v5e_2x4.json
+    PYTHONPATH=. .venv-tpu-aot/bin/python experiments/bench/tpu_compile.py --topology=v5e:2x4 --variants=lowdim \\
+        --out=experiments/tpu_compile/v5e_2x4_lowdim.json
 
 libtpu compiles for a named topology (`jax.experimental.topologies.get_topology_desc`) with no TPU attached:
 compile-only devices, nothing runs. For each full-size Push-T variant this builds what `python -m dpjax.train`
@@ -27,14 +27,13 @@ import jax  # noqa: E402  (after JAX_PLATFORMS)
 import numpy as np  # noqa: E402
 from jax.experimental import topologies  # noqa: E402
 
-from dpjax import bench, files, optim, policy, sharding, train_step  # noqa: E402
+from dpjax import bench, files, hlo, optim, policy, sharding, train_step  # noqa: E402
 from dpjax.data import device_data, pusht  # noqa: E402
 
 # Push-T's replay buffer: steps and the training windows of its 90 training episodes (horizon 16).
 PUSHT_STEPS, PUSHT_WINDOWS = 25_650, 10_726
 # High-bandwidth memory per chip (GiB), by the compile-only devices' kind: Cloud TPU's published sizes.
 HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32}
-COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all", "collective-permute")
 
 
 def compile_only_devices(topology: str) -> list:
@@ -65,27 +64,15 @@ def peak_bytes(record: dict) -> int:
   return m["argument"] + m["output"] - m["alias"] + m["temp"] + m["generated_code"]
 
 
-def collectives(hlo_text: str) -> dict:
-  """{collective: (count, bytes of the results)} among the instructions of `hlo_text` (a loop body's, say)."""
-  found = {}
-  for line in hlo_text.splitlines():
-    match = re.search(r"=\s*(\S+?)\{?[^=]*?\s(" + "|".join(COLLECTIVES) + r")(-start)?\(", line)
-    if not match:
-      continue
-    name = match.group(2)
-    shapes = re.findall(r"(bf16|f32|s32|u8)\[([\d,]*)\]", line.split("=", 1)[1].split(name)[0])
-    size = sum(int(np.prod([int(d) for d in dims.split(",") if d] or [1])) * {"bf16": 2, "u8": 1}.get(dtype, 4)
-               for dtype, dims in shapes)
-    count, total = found.get(name, (0, 0))
-    found[name] = (count + 1, total + size)
-  return {name: {"count": count, "bytes": total} for name, (count, total) in found.items()}
-
-
-def loop_body(hlo_text: str) -> str:
-  """The text of the optimised module's while-loop bodies (the train steps' `lax.scan`)."""
-  names = set(re.findall(r"body=%?([\w.\-]+)", hlo_text))
-  blocks = re.split(r"\n(?=\S)", hlo_text)
-  return "\n".join(b for b in blocks if any(re.match(rf"%?{re.escape(n)}\s", b) for n in names))
+def loop_body_collectives(hlo_text: str) -> dict:
+  """`hlo.collectives` of every while-loop body of an optimised module (the train steps' `lax.scan`), summed."""
+  total = {}
+  for body in hlo.while_bodies(hlo_text):
+    for op, found in hlo.collectives(hlo_text, body).items():
+      entry = total.setdefault(op, {"count": 0, "bytes": 0})
+      entry["count"] += found["count"]
+      entry["bytes"] += found["bytes"]
+  return total
 
 
 def train_programs(variant: str, devices: list, placements, steps_per_dispatch: int) -> dict:
@@ -124,7 +111,7 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
     compiled = steps_fn.lower(state, batches, key, normalizer, data, None).compile()
     part = program_record(compiled, time.perf_counter() - start)
     part["peak_per_chip_bytes"] = peak_bytes(part)
-    part["loop_body_collectives"] = collectives(loop_body(compiled.as_text()))
+    part["loop_body_collectives"] = loop_body_collectives(compiled.as_text())
     record[f"train_{placement}_data"] = part
     print(f"{variant} train, data on {placement}: compile {part['compile_s']} s, "
           f"{part['peak_per_chip_bytes'] / 2**30:.2f} GiB per chip, collectives {part['loop_body_collectives']}",

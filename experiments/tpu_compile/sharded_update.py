@@ -74,7 +74,7 @@ def main():
   print(f"{args.variant} on {args.topology}, layout {args.layout}: peak {tpu_compile.peak_bytes(record) / 2**30:.2f} "
         f"GiB per chip, {record['bytes_accessed'] / 1e9:.2f} GB accessed and {record['flops'] / 1e9:.1f} GFLOP per "
         f"step per chip (XLA's cost model), memory {record['memory_per_chip_bytes']}")
-  print("loop body collectives:", tpu_compile.collectives(tpu_compile.loop_body(compiled.as_text())))
+  print("loop body collectives:", tpu_compile.loop_body_collectives(compiled.as_text()))
 
 
 if __name__ == "__main__":
