@@ -217,17 +217,24 @@ def test_every_film_embedding_from_one_matmul_equals_each_block_s_dense(dtype):
                                rtol=1e-6 if dtype == jnp.float32 else 1e-2, atol=1e-6)
 
 
-def _conditioned_outputs(fused_net, plain_net, params, dtype=jnp.float32):
-  """(fused, plain) outputs of the sampling chain's call (conditioning computed first) on random inputs."""
+def _chain_inputs():
+  """(x, k, obs): random inputs of one sampling-chain call, the same in every test."""
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(B, T, DA)), jnp.float32)
   obs = jnp.asarray(rng.normal(size=(B, TO, F)), jnp.float32)
-  k = jnp.array([3, 17])
-  outputs = []
-  for net in (fused_net, plain_net):
-    conditioning = net.apply({"params": params}, None, k, obs, conditioning_only=True)
-    outputs.append(net.apply({"params": params}, x, None, conditioning=conditioning))
-  return outputs, (x, k, obs)
+  return x, jnp.array([3, 17]), obs
+
+
+def _chain_call(net, params, x, k, obs):
+  """The sampling chain's call of `net`: the conditioning computed first, then the network on it."""
+  conditioning = net.apply({"params": params}, None, k, obs, conditioning_only=True)
+  return net.apply({"params": params}, x, None, conditioning=conditioning)
+
+
+def _conditioned_outputs(fused_net, plain_net, params):
+  """(fused, plain) outputs of the sampling chain's call on `_chain_inputs`, and those inputs."""
+  x, k, obs = _chain_inputs()
+  return [_chain_call(net, params, x, k, obs) for net in (fused_net, plain_net)], (x, k, obs)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -305,19 +312,12 @@ def test_bfloat16_matmuls_reach_every_convolution_form_and_they_agree():
   round the same operands and accumulate in float32. And the rounding is there: float32 operands differ by more."""
   net = unet1d.ConditionalUnet1D(**TINY, matmul_dtype=jnp.bfloat16)
   params = _random_params(net)["params"]
-  rng = np.random.default_rng(2)
-  x, obs, k = (jnp.asarray(rng.normal(size=(B, T, DA)), jnp.float32),
-               jnp.asarray(rng.normal(size=(B, TO, F)), jnp.float32), jnp.array([3, 17]))
-
-  def chain_call(net):
-    return net.apply({"params": params}, x, None,
-                     conditioning=net.apply({"params": params}, None, k, obs, conditioning_only=True))
-
-  cpu = chain_call(net)
+  inputs = _chain_inputs()
+  cpu = _chain_call(net, params, *inputs)
   with gpu_branches.as_on_cuda():
-    taps, fused = chain_call(net), chain_call(net.clone(fused_sampling=True))
+    taps, fused = _chain_call(net, params, *inputs), _chain_call(net.clone(fused_sampling=True), params, *inputs)
   for got in (taps, fused):
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(got), np.asarray(cpu), rtol=1e-4, atol=1e-4)
-  float32 = chain_call(unet1d.ConditionalUnet1D(**TINY))
+  float32 = _chain_call(unet1d.ConditionalUnet1D(**TINY), params, *inputs)
   assert np.max(np.abs(np.asarray(float32) - np.asarray(cpu))) > 1e-3
