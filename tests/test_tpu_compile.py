@@ -45,5 +45,5 @@ def test_collectives_of_the_loop_body_and_the_memory_plan(tpu_compile):
   memory = record["memory_per_chip_bytes"]
   assert record["compile_s"] == 1.2 and set(memory) == {"argument", "output", "alias", "temp", "generated_code"}
   assert memory["argument"] >= 3 * 1000 * 4 and memory["output"] >= 1000 * 4   # per device: its shard and the sum
-  assert tpu_compile.peak_bytes(record) == (memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
-                                            + memory["generated_code"])
+  assert record["peak_per_chip_bytes"] == tpu_compile.peak_bytes(record) == (
+      memory["argument"] + memory["output"] - memory["alias"] + memory["temp"] + memory["generated_code"])

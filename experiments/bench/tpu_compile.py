@@ -46,15 +46,32 @@ def abstract(tree, placement):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=placement), tree)
 
 
+def bfloat16_setup(variant: str):
+  """(config, per-step observation shapes, spec) of a full-size Push-T variant in bfloat16, `auto` on a TPU."""
+  config = bench.load_config(variant)
+  config.policy.compute_dtype = "bfloat16"
+  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
+  return config, obs_shapes, policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
+
+
+def host_batches(spec: policy.PolicySpec, batch_size: int, steps: int, placement):
+  """The abstract stack of `steps` raw global batches one dispatch takes when the host feeds them."""
+  one = bench.synthetic_batch(spec, batch_size, np.random.default_rng(0))
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct((steps, *x.shape), x.dtype, sharding=placement), one)
+
+
 def program_record(compiled, seconds: float) -> dict:
-  """Compile seconds, XLA's memory plan per device and its cost model of a compiled program."""
+  """Compile seconds, XLA's memory plan per device (and its `peak_bytes`) and its cost model of a compiled
+  program."""
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  return {"compile_s": round(seconds, 1),
-          "memory_per_chip_bytes": {name: int(getattr(memory, f"{name}_size_in_bytes"))
-                                    for name in ("argument", "output", "alias", "temp", "generated_code")},
-          "flops": float(cost.get("flops", 0.0)), "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
+  record = {"compile_s": round(seconds, 1),
+            "memory_per_chip_bytes": {name: int(getattr(memory, f"{name}_size_in_bytes"))
+                                      for name in ("argument", "output", "alias", "temp", "generated_code")},
+            "flops": float(cost.get("flops", 0.0)), "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
+  record["peak_per_chip_bytes"] = peak_bytes(record)
+  return record
 
 
 def peak_bytes(record: dict) -> int:
@@ -77,10 +94,7 @@ def loop_body_collectives(hlo_text: str) -> dict:
 
 def train_programs(variant: str, devices: list, placements, steps_per_dispatch: int) -> dict:
   """What `python -m dpjax.train` compiles for `variant` over `devices`, per data placement."""
-  config = bench.load_config(variant)
-  config.policy.compute_dtype = "bfloat16"
-  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
-  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
+  config, obs_shapes, spec = bfloat16_setup(variant)
   mesh = sharding.make_mesh(devices)
   replicated, stacked = sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh)
   batch_size = int(config.train.batch_size)
@@ -89,7 +103,7 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, int(config.train.num_steps))
   state = train_step.abstract_train_state(params, optimizer, replicated)
   normalizer = abstract(bench.synthetic_normalizer(obs_shapes, np.random.default_rng(0)), replicated)
-  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
+  key = abstract(jax.random.key(0), replicated)
   steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated, stacked, replicated)
   record = {"num_params": policy.count_params(params), "batch_size": batch_size,
             "per_chip_batch": batch_size // len(devices), "steps_per_dispatch": steps_per_dispatch,
@@ -104,13 +118,10 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
           n_obs_steps=spec.n_obs_steps)
       batches = jax.ShapeDtypeStruct((steps_per_dispatch, batch_size), np.int32, sharding=stacked)
     else:
-      data = None
-      one = bench.synthetic_batch(spec, batch_size, np.random.default_rng(0))
-      batches = abstract(jax.tree.map(lambda x: np.zeros((steps_per_dispatch, *x.shape), x.dtype), one), stacked)
+      data, batches = None, host_batches(spec, batch_size, steps_per_dispatch, stacked)
     start = time.perf_counter()
     compiled = steps_fn.lower(state, batches, key, normalizer, data, None).compile()
     part = program_record(compiled, time.perf_counter() - start)
-    part["peak_per_chip_bytes"] = peak_bytes(part)
     part["loop_body_collectives"] = loop_body_collectives(compiled.as_text())
     record[f"train_{placement}_data"] = part
     print(f"{variant} train, data on {placement}: compile {part['compile_s']} s, "
@@ -121,16 +132,13 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
 
 def sampling_programs(variant: str, device, samplers, batch_sizes) -> dict:
   """`dpjax.sample`'s chain for `variant` on one chip, per sampler and batch size."""
-  config = bench.load_config(variant)
-  config.policy.compute_dtype = "bfloat16"
-  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
-  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
+  _, obs_shapes, spec = bfloat16_setup(variant)
   rng = np.random.default_rng(0)
   one_chip = jax.sharding.SingleDeviceSharding(device)
   pol = policy.Policy(params=jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0)),
                       normalizer=bench.synthetic_normalizer(obs_shapes, rng), spec=spec)
   pol = abstract(jax.eval_shape(policy.for_sampling, pol), one_chip)
-  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=one_chip)
+  key = abstract(jax.random.key(0), one_chip)
   record = {}
   for method, steps in samplers:
     for batch in batch_sizes:
@@ -138,7 +146,6 @@ def sampling_programs(variant: str, device, samplers, batch_sizes) -> dict:
       start = time.perf_counter()
       compiled = policy._sample_batched.lower(pol, obs, key, method, steps).compile()
       part = program_record(compiled, time.perf_counter() - start)
-      part["peak_per_chip_bytes"] = peak_bytes(part)
       record[f"{method}{steps}_b{batch}"] = part
       print(f"{variant} {method}-{steps} batch {batch}: compile {part['compile_s']} s, "
             f"{part['peak_per_chip_bytes'] / 2**20:.0f} MiB", flush=True)

@@ -28,7 +28,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 import tpu_compile  # noqa: E402
 from dpjax import bench, optim, policy, sharding, train_step  # noqa: E402
-from dpjax.data import pusht  # noqa: E402
 
 
 def split_over_chips(shape, mesh) -> NamedSharding:
@@ -49,11 +48,8 @@ def main():
   args = parser.parse_args()
   mesh = sharding.make_mesh(tpu_compile.compile_only_devices(args.topology))
   replicated, stacked = sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh)
-  config = bench.load_config(args.variant)
-  config.policy.compute_dtype = "bfloat16"
+  config, obs_shapes, spec = tpu_compile.bfloat16_setup(args.variant)
   config.optim.flat_moments = args.layout == "flat"
-  obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
-  spec = policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
   params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, int(config.train.num_steps))
   shapes = jax.eval_shape(lambda p: train_step.create_train_state(p, optimizer), params)
@@ -63,15 +59,13 @@ def main():
                                     opt_state=jax.tree.map(split, shapes.opt_state))
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
   normalizer = tpu_compile.abstract(bench.synthetic_normalizer(obs_shapes, np.random.default_rng(0)), replicated)
-  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
-  one = bench.synthetic_batch(spec, int(config.train.batch_size), np.random.default_rng(0))
-  steps = train_step.AUTO_STEPS_PER_DISPATCH
-  batches = tpu_compile.abstract(jax.tree.map(lambda x: np.zeros((steps, *x.shape), x.dtype), one), stacked)
+  key = tpu_compile.abstract(jax.random.key(0), replicated)
+  batches = tpu_compile.host_batches(spec, int(config.train.batch_size), train_step.AUTO_STEPS_PER_DISPATCH, stacked)
   steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, shardings, stacked, replicated)
   start = time.perf_counter()
   compiled = steps_fn.lower(state, batches, key, normalizer, None, None).compile()
   record = tpu_compile.program_record(compiled, time.perf_counter() - start)
-  print(f"{args.variant} on {args.topology}, layout {args.layout}: peak {tpu_compile.peak_bytes(record) / 2**30:.2f} "
+  print(f"{args.variant} on {args.topology}, layout {args.layout}: peak {record['peak_per_chip_bytes'] / 2**30:.2f} "
         f"GiB per chip, {record['bytes_accessed'] / 1e9:.2f} GB accessed and {record['flops'] / 1e9:.1f} GFLOP per "
         f"step per chip (XLA's cost model), memory {record['memory_per_chip_bytes']}")
   print("loop body collectives:", tpu_compile.loop_body_collectives(compiled.as_text()))
