@@ -1,6 +1,7 @@
 """What experiments/bench/tpu_compile.py reads from a compiled program (the collectives of its loop body,
 `hlo.collectives`, and its memory plan), on a data-parallel program compiled for the 8 CPU devices: the TPU
 check's numbers come from the same parsing, and CI has no libtpu to compile for a TPU."""
+import importlib.util
 import pathlib
 
 import jax
@@ -47,3 +48,9 @@ def test_collectives_of_the_loop_body_and_the_memory_plan(tpu_compile):
   assert memory["argument"] >= 3 * 1000 * 4 and memory["output"] >= 1000 * 4   # per device: its shard and the sum
   assert record["peak_per_chip_bytes"] == tpu_compile.peak_bytes(record) == (
       memory["argument"] + memory["output"] - memory["alias"] + memory["temp"] + memory["generated_code"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is not None, reason="libtpu is installed here")
+def test_without_libtpu_the_check_says_how_to_get_it(tpu_compile):
+  with pytest.raises(SystemExit, match=r"No libtpu in this environment .*: run `make tpu-aot`"):
+    tpu_compile.compile_only_devices("v5e:2x4")

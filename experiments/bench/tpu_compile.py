@@ -37,8 +37,16 @@ HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32}
 
 
 def compile_only_devices(topology: str) -> list:
-  """The chips of a TPU slice named like "v5e:2x4" (libtpu's names), as compile-only devices."""
-  return list(topologies.get_topology_desc(topology, "tpu").devices)
+  """The chips of a TPU slice named like "v5e:2x4" (libtpu's names), as compile-only devices. Exits with a
+  one-line message when libtpu is missing or does not know the name."""
+  try:
+    return list(topologies.get_topology_desc(topology, "tpu").devices)
+  except RuntimeError as error:   # jax.errors.JaxRuntimeError is one too
+    if "not installed" in str(error):
+      raise SystemExit(f"No libtpu in this environment ({error}): run `make tpu-aot` and use "
+                       ".venv-tpu-aot/bin/python.") from error
+    raise SystemExit(f"libtpu cannot compile for topology {topology!r} ({str(error).splitlines()[0]}): name a "
+                     "slice like v5e:2x4, v4:2x2x1, v5p:2x2x1 or v6e:2x2.") from error
 
 
 def abstract(tree, placement):
