@@ -153,10 +153,10 @@ def get_config(arg=None):
   config.optim.warmup_steps = 1000 if transformer else 500
   config.optim.schedule = "cosine"                        # or "constant"
   config.optim.grad_clip_norm = 0.0                       # 0 disables
-  # Adam's moments as one vector each: same numbers, ~100 fewer GPU kernels per step but a second pass over the
-  # moments (dpjax/optim.py); per array for the 262.7 M image U-Net, whose step moves more bytes than it launches
-  # kernels (BUILD_NOTES.md, "Session 14").
-  config.optim.flat_moments = not (image and not transformer)
+  # Adam's moments as one vector each (True) or per parameter array (False): same numbers, ~100 fewer GPU kernels
+  # per step but a second pass over the moments. None: chosen per network and backend (optim.resolve_flat_moments:
+  # per array for the image U-Net and for transformers on a TPU, else flat); a run records what it used.
+  config.optim.flat_moments = ml_collections.config_dict.placeholder(bool)
 
   config.ema = ml_collections.ConfigDict()
   config.ema.power = 0.75

@@ -183,7 +183,8 @@ def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size:
   steps = dispatches * per_dispatch
   loss = float(jax.device_get(metrics["loss"])[-1])
   return {"batch_size": batch_size, "steps": steps, "steps_per_dispatch": per_dispatch,
-          "warmup_steps": warmup_dispatches * per_dispatch, "compile_s": compile_s, "lower_s": lower_s,
+          "flat_moments": optim.moments_are_flat(state.opt_state), "warmup_steps": warmup_dispatches * per_dispatch,
+          "compile_s": compile_s, "lower_s": lower_s,
           "time_s": elapsed, "steps_per_s": steps / elapsed, "samples_per_s": steps * batch_size / elapsed,
           "step_ms": 1e3 * elapsed / steps, "final_loss": loss}
 

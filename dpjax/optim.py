@@ -8,9 +8,10 @@ tree {"encoder": ..., "denoiser": ...}.
 `config.optim.flat_moments` keeps Adam's two moments as one vector each (`optax.flatten`) instead of one array per
 parameter: the same arithmetic element by element, in a few GPU kernels instead of one per parameter array (the
 full-size U-Net has 148). It changes the layout of the optimiser state in checkpoints, so a run resumes only with
-the setting it started with (older runs' config.json lack the field and read False: `config_json.ADDED`). The
+the setting it started with: `dpjax.train` records the resolved value in config.json and a resume left at the
+default takes the run's own (older runs' config.json lack the field and read False: `config_json.ADDED`). The
 moments pass then writes both vectors and the per-array weight and EMA updates read them again: fewer kernels, more
-bytes, which pays for the low-dim networks and not for the 262.7 M image U-Net (BUILD_NOTES.md, "Session 14").
+bytes. `resolve_flat_moments` says where that pays.
 """
 import jax
 import optax
@@ -46,16 +47,29 @@ def weight_decay_masks(params, denoiser: str):
   return main, enc
 
 
-def make_optimizer(optim_config, params, denoiser: str, num_steps: int) -> optax.GradientTransformation:
+def resolve_flat_moments(optim_config, params, denoiser: str, backend: str | None = None) -> bool:
+  """config.optim.flat_moments, or where it is None (the configs' default), what was measured to pay on `backend`
+  (default: JAX's): per array for a U-Net with a vision encoder (the 262.7 M image U-Net's step moves more bytes
+  than it launches kernels: BUILD_NOTES.md, "Session 14") and for a transformer on a TPU (XLA:TPU lays the whole
+  flat vector out like the output head's [width, action_dim] kernel, padded 64-fold: "Session 28"); flat otherwise."""
+  if optim_config.flat_moments is not None:
+    return bool(optim_config.flat_moments)
+  if denoiser == "unet1d" and jax.tree.leaves(params.get("encoder", {})):
+    return False
+  return not (denoiser == "transformer" and (backend or jax.default_backend()) == "tpu")
+
+
+def make_optimizer(optim_config, params, denoiser: str, num_steps: int,
+                   backend: str | None = None) -> optax.GradientTransformation:
   """AdamW = (optional clipping and) adam moments, then decoupled weight decay per group, then the scheduled
-  learning rate."""
+  learning rate. `backend` is where it will run (default: JAX's), for `resolve_flat_moments`."""
   main_mask, encoder_mask = weight_decay_masks(params, denoiser)
   moments = [optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)]
   if optim_config.grad_clip_norm:
     moments.insert(0, optax.clip_by_global_norm(optim_config.grad_clip_norm))
   moments = optax.chain(*moments)
   return optax.chain(
-      optax.flatten(moments) if optim_config.flat_moments else moments,
+      optax.flatten(moments) if resolve_flat_moments(optim_config, params, denoiser, backend) else moments,
       optax.add_decayed_weights(optim_config.weight_decay, mask=main_mask),
       optax.add_decayed_weights(optim_config.encoder_weight_decay, mask=encoder_mask),
       optax.scale_by_learning_rate(learning_rate_schedule(optim_config, num_steps)),

@@ -22,8 +22,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dpjax import (checkpoint, cli, data, distill, files, metrics, optim, policy, preemption, sharding, train_step,
-                   wall_time)
+from dpjax import (checkpoint, cli, config_json, data, distill, files, metrics, optim, policy, preemption, sharding,
+                   train_step, wall_time)
 from dpjax.data import device_data, pusht
 
 FLAGS = flags.FLAGS
@@ -112,6 +112,22 @@ def _record_resumed_config(config, workdir: pathlib.Path, step: int) -> None:
   _say(f"the config differs from {started.name}; the resumed run's config is in {path.name}")
 
 
+def _with_flat_moments_resolved(config, workdir: pathlib.Path, resuming: bool, params, denoiser: str, mesh):
+  """`config` with config.optim.flat_moments True or False, what config.json records: as given, else (None) the
+  run's own when resuming (the checkpoints' optimiser layout, whatever the backend now) or what
+  `optim.resolve_flat_moments` picks for this network on the mesh's devices."""
+  if config.optim.flat_moments is not None:
+    return config
+  started = workdir / "config.json"
+  if resuming and started.exists():
+    flat = bool(config_json.get_config(started).optim.flat_moments)
+  else:
+    flat = optim.resolve_flat_moments(config.optim, params, denoiser, mesh.devices.flat[0].platform)
+  config = config.copy_and_resolve_references()   # the caller's config stays as it was
+  config.optim.flat_moments = flat
+  return config
+
+
 def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) -> list:
   """Fixed validation batches covering the held-out windows, each a multiple of the device count, put on the
   devices once (validation then copies nothing from the host)."""
@@ -193,6 +209,11 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
                                     keep_best=config.train.keep_best_checkpoints)
   normalizer_host = bundle.normalizer
   resuming = manager.latest_step() is not None
+  base_key = jax.random.key(config.seed)
+  init_key, train_key, val_key = jax.random.split(base_key, 3)
+  # Shapes only: a resumed run restores its state straight into them; a new one initialises below.
+  abstract_params = jax.eval_shape(functools.partial(policy.init_params, spec), init_key)
+  config = _with_flat_moments_resolved(config, workdir, resuming, abstract_params, spec.denoiser, mesh)
   if resuming:
     # Resuming: the run's own spec and normaliser win; a different policy in the same folder is an error.
     meta = checkpoint.run_meta(manager)
@@ -201,10 +222,6 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   elif jax.process_index() == 0:
     files.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
     files.write_text_atomic(workdir / "policy_spec.json", spec.to_json())
-  base_key = jax.random.key(config.seed)
-  init_key, train_key, val_key = jax.random.split(base_key, 3)
-  # Shapes only: a resumed run restores its state straight into them; a new one initialises below.
-  abstract_params = jax.eval_shape(functools.partial(policy.init_params, spec), init_key)
   _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(abstract_params):,} parameters, "
        f"{spec.objective} objective, compute dtype {policy.compute_dtype_name(spec.compute_dtype)}; "
        f"{config.train.num_steps:,} steps of batch {config.train.batch_size}")

@@ -25,7 +25,7 @@ def test_quick_bench_writes_positive_finite_numbers(tmp_path):
   assert [r["variant"] for r in written["records"]] == ["lowdim"]
   for record in written["records"]:
     assert record["quick"] and record["config"].endswith(",smoke")
-    assert record["overrides"] == {"optim.flat_moments": False}   # per-array moments (the smoke config's are flat)
+    assert record["overrides"] == {"optim.flat_moments": False}   # per-array moments (a CPU's default: flat)
     assert is_positive_finite(record["num_params"])
     assert record["num_params"] == record["num_params_encoder"] + record["num_params_denoiser"]
     assert sorted(record["kernels_per_denoiser_call"]) == ["b1", "b50"]
@@ -34,6 +34,7 @@ def test_quick_bench_writes_positive_finite_numbers(tmp_path):
     for field in TRAIN_FIELDS:
       assert is_positive_finite(train[field]), (record["variant"], field, train[field])
     assert train["batch_size"] == 8   # the smoke variant's global batch, split over conftest's 8 devices
+    assert train["flat_moments"] is False   # the layout the benchmarked step ran
     # Every sampler x batch size; the smoke schedule caps DDPM's 100 steps at its 10 training steps.
     assert sorted(record["sampling"]) == ["ddim10_b1", "ddim10_b50", "ddpm10_b1", "ddpm10_b50"]
     for name, result in record["sampling"].items():

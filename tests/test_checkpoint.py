@@ -114,10 +114,29 @@ def test_a_run_resumes_only_with_the_optimiser_state_layout_it_started_with(data
   assert _steps(run_dir / "checkpoints")[-1] == 6
 
 
+def test_a_resume_left_to_the_default_layout_takes_the_run_s_own(data_path, trained_run, tmp_path, monkeypatch):
+  """The run recorded the layout its backend picked (flat on a CPU); resumed where the library would pick per-array
+  moments (a transformer on a TPU, say), a config that leaves flat_moments at None still resumes the checkpoints."""
+  from dpjax import optim
+  run_dir = smoke.copy_run(trained_run, tmp_path)
+  assert config_json.get_config(run_dir / "config.json").optim.flat_moments is True
+  monkeypatch.setattr(optim, "resolve_flat_moments", lambda optim_config, *args, **kwargs: (
+      False if optim_config.flat_moments is None else bool(optim_config.flat_moments)))
+  config = _config(data_path)
+  assert config.optim.flat_moments is None
+  config.train.num_steps = 6
+  train.train_and_evaluate(config, run_dir)
+  assert _steps(run_dir / "checkpoints")[-1] == 6
+  resumed = json.loads((run_dir / "config_resumed_step_4.json").read_text())   # num_steps differs
+  assert resumed["optim"]["flat_moments"] is True and resumed["train"]["num_steps"] == 6
+
+
 def test_rerunning_a_trained_run_from_its_config_json_says_it_is_complete(trained_run, tmp_path, capsys):
   run_dir = smoke.copy_run(trained_run, tmp_path)
   config = config_json.get_config(run_dir / "config.json")
-  assert config == _config(config.data.path) and config.policy.unet1d.down_dims == (16, 32)
+  started = _config(config.data.path)
+  started.optim.flat_moments = True   # None in the config; the run records what it used (flat on a CPU)
+  assert config == started and config.policy.unet1d.down_dims == (16, 32)
   assert train.train_and_evaluate(config, run_dir) == {}
   assert (f"dpjax.train: the run in {run_dir} is complete at step 4 (its checkpoints are in {run_dir / 'checkpoints'}):"
           f" train on with a larger --config.train.num_steps=, or evaluate with python -m dpjax.rollout "

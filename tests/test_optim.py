@@ -106,3 +106,25 @@ def test_the_step_reports_the_learning_rate_it_applied():
   moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(pol.params)))
   np.testing.assert_allclose(metrics["learning_rate"], moved, rtol=1e-3)
   np.testing.assert_allclose(metrics["learning_rate"], 0.03, rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant, backend, flat", [
+    ("lowdim", "cpu", True), ("lowdim", "gpu", True), ("lowdim", "tpu", True),
+    ("transformer", "gpu", True), ("transformer", "tpu", False), ("image,transformer", "tpu", False),
+    ("image", "gpu", False), ("image", "tpu", False)])
+def test_left_to_the_library_the_moments_layout_follows_the_network_and_backend(variant, backend, flat):
+  """None (the configs' default): flat where fewer kernels pay, per array for the image U-Net (bytes dominate) and
+  for a transformer on a TPU (XLA:TPU pads the whole flat vector like the [width, 2] output head's kernel); a set
+  value is kept."""
+  import jax
+  from dpjax import bench, config_files, policy
+  from dpjax.data import pusht
+  config = config_files.get_config(variant + ",smoke")
+  spec = policy.spec_from_config(config, pusht.OBS_SHAPES[config.data.obs_type], bench.ACTION_DIM)
+  params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
+  assert optim.resolve_flat_moments(config.optim, params, spec.denoiser, backend) is flat
+  opt = optim.make_optimizer(config.optim, params, spec.denoiser, 10, backend)
+  assert optim.moments_are_flat(jax.eval_shape(opt.init, params)) is flat
+  for value in (True, False):
+    config.optim.flat_moments = value
+    assert optim.resolve_flat_moments(config.optim, params, spec.denoiser, backend) is value

@@ -69,6 +69,8 @@ def write_run_dir(out_dir, config, spec, params, ema_params, normalizer, *, conf
     raise FileExistsError(f"{out_dir} already holds checkpoints; choose a new --out (dpjax.convert never "
                           "overwrites a run).")
   params, ema_params = (jax.tree.map(jnp.asarray, tree) for tree in (params, ema_params))
+  config = config.copy_and_resolve_references()   # config.json records the optimiser layout the checkpoint holds
+  config.optim.flat_moments = optim.resolve_flat_moments(config.optim, params, spec.denoiser)
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
   state = train_step.create_train_state(params, optimizer).replace(ema_params=ema_params)
   manager = checkpoint.make_manager(out_dir, keep=config.train.keep_checkpoints)

@@ -38,14 +38,17 @@ HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32}
 
 def compile_only_devices(topology: str) -> list:
   """The chips of a TPU slice named like "v5e:2x4" (libtpu's names), as compile-only devices. Exits with a
-  one-line message when libtpu is missing or does not know the name."""
+  one-line message when libtpu is missing, cannot start or does not know the name."""
   try:
     return list(topologies.get_topology_desc(topology, "tpu").devices)
   except RuntimeError as error:   # jax.errors.JaxRuntimeError is one too
     if "not installed" in str(error):
       raise SystemExit(f"No libtpu in this environment ({error}): run `make tpu-aot` and use "
                        ".venv-tpu-aot/bin/python.") from error
-    raise SystemExit(f"libtpu cannot compile for topology {topology!r} ({str(error).splitlines()[0]}): name a "
+    first_line = str(error).splitlines()[0]
+    if "INVALID_ARGUMENT" not in first_line:   # e.g. libtpu's lock file, held by another compile or left stale
+      raise SystemExit(f"libtpu could not start ({first_line}).") from error
+    raise SystemExit(f"libtpu cannot compile for topology {topology!r} ({first_line}): name a "
                      "slice like v5e:2x4, v4:2x2x1, v5p:2x2x1 or v6e:2x2.") from error
 
 
@@ -100,22 +103,26 @@ def loop_body_collectives(hlo_text: str) -> dict:
   return total
 
 
-def train_programs(variant: str, devices: list, placements, steps_per_dispatch: int) -> dict:
-  """What `python -m dpjax.train` compiles for `variant` over `devices`, per data placement."""
+def train_programs(variant: str, devices: list, placements, steps_per_dispatch: int,
+                   flat_moments: bool | None = None) -> dict:
+  """What `python -m dpjax.train` compiles for `variant` over `devices`, per data placement; `flat_moments` as
+  config.optim.flat_moments (None: the library's choice for these chips)."""
   config, obs_shapes, spec = bfloat16_setup(variant)
+  config.optim.flat_moments = flat_moments
   mesh = sharding.make_mesh(devices)
   replicated, stacked = sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh)
   batch_size = int(config.train.batch_size)
   sharding.check_batch_size(batch_size, mesh)
   params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
-  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, int(config.train.num_steps))
+  backend = devices[0].platform   # "tpu": the optimiser's layout as training on these chips picks it
+  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, int(config.train.num_steps), backend)
   state = train_step.abstract_train_state(params, optimizer, replicated)
   normalizer = abstract(bench.synthetic_normalizer(obs_shapes, np.random.default_rng(0)), replicated)
   key = abstract(jax.random.key(0), replicated)
   steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated, stacked, replicated)
   record = {"num_params": policy.count_params(params), "batch_size": batch_size,
             "per_chip_batch": batch_size // len(devices), "steps_per_dispatch": steps_per_dispatch,
-            "flat_moments": bool(config.optim.flat_moments)}
+            "flat_moments": optim.resolve_flat_moments(config.optim, params, spec.denoiser, backend)}
   for placement in placements:
     if placement == "device":
       obs = {k: jax.ShapeDtypeStruct((PUSHT_STEPS, *shape), np.uint8 if k == "image" else np.float32,
@@ -176,8 +183,11 @@ def main():
   parser.add_argument("--placements", default="device,host", help="where the demonstrations live")
   parser.add_argument("--samplers", default="ddpm:100,ddim:10")
   parser.add_argument("--sample_batch_sizes", default="1,50")
+  parser.add_argument("--flat_moments", choices=("true", "false"), default=None,
+                      help="Adam's moments flat or per array (default: what training on these chips picks)")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
+  flat_moments = None if args.flat_moments is None else args.flat_moments == "true"
   devices = compile_only_devices(args.topology)
   kind = devices[0].device_kind
   print(f"{args.topology}: {len(devices)} x {kind} (compile-only), jax {jax.__version__}", flush=True)
@@ -188,7 +198,7 @@ def main():
   for variant in args.variants.split(","):
     record["variants"][variant] = {
         **train_programs(variant, devices, [p for p in args.placements.split(",") if p],
-                         train_step.AUTO_STEPS_PER_DISPATCH),
+                         train_step.AUTO_STEPS_PER_DISPATCH, flat_moments),
         "sampling_one_chip": sampling_programs(variant, devices[0], samplers, batch_sizes)}
   if args.out:
     files.write_text_atomic(args.out, json.dumps(record, indent=2) + "\n")
