@@ -224,7 +224,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     files.write_text_atomic(workdir / "policy_spec.json", spec.to_json())
   _say(f"policy {spec.encoder} + {spec.denoiser}: {policy.count_params(abstract_params):,} parameters, "
        f"{spec.objective} objective, compute dtype {policy.compute_dtype_name(spec.compute_dtype)}; "
-       f"{config.train.num_steps:,} steps of batch {config.train.batch_size}")
+       f"{config.train.num_steps:,} steps of batch {config.train.batch_size}, Adam's moments "
+       f"{'flat' if config.optim.flat_moments else 'per array'}")
   optimizer = optim.make_optimizer(config.optim, abstract_params, spec.denoiser, config.train.num_steps)
   distillation = None
   if config.distill.teacher:
