@@ -51,7 +51,8 @@ def resolve_flat_moments(optim_config, params, denoiser: str, backend: str | Non
   """config.optim.flat_moments, or where it is None (the configs' default), what was measured to pay on `backend`
   (default: JAX's): per array for a U-Net with a vision encoder (the 262.7 M image U-Net's step moves more bytes
   than it launches kernels: BUILD_NOTES.md, "Session 14") and for a transformer on a TPU (XLA:TPU lays the whole
-  flat vector out like the output head's [width, action_dim] kernel, padded 64-fold: "Session 28"); flat otherwise."""
+  flat vector out like the output head's [width, action_dim] kernel, whose minor dimension its tiles pad to 128:
+  64-fold for Push-T's 2, "Session 28"); flat otherwise."""
   if optim_config.flat_moments is not None:
     return bool(optim_config.flat_moments)
   if denoiser == "unet1d" and jax.tree.leaves(params.get("encoder", {})):
