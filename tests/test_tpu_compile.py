@@ -54,3 +54,19 @@ def test_collectives_of_the_loop_body_and_the_memory_plan(tpu_compile):
 def test_without_libtpu_the_check_says_how_to_get_it(tpu_compile):
   with pytest.raises(SystemExit, match=r"No libtpu in this environment .*: run `make tpu-aot`"):
     tpu_compile.compile_only_devices("v5e:2x4")
+
+
+def test_the_reflow_student_s_teacher_runs_the_chain_distillation_gives_it(tpu_compile):
+  """`--reflow_student` compiles the student's step with an abstract DDPM teacher set up as `distill.load_teacher`
+  sets a real one by default: DDIM, config.distill.teacher_steps steps, the variant's network and compute dtype."""
+  config, _, student_spec = tpu_compile.bfloat16_setup("lowdim", ",flow")
+  placement = sharding.replicated(sharding.make_mesh(jax.devices()[:1]))
+  distillation = tpu_compile.reflow_distillation("lowdim", config, placement)
+  teacher = distillation.teacher.spec
+  assert student_spec.objective == "flow" and teacher.objective == "ddpm"
+  assert (teacher.sampler, teacher.num_inference_steps) == ("ddim", config.distill.teacher_steps)
+  same_network = lambda spec: {k: v for k, v in spec.network_fields().items() if k != "objective"}
+  assert same_network(teacher) == same_network(student_spec) and teacher.compute_dtype == "bfloat16"
+  assert distillation.fraction_at_noise == config.distill.fraction_at_noise
+  leaves = jax.tree.leaves(distillation)
+  assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) and x.sharding == placement for x in leaves)

@@ -9,7 +9,9 @@ compile-only devices, nothing runs. For each full-size Push-T variant this build
 builds on that slice (the library's own mesh over all chips, `sharding.make_mesh`; its train step,
 `train_step.jit_train_steps`, at the accelerators' 10 steps per dispatch, compute dtype bfloat16 = `auto` on a
 TPU; the demonstrations resident on the chips and, as the fallback, batches from the host) and what a controller
-runs on one chip (`dpjax.sample`'s chain, weights cast once as `policy.for_sampling` does), and records per program:
+runs on one chip (`dpjax.sample`'s chain, weights cast once as `policy.for_sampling` does); with
+`--reflow_student` also issue 13's distillation step (a flow student, its DDPM teacher's DDIM-10 chain run on every
+batch). It records per program:
 compile seconds, XLA's memory plan per chip (arguments, outputs, donated aliases, temporaries, code), XLA's cost
 model (flops and bytes accessed; for a loop, one iteration), and the collectives in the train step's loop body.
 No timings: those need the chips. Random weights and synthetic shapes (Push-T's: 25,650 steps, 10,726 windows).
@@ -27,7 +29,7 @@ import jax  # noqa: E402  (after JAX_PLATFORMS)
 import numpy as np  # noqa: E402
 from jax.experimental import topologies  # noqa: E402
 
-from dpjax import bench, files, hlo, optim, policy, sharding, train_step  # noqa: E402
+from dpjax import bench, config_files, files, hlo, optim, policy, sharding, train_step  # noqa: E402
 from dpjax.data import device_data, pusht  # noqa: E402
 
 # Push-T's replay buffer: steps and the training windows of its 90 training episodes (horizon 16).
@@ -57,9 +59,10 @@ def abstract(tree, placement):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=placement), tree)
 
 
-def bfloat16_setup(variant: str):
-  """(config, per-step observation shapes, spec) of a full-size Push-T variant in bfloat16, `auto` on a TPU."""
-  config = bench.load_config(variant)
+def bfloat16_setup(variant: str, words: str = ""):
+  """(config, per-step observation shapes, spec) of a full-size Push-T variant in bfloat16, `auto` on a TPU;
+  `words` adds variant words (",flow")."""
+  config = config_files.get_config(bench.config_arg(variant, False) + words)
   config.policy.compute_dtype = "bfloat16"
   obs_shapes = pusht.OBS_SHAPES[config.data.obs_type]
   return config, obs_shapes, policy.spec_from_config(config, obs_shapes, bench.ACTION_DIM)
@@ -103,11 +106,24 @@ def loop_body_collectives(hlo_text: str) -> dict:
   return total
 
 
+def reflow_distillation(variant: str, student_config, placement) -> policy.Distillation:
+  """A frozen DDPM teacher of `variant` (abstract weights), set to run the chain `distill.load_teacher` gives it by
+  default: DDIM with config.distill.teacher_steps steps on each training batch."""
+  _, obs_shapes, teacher_spec = bfloat16_setup(variant)
+  spec = dataclasses.replace(teacher_spec, sampler="ddim",
+                             num_inference_steps=int(student_config.distill.teacher_steps))
+  teacher = policy.Policy(params=jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(1)),
+                          normalizer=bench.synthetic_normalizer(obs_shapes, np.random.default_rng(0)), spec=spec)
+  return abstract(policy.Distillation(teacher=teacher,
+                                      fraction_at_noise=float(student_config.distill.fraction_at_noise)), placement)
+
+
 def train_programs(variant: str, devices: list, placements, steps_per_dispatch: int,
-                   flat_moments: bool | None = None) -> dict:
+                   flat_moments: bool | None = None, student: bool = False) -> dict:
   """What `python -m dpjax.train` compiles for `variant` over `devices`, per data placement; `flat_moments` as
-  config.optim.flat_moments (None: the library's choice for these chips)."""
-  config, obs_shapes, spec = bfloat16_setup(variant)
+  config.optim.flat_moments (None: the library's choice for these chips). `student`: the reflow student's step
+  instead (issue 13: a flow network of the same size learning its DDPM teacher's map, `reflow_distillation`)."""
+  config, obs_shapes, spec = bfloat16_setup(variant, ",flow" if student else "")
   config.optim.flat_moments = flat_moments
   mesh = sharding.make_mesh(devices)
   replicated, stacked = sharding.replicated(mesh), sharding.stacked_batch_sharding(mesh)
@@ -120,6 +136,8 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
   normalizer = abstract(bench.synthetic_normalizer(obs_shapes, np.random.default_rng(0)), replicated)
   key = abstract(jax.random.key(0), replicated)
   steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated, stacked, replicated)
+  distillation = reflow_distillation(variant, config, replicated) if student else None
+  name = f"{variant} reflow student" if student else variant
   record = {"num_params": policy.count_params(params), "batch_size": batch_size,
             "per_chip_batch": batch_size // len(devices), "steps_per_dispatch": steps_per_dispatch,
             "flat_moments": optim.resolve_flat_moments(config.optim, params, spec.denoiser, backend)}
@@ -135,11 +153,11 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
     else:
       data, batches = None, host_batches(spec, batch_size, steps_per_dispatch, stacked)
     start = time.perf_counter()
-    compiled = steps_fn.lower(state, batches, key, normalizer, data, None).compile()
+    compiled = steps_fn.lower(state, batches, key, normalizer, data, distillation).compile()
     part = program_record(compiled, time.perf_counter() - start)
     part["loop_body_collectives"] = loop_body_collectives(compiled.as_text())
     record[f"train_{placement}_data"] = part
-    print(f"{variant} train, data on {placement}: compile {part['compile_s']} s, "
+    print(f"{name} train, data on {placement}: compile {part['compile_s']} s, "
           f"{part['peak_per_chip_bytes'] / 2**30:.2f} GiB per chip, collectives {part['loop_body_collectives']}",
           flush=True)
   return record
@@ -185,6 +203,8 @@ def main():
   parser.add_argument("--sample_batch_sizes", default="1,50")
   parser.add_argument("--flat_moments", choices=("true", "false"), default=None,
                       help="Adam's moments flat or per array (default: what training on these chips picks)")
+  parser.add_argument("--reflow_student", action="store_true",
+                      help="also the reflow student's train step (its teacher's DDIM-10 inside; data on the chips)")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   flat_moments = None if args.flat_moments is None else args.flat_moments == "true"
@@ -200,6 +220,9 @@ def main():
         **train_programs(variant, devices, [p for p in args.placements.split(",") if p],
                          train_step.AUTO_STEPS_PER_DISPATCH, flat_moments),
         "sampling_one_chip": sampling_programs(variant, devices[0], samplers, batch_sizes)}
+    if args.reflow_student:
+      record["variants"][variant]["reflow_student"] = train_programs(
+          variant, devices, ["device"], train_step.AUTO_STEPS_PER_DISPATCH, flat_moments, student=True)
   if args.out:
     files.write_text_atomic(args.out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
