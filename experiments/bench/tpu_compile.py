@@ -140,7 +140,7 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
   name = f"{variant} reflow student" if student else variant
   record = {"num_params": policy.count_params(params), "batch_size": batch_size,
             "per_chip_batch": batch_size // len(devices), "steps_per_dispatch": steps_per_dispatch,
-            "flat_moments": optim.resolve_flat_moments(config.optim, params, spec.denoiser, backend)}
+            "flat_moments": optim.moments_are_flat(state.opt_state)}
   for placement in placements:
     if placement == "device":
       obs = {k: jax.ShapeDtypeStruct((PUSHT_STEPS, *shape), np.uint8 if k == "image" else np.float32,

@@ -39,10 +39,9 @@ def parameter_shapes(variant: str, num_layers: int = 8) -> list:
 
 def compile_flat_adam(shapes: list, chip) -> str:
   """One line: compile seconds, temporaries, code and the whole-vector reshapes of flat Adam over `shapes`."""
-  placed = lambda tree: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=chip), tree)
-  grads = placed([jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes])
+  grads = TPU_COMPILE.abstract([jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes], chip)
   optimizer = optax.flatten(optax.scale_by_adam())
-  state = placed(jax.eval_shape(optimizer.init, grads))
+  state = TPU_COMPILE.abstract(jax.eval_shape(optimizer.init, grads), chip)
   start = time.perf_counter()
   compiled = jax.jit(optimizer.update).lower(grads, state).compile()
   seconds = time.perf_counter() - start
