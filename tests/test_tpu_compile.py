@@ -70,3 +70,15 @@ def test_the_reflow_student_s_teacher_runs_the_chain_distillation_gives_it(tpu_c
   assert distillation.fraction_at_noise == config.distill.fraction_at_noise
   leaves = jax.tree.leaves(distillation)
   assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) and x.sharding == placement for x in leaves)
+
+
+@pytest.mark.parametrize("error, message", [
+    ("INVALID_ARGUMENT: Invalid TPU external name: TPU v9z", r"cannot compile for topology 'v9z:2x2' .*: name a slice"),
+    ("ABORTED: Internal error when accessing libtpu multi-process lockfile.",
+     r"libtpu could not start .*: it compiles for one process at a time; .* /tmp/libtpu_lockfile")])
+def test_a_topology_libtpu_cannot_open_stops_with_one_line_saying_why(tpu_compile, monkeypatch, error, message):
+  def fail(*args, **kwargs):
+    raise RuntimeError(error + "\n=== Source Location Trace: ===")
+  monkeypatch.setattr(tpu_compile.topologies, "get_topology_desc", fail)
+  with pytest.raises(SystemExit, match=message):
+    tpu_compile.compile_only_devices("v9z:2x2")

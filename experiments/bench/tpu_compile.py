@@ -49,7 +49,8 @@ def compile_only_devices(topology: str) -> list:
                        ".venv-tpu-aot/bin/python.") from error
     first_line = str(error).splitlines()[0]
     if "INVALID_ARGUMENT" not in first_line:   # e.g. libtpu's lock file, held by another compile or left stale
-      raise SystemExit(f"libtpu could not start ({first_line}).") from error
+      raise SystemExit(f"libtpu could not start ({first_line}): it compiles for one process at a time; wait "
+                       "for the other one, or remove a stale /tmp/libtpu_lockfile.") from error
     raise SystemExit(f"libtpu cannot compile for topology {topology!r} ({first_line}): name a "
                      "slice like v5e:2x4, v4:2x2x1, v5p:2x2x1 or v6e:2x2.") from error
 
