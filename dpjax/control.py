@@ -50,6 +50,14 @@ class ObservationHistory:
     return dict(self._frames)
 
 
+def check_frame_shapes(obs: Mapping[str, np.ndarray], spec: policy_lib.PolicySpec) -> None:
+  """A ValueError unless each observation the spec names is one frame of N environments, [N, *per-step shape]."""
+  for key, shape in spec.obs_shapes:
+    if key in obs and np.shape(obs[key])[1:] != tuple(shape):
+      raise ValueError(f"Observation {key!r} has shape {np.shape(obs[key])}; the controller takes one frame of N "
+                       f"environments, [N, {', '.join(map(str, shape))}] (one environment: {{key: value[None]}}).")
+
+
 def check_latency_steps(latency_steps: int, spec: policy_lib.PolicySpec) -> None:
   """A ValueError unless a chunk has `latency_steps` actions to skip and the current chunk as many to run meanwhile."""
   most = min(spec.n_action_steps, spec.horizon - spec.n_obs_steps + 1 - spec.n_action_steps)
@@ -70,6 +78,7 @@ class RecedingHorizonController:
   def __init__(self, policy: policy_lib.Policy, key: jax.Array, *, method: str | None = None,
                num_inference_steps: int | None = None, latency_steps: int = 0):
     check_latency_steps(latency_steps, policy.spec)
+    policy_lib.check_key(key)
     self.policy = policy_lib.for_sampling(policy)   # weights cast once, not at every chunk
     self._key = key
     self._method = method
@@ -100,13 +109,15 @@ class RecedingHorizonController:
   def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
     """Takes the newest raw observation {key: [N, ...]} and returns the next actions [N, action_dim]."""
     if self._history is None:
+      check_frame_shapes(obs, self.policy.spec)
       self._history = ObservationHistory(obs, self.policy.spec.n_obs_steps)
     else:
       self._history.push(obs)
-    if not self._queue and self._pending is None:   # the episode's first plan (or any, without latency)
+    if not self._queue and self._pending is not None:   # the chunk planned latency_steps ago arrives
+      self._queue, self._pending = self._pending, None
+    if not self._queue:   # the episode's first plan (or any, without latency)
       self._queue = self._plan(skip=0)
+    # After the swap: with latency_steps == n_action_steps the arriving chunk is when the next must be planned.
     if self._latency_steps and self._pending is None and len(self._queue) == self._latency_steps:
       self._pending = self._plan(skip=self._latency_steps)
-    if not self._queue:
-      self._queue, self._pending = self._pending, None
     return self._queue.pop(0)

@@ -546,6 +546,15 @@ def check_noise(spec: PolicySpec, noise: Any, batch_size: int, batched: bool) ->
   return noise if batched else noise[None]
 
 
+def check_key(key: Any) -> None:
+  """A ValueError unless `key` is one PRNG key: jax.random.key(seed), or a legacy jax.random.PRNGKey(seed)."""
+  typed = hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+  legacy = hasattr(key, "dtype") and not typed and key.dtype == np.uint32 and tuple(key.shape) == (2,)
+  if not (typed or legacy):
+    shown = f"{type(key).__name__} {key!r}" if not hasattr(key, "shape") else f"{key.dtype} array of shape {key.shape}"
+    raise ValueError(f"key must be one PRNG key, e.g. jax.random.key(0) (split it for several), got a {shown}.")
+
+
 def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: str | None = None,
            num_inference_steps: int | None = None, timestep_spacing: str | None = None,
            noise: jax.Array | None = None) -> jax.Array:
@@ -579,6 +588,7 @@ def sample(policy: Policy, obs: Mapping[str, Any], key: jax.Array, *, method: st
   sampler.check_method(spec.objective, method)
   sampler.check_num_inference_steps(spec.objective, spec.num_diffusion_steps, num_inference_steps)
   obs, batched = check_obs(spec, obs)
+  check_key(key)
   obs = {k: (v if batched else v[None]) for k, v in obs.items()}
   if noise is not None:
     noise = check_noise(spec, noise, next(iter(obs.values())).shape[0], batched)

@@ -4,15 +4,13 @@ SIGINT (Ctrl-C) and SIGTERM (what schedulers send before preemption) become a re
 dispatch in flight, saves a checkpoint and exits, within a few seconds; a second Ctrl-C exits at once (the last
 complete checkpoint stays intact, orbax only renames finished ones into place). A wall-clock timer also asks for a
 checkpoint every few minutes, so a kill -9 never loses more than that. In a multi-process run every process must
-save at the same step, so the processes agree on both requests (`agree`) before acting.
+save at the same step, so the processes agree on both requests (`sharding.any_process`) before acting.
 """
 import os
 import signal
 import sys
 import threading
 import time
-
-import numpy as np
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -69,13 +67,3 @@ class CheckpointTimer:
 
   def reset(self) -> None:
     self._last = self._clock()
-
-
-def agree(requests: tuple[bool, ...]) -> tuple[bool, ...]:
-  """Each request, true on any process: the same answer everywhere (one small all-gather between processes)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() == 1:
-    return tuple(bool(r) for r in requests)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  gathered = np.asarray(multihost_utils.process_allgather(np.asarray(requests, np.int32)))
-  return tuple(bool(r) for r in gathered.reshape(-1, len(requests)).any(axis=0))

@@ -61,3 +61,13 @@ def put_global_stack(local_batches: Sequence[Any], mesh: Mesh) -> Any:
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
+
+
+def any_process(flags: tuple[bool, ...]) -> tuple[bool, ...]:
+  """Each flag, true on any process: the same answer everywhere (one small all-gather between processes), for
+  decisions every process must take alike (a stop request, where the demonstrations live)."""
+  if jax.process_count() == 1:
+    return tuple(bool(f) for f in flags)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  gathered = np.asarray(multihost_utils.process_allgather(np.asarray(flags, np.int32)))
+  return tuple(bool(f) for f in gathered.reshape(-1, len(flags)).any(axis=0))

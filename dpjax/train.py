@@ -309,7 +309,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         # A stop signal or the wall-clock timer adds a checkpoint; several processes agree at logging steps.
         stop, timed = stop_signal.signum is not None, checkpoint_timer.due()
         if jax.process_count() > 1:
-          stop, timed = preemption.agree((stop, timed)) if is_log else (False, False)
+          stop, timed = sharding.any_process((stop, timed)) if is_log else (False, False)
         is_rollout_step = bool(t.rollout_every) and step % t.rollout_every == 0
         is_scored_ckpt = is_rollout_step and bool(t.keep_best_checkpoints)   # a checkpoint to rank by its score
         is_ckpt = step % t.checkpoint_every == 0 or step == t.num_steps or stop or timed or is_scored_ckpt

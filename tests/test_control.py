@@ -1,4 +1,6 @@
 """Receding-horizon control: observation history, re-planning every n_action_steps, executed slice, errors."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -22,6 +24,14 @@ def test_history_rejects_other_keys_and_shapes():
     history.push({"state": np.zeros((2, 20))})
   with pytest.raises(ValueError, match=r"expected \(2, 20\)"):
     history.push({"low_dim": np.zeros((3, 20))})
+
+
+def test_controller_refuses_a_frame_without_the_environment_axis():
+  controller = dpjax.RecedingHorizonController(smoke.random_policy(), jax.random.key(0))
+  with pytest.raises(ValueError, match=r"'low_dim' has shape \(20,\); the controller takes one frame of N "
+                     r"environments, \[N, 20\] \(one environment: \{key: value\[None\]\}\)"):
+    controller.act({"low_dim": np.zeros(20, np.float32)})
+  assert controller.act({"low_dim": np.zeros((1, 20), np.float32)}).shape == (1, 2)
 
 
 def test_controller_replans_every_n_action_steps_with_the_executed_slice():
@@ -56,27 +66,30 @@ def test_controller_refuses_non_finite_observations_instead_of_acting_on_them():
     controller.act(obs)
 
 
-@pytest.mark.parametrize("latency", [2, 7])
-def test_latency_plans_early_runs_the_current_chunk_meanwhile_and_skips_what_passed(latency):
+@pytest.mark.parametrize("n_action_steps, latency", [(8, 2), (8, 7), (4, 4)])
+def test_latency_plans_early_runs_the_current_chunk_meanwhile_and_skips_what_passed(n_action_steps, latency):
+  # (4, 4): latency == n_action_steps, the next plan due the moment a chunk arrives (once skipped every other plan).
   policy = smoke.random_policy()
-  spec = policy.spec   # smoke: horizon 16, n_obs_steps 2, n_action_steps 8, so latency 0 to 7
+  policy = policy.replace(spec=dataclasses.replace(policy.spec, n_action_steps=n_action_steps))
+  spec = policy.spec   # smoke: horizon 16, n_obs_steps 2, so latency 0 to min(n, 15 - n)
+  n = spec.n_action_steps
   rng = np.random.default_rng(1)
-  observations = [{"low_dim": rng.uniform(0, 512, (2, 20)).astype(np.float32)} for _ in range(3 * spec.n_action_steps)]
+  observations = [{"low_dim": rng.uniform(0, 512, (2, 20)).astype(np.float32)} for _ in range(3 * n)]
   controller = control.RecedingHorizonController(policy, jax.random.key(3), method="ddim", num_inference_steps=2,
                                                  latency_steps=latency)
-  actions = np.stack([controller.act(obs) for obs in observations], axis=1)   # [2, 24, 2]
+  actions = np.stack([controller.act(obs) for obs in observations], axis=1)   # [2, 3n, 2]
 
-  # By hand: plan 1 at step 0 (waited for, nothing skipped) runs steps 0-7; plan k + 1 is made at step
-  # 8k - latency, from the two observations up to it, and runs steps 8k to 8k + 7 from its action 1 + latency.
+  # By hand: plan 1 at step 0 (waited for, nothing skipped) runs steps 0 to n - 1; plan k + 1 is made at step
+  # nk - latency, from the two observations up to it, and runs steps nk to nk + n - 1 from its action 1 + latency.
   key = jax.random.key(3)
-  plan_steps = [0] + [spec.n_action_steps * k - latency for k in (1, 2)]
+  plan_steps = [0] + [n * k - latency for k in (1, 2)]
   for k, step in enumerate(plan_steps):
     key, sample_key = jax.random.split(key)
     history = {"low_dim": np.stack([observations[max(step - 1, 0)]["low_dim"], observations[step]["low_dim"]], 1)}
     chunk = dpjax.sample(policy, history, sample_key, method="ddim", num_inference_steps=2)
     want = policy_lib.action_steps_to_execute(spec, chunk, skip=0 if k == 0 else latency)
-    np.testing.assert_allclose(actions[:, 8 * k:8 * k + 8], want, rtol=1e-6, atol=1e-5)
-  assert controller.num_plans == 4   # the fourth, for steps 24-31, was made at step 24 - latency
+    np.testing.assert_allclose(actions[:, n * k:n * k + n], want, rtol=1e-6, atol=1e-5)
+  assert controller.num_plans == 4   # the fourth, for steps 3n to 4n - 1, was made at step 3n - latency
 
 
 def test_latency_without_actions_to_skip_or_run_meanwhile_is_refused():

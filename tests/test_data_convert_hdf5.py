@@ -76,6 +76,14 @@ def test_bad_files_are_one_line(tmp_path, changes, args, message):
   assert not (tmp_path / "out.zarr").exists()
 
 
+@pytest.mark.parametrize("mask", ["empty", "elsewhere"])
+def test_a_mask_that_selects_no_demonstration_is_one_line(tmp_path, mask):
+  path = _robomimic(tmp_path / "bad.hdf5", mask={"empty": [], "elsewhere": [7]})   # no demo_7 in the file
+  with pytest.raises(SystemExit, match=rf"mask/{mask} lists none of the data/demo_<i> groups\. Choose another"):
+    convert_hdf5.main(["--hdf5", str(path), "--out", str(tmp_path / "out.zarr"), "--mask", mask])
+  assert not (tmp_path / "out.zarr").exists()
+
+
 def test_not_an_hdf5_file_and_an_existing_output_are_one_line(tmp_path):
   (tmp_path / "notes.hdf5").write_text("not hdf5")
   with pytest.raises(SystemExit, match="dpjax.data.convert_hdf5: .*signature"):

@@ -65,3 +65,12 @@ def test_placement_auto_falls_back_to_host_when_the_data_does_not_fit(monkeypatc
   assert device_data.choose_placement("device", source, devices) == "device"
   with pytest.raises(ValueError, match=r"config.data.placement='gpu' is not one of \('auto', 'device', 'host'\)"):
     device_data.choose_placement("gpu", source, devices)
+
+
+def test_placement_auto_is_host_everywhere_when_any_process_lacks_room(monkeypatch):
+  # Every process must run the same jitted step: one process whose devices lack room sends all of them to the host.
+  # (tests/test_multiprocess.py runs the real all-gather across two processes.)
+  source = _source(True)
+  assert sharding.any_process((False, True)) == (False, True)   # one process: its own answers
+  monkeypatch.setattr(sharding, "any_process", lambda flags: (True,) * len(flags))   # another process: no room
+  assert device_data.choose_placement("auto", source, jax.devices()) == "host"

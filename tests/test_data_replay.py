@@ -1,4 +1,5 @@
 """Zarr replay buffer: loading, Push-T arrays, and every malformed-input error."""
+import json
 import logging
 import os
 import pathlib
@@ -164,3 +165,25 @@ def test_missing_chunk_file(zarr_path):
   (pathlib.Path(zarr_path) / "data" / "action" / "2.0").unlink()
   with pytest.raises(replay.DatasetError, match="data/action has 1 of 5 chunk files missing"):
     replay.load_zarr_replay(zarr_path, ["action"])
+
+
+def _compress_with_unknown_codec(zarr_path, key):
+  """Names a codec this install lacks in data/<key>'s metadata (the original's cached image buffers use
+  imagecodecs' JPEG 2000, which numcodecs does not bring)."""
+  meta = pathlib.Path(zarr_path) / "data" / key / ".zarray"
+  fields = json.loads(meta.read_text())
+  fields["compressor"] = {"id": "imagecodecs_jpeg2k", "level": 50}
+  meta.write_text(json.dumps(fields))
+
+
+def test_codec_not_installed_is_named_and_other_arrays_still_load(zarr_path):
+  _compress_with_unknown_codec(zarr_path, "img")
+  buffer = replay.load_zarr_replay(zarr_path, pusht.PUSHT_KEYS["lowdim"])   # the images are never opened
+  assert buffer.num_steps == sum(LENGTHS)
+  with pytest.raises(replay.DatasetError, match=r"data/img is compressed with a codec this install lacks .*"
+                     r"imagecodecs_jpeg2k.*pip install imagecodecs"):
+    replay.load_zarr_replay(zarr_path, pusht.PUSHT_KEYS["image"])
+  with pytest.raises(replay.DatasetError, match="an array under data/ is compressed with a codec this install lacks"):
+    replay.array_layout(zarr_path)
+  with pytest.raises(replay.DatasetError, match=r"missing key\(s\) \['velocity'\].*not listed: an array's codec"):
+    replay.load_zarr_replay(zarr_path, ["action", "velocity"])   # listing what there is parses every array

@@ -179,6 +179,18 @@ def test_other_observation_names_through_the_key_map(zarr_path, tmp_path):
     tfds_source.load_tfds_replay(path, keys, key_map=tfds_source.DEFAULT_KEY_MAP)
 
 
+def test_single_channel_camera_round_trips(tmp_path):
+  """A grey camera [N, H, W, 1], which training takes, converts (as a grey PNG) and reads back bit-exact."""
+  rng = np.random.default_rng(0)
+  data = {"action": rng.normal(size=(12, 2)).astype(np.float32),
+          "wrist": rng.integers(0, 256, (12, 8, 8, 1)).astype(np.uint8)}
+  replay.write_zarr_replay(tmp_path / "grey.zarr", data, [5, 12])
+  path = convert_tfds.convert_zarr_to_tfds(tmp_path / "grey.zarr", tmp_path / "tfds", name="grey")
+  loaded = tfds_source.load_tfds_replay(path, ["action", "wrist"], step_shapes={})
+  for key, values in data.items():
+    np.testing.assert_array_equal(loaded.data[key], values, err_msg=key)
+
+
 @pytest.mark.realdata
 def test_converted_real_pusht_gives_the_zarr_batches(real_pusht_path, tmp_path):
   """Real Push-T, low-dim keys (images would take ~40 s): same normalizer and batches from either source."""

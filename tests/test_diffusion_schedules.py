@@ -96,6 +96,18 @@ def test_inference_timesteps_trailing_spacing_starts_at_pure_noise():
     schedules.inference_timesteps(100, 2, "linspace")
 
 
+@pytest.mark.parametrize("spacing", schedules.TIMESTEP_SPACINGS)
+def test_inference_timesteps_are_n_distinct_training_steps_for_every_n(spacing):
+  # K = 100, n = 29 once gave trailing a 30th step at k = -1 (arange's float step), whose x0 estimate divides by
+  # sqrt(abar) of the noisiest step: every action clipped to a corner of the action range.
+  for num_diffusion_steps in (10, 100, 1000):
+    for n in range(1, num_diffusion_steps + 1):
+      timesteps = schedules.inference_timesteps(num_diffusion_steps, n, spacing)
+      assert len(timesteps) == n and len(np.unique(timesteps)) == n, (num_diffusion_steps, n)
+      assert timesteps.min() >= 0 and timesteps.max() <= num_diffusion_steps - 1, (num_diffusion_steps, n)
+      assert np.all(np.diff(timesteps) < 0), (num_diffusion_steps, n)
+
+
 def test_previous_timesteps_end_at_the_clean_sample():
   np.testing.assert_array_equal(schedules.previous_timesteps(np.array([99, 49])), [49, -1])
   np.testing.assert_array_equal(schedules.previous_timesteps(np.array([0])), [-1])

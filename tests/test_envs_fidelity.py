@@ -39,3 +39,11 @@ def test_cli_writes_json(real_pusht_path, tmp_path, capsys):
   report = json.loads(out.read_text())
   assert report["summary"]["episodes"] == 1 and len(report["episodes"]) == 1
   assert "block_max_error_px" in capsys.readouterr().out
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("episodes", ["0", "207"])
+def test_cli_refuses_episodes_the_file_lacks(real_pusht_path, capsys, episodes):
+  with pytest.raises(SystemExit):
+    fidelity.main(["--zarr", str(real_pusht_path), "--episodes", episodes, "--no-images"])
+  assert f"--episodes={episodes}: {real_pusht_path} holds 206 episodes; give 1 to 206." in capsys.readouterr().err

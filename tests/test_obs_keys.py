@@ -102,6 +102,13 @@ def test_bad_arrays_name_the_problem(obs_text, action_text, message):
                           obs_keys.parse_action_key(action_text))
 
 
+def test_replay_path_may_start_at_home(robot_zarr, monkeypatch):
+  # The shell leaves "~" in --config.data.path=~/x.zarr alone; Push-T's and TFDS' paths expand it, and so does replay.
+  monkeypatch.setenv("HOME", str(robot_zarr.parent))
+  bundle = build_data(_replay_config("~/robot.zarr", "state=joint_pos"))
+  assert bundle.obs_shapes == {"state": (7,)}
+
+
 def test_channel_first_images_are_refused():
   data = {"cam": np.zeros((4, 3, 16, 16), np.uint8), "action": np.zeros((4, 2), np.float32)}
   with pytest.raises(ValueError, match="channel-first"):

@@ -131,6 +131,17 @@ def test_bad_observation_values_are_clear_errors(obs, message):
     dpjax.sample(_policy(), obs, jax.random.key(0))
 
 
+@pytest.mark.parametrize("key, shown", [
+    (3, "int 3"), (jax.random.split(jax.random.key(0)), r"key<fry> array of shape \(2,\)"),
+    (np.zeros(2, np.int32), r"int32 array of shape \(2,\)")])
+def test_a_key_that_is_not_one_prng_key_is_a_clear_error(key, shown):
+  obs = {"low_dim": np.zeros((1, 2, 20), np.float32)}
+  with pytest.raises(ValueError, match=rf"key must be one PRNG key, e.g. jax.random.key\(0\) .*got a {shown}\."):
+    dpjax.sample(_policy(), obs, key)
+  np.testing.assert_array_equal(dpjax.sample(_policy(), obs, jax.random.PRNGKey(0)),   # legacy keys still work
+                                dpjax.sample(_policy(), obs, jax.random.wrap_key_data(jax.random.PRNGKey(0))))
+
+
 def test_float_images_are_rejected_and_float64_low_dim_is_accepted():
   policy = _policy("image,smoke", _IMAGE_SHAPES)
   obs = {"image": np.zeros((1, 2, 96, 96, 3), np.float32), "agent_pos": np.zeros((1, 2, 2), np.float32)}

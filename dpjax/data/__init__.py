@@ -10,6 +10,7 @@ by config.data.obs_keys / action_key (`obs_keys`).
 Submodules (zarr, grain) are imported inside the functions so `import dpjax.data` stays cheap.
 """
 import dataclasses
+import pathlib
 from typing import Any
 
 
@@ -65,7 +66,6 @@ def data_layout(data_config):
 def run_obs_keys(run_dir):
   """The observation keys a training run was built from (its config.json), so a robot's raw readings become the
   policy's observations as in training: `obs_keys.build_obs(readings, run_obs_keys(run_dir))`."""
-  import pathlib  # pylint: disable=g-import-not-at-top
   from dpjax import config_json  # pylint: disable=g-import-not-at-top
   return data_layout(config_json.get_config(pathlib.Path(run_dir) / "config.json").data)[0]
 
@@ -97,7 +97,7 @@ def build_data(config) -> DataBundle:
     buffer = tfds_source.load_from_config(data_config, keys, step_shapes)
   else:
     # Push-T is searched for (`locate`); your own buffer is where config.data.path says.
-    path = locate.resolve_dataset_path(data_config.path) if is_pusht else data_config.path
+    path = locate.resolve_dataset_path(data_config.path) if is_pusht else pathlib.Path(data_config.path).expanduser()
     buffer = replay.load_zarr_replay(path, keys, step_shapes)
   obs, action = obs_keys.build_arrays(buffer.data, obs_names, action_terms)
   train_ids, val_ids = split.split_episodes(buffer.num_episodes, data_config.val_ratio,

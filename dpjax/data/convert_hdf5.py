@@ -51,6 +51,9 @@ def _demo_names(path, file, mask: str) -> list[str]:
       raise _fail(path, f"has no mask/{mask} (masks: {masks})", "Choose one of them with --mask, or none for all.")
     listed = {n.decode() if isinstance(n, bytes) else str(n) for n in file["mask"][mask][()]}
     names = [n for n in names if n in listed]
+    if not names:
+      raise _fail(path, f"mask/{mask} lists none of the data/demo_<i> groups",
+                  "Choose another --mask, or none for all.")
   return names
 
 

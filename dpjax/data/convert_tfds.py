@@ -57,10 +57,10 @@ def step_feature_spec(data: Mapping[str, np.ndarray], key_map: Mapping[str, str]
 
 
 def _png(image: np.ndarray) -> bytes:
-  """Lossless PNG bytes of a uint8 [H, W, C] image (PIL, so TensorFlow is not needed)."""
+  """Lossless PNG bytes of a uint8 [H, W, C] image (PIL, so TensorFlow is not needed; C = 1 as a grey PNG)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format="PNG")
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
   return buffer.getvalue()
 
 

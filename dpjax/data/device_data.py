@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from flax import struct
 
+from dpjax import sharding
 from dpjax.data import windows
 
 # Device memory the resident demonstrations may take, as a fraction of what each device has: the rest is for
@@ -69,7 +70,9 @@ def choose_placement(placement: str, source: windows.SequenceSource, devices: Se
   if placement not in PLACEMENTS:
     raise ValueError(f"config.data.placement={placement!r} is not one of {PLACEMENTS}.")
   if placement == "auto":
-    return "device" if fits_on_devices(source, devices) else "host"
+    # Each process measures its own devices; all must take the same jitted step, so one that lacks room decides.
+    (too_big_somewhere,) = sharding.any_process((not fits_on_devices(source, devices),))
+    return "host" if too_big_somewhere else "device"
   return placement
 
 

@@ -88,6 +88,45 @@ def _open_group(path: pathlib.Path) -> zarr.Group:
   return root
 
 
+def _codec_missing(path: pathlib.Path, name: str, error: Exception) -> DatasetError:
+  return _fail(path, f"{name} is compressed with a codec this install lacks ({error})",
+               "Install and register it (the original's cached image buffers use imagecodecs' JPEG 2000: pip install "
+               "imagecodecs, then imagecodecs.numcodecs.register_codecs()), or re-save the array with blosc.")
+
+
+def _array_names(path: pathlib.Path, group: zarr.Group) -> list[str]:
+  """Names of the arrays in `group` (listing parses every array's metadata, codecs included)."""
+  try:
+    return sorted(group.array_keys())
+  except numcodecs.errors.UnknownCodecError as error:
+    raise _codec_missing(path, "an array under data/", error) from error
+
+
+def _open_arrays(path: pathlib.Path, group: zarr.Group, keys: Sequence[str]) -> dict[str, zarr.Array]:
+  """{key: data/<key>}, each opened from its own metadata: an array not asked for is not parsed, so an image array
+  in a codec this install lacks does not stop low-dim training."""
+  arrays, missing = {}, []
+  for key in keys:
+    try:
+      array = group[key]
+    except KeyError:
+      array = None
+    except numcodecs.errors.UnknownCodecError as error:
+      raise _codec_missing(path, f"data/{key}", error) from error
+    if isinstance(array, zarr.Array):
+      arrays[key] = array
+    else:
+      missing.append(key)
+  if missing:
+    try:
+      available = _array_names(path, group)
+    except DatasetError:
+      available = "not listed: an array's codec is not installed"
+    raise _fail(path, f"missing key(s) {missing} under data/ (available: {available})",
+                "Name arrays this file has (config.data.obs_keys / action_key), or use the Push-T replay buffer.")
+  return arrays
+
+
 def _read(path: pathlib.Path, name: str, array: zarr.Array, rows: slice = slice(None)) -> np.ndarray:
   """Reads rows of one array; decode failures become a DatasetError naming the array."""
   try:
@@ -158,8 +197,8 @@ def array_layout(path) -> ArrayLayout:
   path = pathlib.Path(path)
   root = _open_group(path)
   episode_ends = _check_episode_ends(path, _read(path, "meta/episode_ends", root["meta"]["episode_ends"]))
-  group = root["data"]
-  arrays = {key: (tuple(group[key].shape[1:]), str(group[key].dtype)) for key in sorted(group.array_keys())}
+  opened = _open_arrays(path, root["data"], _array_names(path, root["data"]))
+  arrays = {key: (tuple(array.shape[1:]), str(array.dtype)) for key, array in opened.items()}
   if not arrays:
     raise _fail(path, "has no arrays under data/", "Write one array per recorded quantity, one row per step.")
   return ArrayLayout(episode_ends=episode_ends, arrays=arrays)
@@ -183,17 +222,12 @@ def load_zarr_replay(path, keys: Sequence[str],
   """
   path = pathlib.Path(path)
   root = _open_group(path)
-  group = root["data"]
-  available = sorted(group.array_keys())
-  missing = [k for k in keys if k not in available]
-  if missing:
-    raise _fail(path, f"missing key(s) {missing} under data/ (available: {available})",
-                "Name arrays this file has (config.data.obs_keys / action_key), or use the Push-T replay buffer.")
+  opened = _open_arrays(path, root["data"], keys)
   episode_ends = _check_episode_ends(path, _read(path, "meta/episode_ends", root["meta"]["episode_ends"]))
   num_steps = int(episode_ends[-1])
   # Shapes come from metadata, so these checks cost nothing and run before any data is decoded.
   for key in keys:
-    shape = tuple(group[key].shape)
+    shape = tuple(opened[key].shape)
     if not shape or shape[0] != num_steps:
       raise _fail(path, f"data/{key} has {shape[0] if shape else 'no'} rows but meta/episode_ends[-1] "
                   f"is {num_steps}", "Every data array needs exactly one row per step; the file is "
@@ -203,14 +237,14 @@ def load_zarr_replay(path, keys: Sequence[str],
                   "This does not look like the Push-T replay buffer (pusht_cchi_v7_replay.zarr); for your own "
                   "data use configs/replay.py (config.data.dataset='replay').")
     # zarr silently returns the fill value for an absent chunk file; a partial copy must not load as zeros.
-    if group[key].nchunks_initialized != group[key].nchunks:
-      raise _fail(path, f"data/{key} has {group[key].nchunks - group[key].nchunks_initialized} of "
-                  f"{group[key].nchunks} chunk files missing", "The copy is incomplete; re-copy or "
+    if opened[key].nchunks_initialized != opened[key].nchunks:
+      raise _fail(path, f"data/{key} has {opened[key].nchunks - opened[key].nchunks_initialized} of "
+                  f"{opened[key].nchunks} chunk files missing", "The copy is incomplete; re-copy or "
                   "re-download the dataset (python -m dpjax.data.download). (zarr 3 leaves out chunks that hold only "
                   "the fill value unless written with config={'write_empty_chunks': True}.)")
   data = {}
   for key in keys:
-    array = group[key]
+    array = opened[key]
     if array.ndim == 4:
       data[key] = _load_image(path, f"data/{key}", array)
       continue

@@ -62,7 +62,7 @@ def synthetic_pusht_arrays(episode_lengths: Sequence[int], image: bool = True, i
   """
   if values not in VALUE_KINDS:
     raise ValueError(f"values={values!r}; choose from {VALUE_KINDS}")
-  if not episode_lengths or min(episode_lengths) < 1:
+  if len(episode_lengths) == 0 or min(episode_lengths) < 1:
     raise ValueError(f"episode_lengths={tuple(episode_lengths)}: need at least one episode, each >= 1 step")
   if values == "index":
     data = _index_arrays(episode_lengths, image, image_size)

@@ -106,8 +106,9 @@ def inference_timesteps(num_diffusion_steps: int, num_inference_steps: int, spac
   if spacing == "leading":
     step_ratio = num_diffusion_steps // num_inference_steps
     return (np.arange(num_inference_steps) * step_ratio).round()[::-1].astype(np.int32)
+  # A float step can give arange one value too many (K=100, n=29: a 30th at 0.4, i.e. k = -1): keep n.
   trailing = np.round(np.arange(num_diffusion_steps, 0, -num_diffusion_steps / num_inference_steps)) - 1
-  return trailing.astype(np.int32)
+  return trailing[:num_inference_steps].astype(np.int32)
 
 
 def previous_timesteps(timesteps: np.ndarray) -> np.ndarray:

@@ -124,6 +124,9 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   group = zarr.open_group(args.zarr, mode="r")
+  num_episodes = group["meta/episode_ends"].shape[0]
+  if not 1 <= args.episodes <= num_episodes:
+    parser.error(f"--episodes={args.episodes}: {args.zarr} holds {num_episodes} episodes; give 1 to {num_episodes}.")
   per_episode = [episode_metrics(group, i, args.images) for i in range(args.episodes)]
   summary = summarize(per_episode)
   print(format_table(per_episode))
