@@ -3,9 +3,10 @@
 Only process 0 writes. Lines are flushed as written, so a kill loses at most the line being written.
 
 Resuming: a run killed after logging step s but before its checkpoint at s resumes from an earlier checkpoint r and
-logs r+1..s again. So a resumed writer (`resume_step=r`) first drops the records past r from metrics.jsonl (their
-steps' work was lost with the kill and is about to be redone) and has TensorBoard hide its events past r; each
-(step, name) then has one record. `read_metrics` also keeps the last record per (step, name), for files written
+logs r+1..s again. So a writer starting at step r (`resume_step=r`; 0 for a run from scratch, which may follow one
+killed before its first checkpoint) first drops the records past r from metrics.jsonl (their steps' work was lost
+with the kill and is about to be redone) and has TensorBoard hide its events past r; each (step, name) then has one
+record. `read_metrics` also keeps the last record per (step, name), for files written
 before writers did this.
 """
 import json
@@ -18,20 +19,18 @@ from dpjax import files
 
 class MetricsWriter:
 
-  def __init__(self, run_dir, resume_step: int | None = None):
-    """`resume_step`: the checkpoint step a resumed run continues from (None for a new run)."""
+  def __init__(self, run_dir, resume_step: int = 0):
+    """`resume_step`: the checkpoint step the run continues from (0 from scratch: an earlier attempt's records go)."""
     self._enabled = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
     if self._enabled:
       from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
       run_dir = pathlib.Path(run_dir)
-      if resume_step is not None:
-        drop_records_after(run_dir / "metrics.jsonl", resume_step)
+      drop_records_after(run_dir / "metrics.jsonl", resume_step)
       self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
       # TensorBoard hides the events of earlier writers at steps >= purge_step.
-      self._tb = SummaryWriter(str(run_dir / "tensorboard"),
-                               purge_step=None if resume_step is None else resume_step + 1)
+      self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1)
 
   def write(self, step: int, scalars: dict) -> None:
     if not self._enabled:

@@ -60,15 +60,30 @@ def resolve_flat_moments(optim_config, params, denoiser: str, backend: str | Non
   return not (denoiser == "transformer" and (backend or jax.default_backend()) == "tpu")
 
 
+def clip_then(inner: optax.GradientTransformation, max_norm: float) -> optax.GradientTransformation:
+  """`inner` applied to the gradients clipped to global norm `max_norm`, with `inner`'s state alone: clipping
+  keeps no state, so turning it on or off leaves checkpoints loadable (a run stopped by NaN resumes clipped)."""
+  if max_norm < 0:
+    raise ValueError(f"config.optim.grad_clip_norm={max_norm}: give a global norm > 0, or 0 to disable clipping "
+                     "(a negative one would flip every gradient).")
+  if not max_norm:
+    return inner
+  clip = optax.clip_by_global_norm(max_norm)
+
+  def update(updates, state, params=None):
+    clipped, _ = clip.update(updates, clip.init(updates))
+    return inner.update(clipped, state, params)
+
+  return optax.GradientTransformation(inner.init, update)
+
+
 def make_optimizer(optim_config, params, denoiser: str, num_steps: int,
                    backend: str | None = None) -> optax.GradientTransformation:
   """AdamW = (optional clipping and) adam moments, then decoupled weight decay per group, then the scheduled
   learning rate. `backend` is where it will run (default: JAX's), for `resolve_flat_moments`."""
   main_mask, encoder_mask = weight_decay_masks(params, denoiser)
-  moments = [optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)]
-  if optim_config.grad_clip_norm:
-    moments.insert(0, optax.clip_by_global_norm(optim_config.grad_clip_norm))
-  moments = optax.chain(*moments)
+  moments = clip_then(optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps),
+                      float(optim_config.grad_clip_norm))
   return optax.chain(
       optax.flatten(moments) if resolve_flat_moments(optim_config, params, denoiser, backend) else moments,
       optax.add_decayed_weights(optim_config.weight_decay, mask=main_mask),

@@ -10,6 +10,7 @@ data order and the same per-step randomness as an uninterrupted run; a damaged n
 moved to RUN/checkpoints_damaged/). Errors a person can fix are one line; --traceback shows the traceback.
 """
 import functools
+import importlib
 import json
 import pathlib
 import signal
@@ -60,6 +61,11 @@ def validate_config(config) -> None:
                "keep_best_checkpoints"):
     if t[name] < 0:
       raise ValueError(f"config.train.{name}={t[name]} must be >= 0 (0 disables).")
+  if t.rollout_every and t.rollout_episodes < 1:
+    raise ValueError(f"config.train.rollout_episodes={t.rollout_episodes} must be >= 1 while rollout_every="
+                     f"{t.rollout_every} (or set --config.train.rollout_every=0 for no rollouts).")
+  if config.optim.warmup_steps < 0:
+    raise ValueError(f"config.optim.warmup_steps={config.optim.warmup_steps} must be >= 0 (0: no warm-up).")
   if t.keep_best_checkpoints and not t.rollout_every:
     raise ValueError(f"config.train.keep_best_checkpoints={t.keep_best_checkpoints} keeps the checkpoints with the "
                      "best in-training rollout score, but rollout_every=0 runs no rollouts: set "
@@ -151,6 +157,23 @@ def resolve_num_steps(train_config, num_windows: int) -> int:
   return int(train_config.num_epochs) * -(-num_windows // int(train_config.batch_size))
 
 
+def _with_changed_epochs_counted(config, workdir: pathlib.Path, num_windows: int):
+  """`config`, or with num_steps 0 (counted from num_epochs again) when it continues a run in `workdir` whose
+  config.json resolved its num_steps from another num_epochs: `--config=RUN/config.json --config.train.num_epochs=8`
+  then trains 8 epochs instead of keeping the recorded step count."""
+  started = workdir / "config.json"
+  if config.train.num_steps <= 0 or not started.exists():
+    return config
+  saved = config_json.get_config(started).train
+  from_epochs = saved.num_epochs * -(-num_windows // int(saved.batch_size))
+  if (config.train.num_epochs == saved.num_epochs or config.train.num_steps != saved.num_steps
+      or saved.num_steps != from_epochs):
+    return config
+  config = config.copy_and_resolve_references()   # the caller's config stays as it was
+  config.train.num_steps = 0
+  return config
+
+
 def steps_in_next_dispatch(step: int, most: int, intervals, num_steps: int) -> int:
   """How many steps the dispatch after `step` runs: at most `most`, ending on the next multiple of each interval
   (logging, validation, checkpoints, rollouts; 0 = off) and never past num_steps, so every event happens
@@ -181,6 +204,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
 
   # Data: demonstrations on the devices when they fit (windows gathered in the step), else host batches.
   bundle = data.build_data(config)
+  config = _with_changed_epochs_counted(config, workdir, len(bundle.train_source))
   num_steps = resolve_num_steps(config.train, len(bundle.train_source))
   if num_steps != config.train.num_steps:
     _say(f"{config.train.num_epochs:,} epochs of {len(bundle.train_source):,} windows = {num_steps:,} steps")
@@ -205,6 +229,12 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     except ValueError as error:
       raise ValueError(f"{error} In-training rollouts need a Push-T policy: set "
                        "--config.train.rollout_every=0.") from None
+    if jax.process_index() == 0:   # the process that runs them
+      try:
+        importlib.import_module("dpjax.envs.pusht")
+      except ImportError as error:
+        raise ValueError(f"In-training rollouts need the Push-T simulator ({error}): pip install -e '.[env]', or "
+                         "set --config.train.rollout_every=0.") from None
   manager = checkpoint.make_manager(workdir, keep=config.train.keep_checkpoints,
                                     keep_best=config.train.keep_best_checkpoints)
   normalizer_host = bundle.normalizer
@@ -268,7 +298,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   validation_fn = train_step.jit_validation_loss(spec, sharding.batch_sharding(mesh), replicated)
   action_error_fn = train_step.jit_validation_action_error(spec, sharding.batch_sharding(mesh), replicated)
   action_error_batches = val_batches[:t.val_sample_batches]
-  writer = metrics.MetricsWriter(workdir, resume_step=int(state.step) if resuming else None)
+  writer = metrics.MetricsWriter(workdir, resume_step=int(state.step))   # 0 from scratch
   evaluator = _make_rollout_evaluator(config, workdir, bundle.obs_keys)
 
   val_every = t.val_every if val_batches else 0

@@ -166,6 +166,16 @@ def test_metrics_keep_one_record_per_step_and_name_after_a_resume(tmp_path):
   assert list(metrics.read_metrics(tmp_path)) == [1, 2, 3]
 
 
+def test_a_run_from_scratch_drops_the_records_of_one_killed_before_its_first_checkpoint(tmp_path):
+  # No checkpoint to resume, so training starts at step 0: the killed attempt's lines (and a line the kill cut,
+  # which the first new record would otherwise be glued to) are gone.
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a": 2.0}\n{"step": 3, "a"')
+  writer = metrics.MetricsWriter(tmp_path)
+  writer.write(2, {"a": 20.0})
+  writer.close()
+  assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 2, "a": 20.0}\n'
+
+
 def test_known_errors_are_one_line_and_a_full_disk_says_what_to_do(monkeypatch):
   with pytest.raises(SystemExit, match="^dpjax.train: bad value$"):
     with cli.errors_as_one_line("dpjax.train", (ValueError,)):

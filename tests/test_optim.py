@@ -128,3 +128,22 @@ def test_left_to_the_library_the_moments_layout_follows_the_network_and_backend(
   for value in (True, False):
     config.optim.flat_moments = value
     assert optim.resolve_flat_moments(config.optim, params, spec.denoiser, backend) is value
+
+
+def test_clipping_is_optax_s_and_leaves_the_state_as_it_was():
+  """Clipping keeps no state, so a run resumes with it turned on or off (the NaN error suggests turning it on)."""
+  import jax
+  params = {"denoiser": {"w": jnp.linspace(-1.0, 1.0, 5), "v": jnp.ones((2, 3))}}
+  grads = jax.tree.map(lambda x: 3.0 * jnp.cos(x), params)
+  adam = optax.scale_by_adam(b1=0.95, b2=0.999)
+  reference = optax.chain(optax.clip_by_global_norm(0.5), adam)
+  clipped = optim.clip_then(adam, 0.5)
+  want, _ = reference.update(grads, reference.init(params), params)
+  got, _ = clipped.update(grads, clipped.init(params), params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+  for flat in (False, True):
+    states = [optim.make_optimizer(_optim_config(grad_clip_norm=c, flat_moments=flat), params, "unet1d", 10)
+              .init(params) for c in (0.0, 1.0)]
+    assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
+  with pytest.raises(ValueError, match=r"grad_clip_norm=-1.0: give a global norm > 0, or 0 to disable"):
+    optim.make_optimizer(_optim_config(grad_clip_norm=-1.0), params, "unet1d", 10)

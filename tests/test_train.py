@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from dpjax import checkpoint, metrics, train, train_step, wall_time
+from dpjax import checkpoint, config_json, metrics, train, train_step, wall_time
 from dpjax import policy as policy_lib
 from dpjax.data import synthetic
 from tests import smoke, xla_env
@@ -140,6 +140,30 @@ def test_bad_config_values_are_clear_errors(data_path, tmp_path):
   config.policy.denoiser = "lstm"
   with pytest.raises(ValueError, match="config.policy.denoiser"):
     train.train_and_evaluate(config, tmp_path / "b")
+  config = smoke.smoke_config(data_path)
+  config.train.rollout_every, config.train.rollout_episodes = 2, 0
+  with pytest.raises(ValueError, match=r"rollout_episodes=0 must be >= 1 while rollout_every=2"):
+    train.train_and_evaluate(config, tmp_path / "c")
+  config = smoke.smoke_config(data_path)
+  config.optim.warmup_steps = -5
+  with pytest.raises(ValueError, match=r"warmup_steps=-5 must be >= 0"):
+    train.train_and_evaluate(config, tmp_path / "d")
+  config = smoke.smoke_config(data_path)
+  config.optim.grad_clip_norm = -1.0   # would flip every gradient
+  with pytest.raises(ValueError, match=r"grad_clip_norm=-1.0: give a global norm > 0, or 0 to disable"):
+    train.train_and_evaluate(config, tmp_path / "e")
+  assert not (tmp_path / "e" / "checkpoints").exists() or not list((tmp_path / "e" / "checkpoints").iterdir())
+
+
+def test_rollouts_without_the_simulator_stop_before_training(data_path, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "gym_pusht", None)       # what `import` sees when the env extra is missing
+  monkeypatch.delitem(sys.modules, "dpjax.envs.pusht", raising=False)
+  config = smoke.smoke_config(data_path)
+  config.train.rollout_every, config.train.rollout_episodes = 2, 2
+  with pytest.raises(ValueError, match=r"In-training rollouts need the Push-T simulator .*pip install -e '.\[env\]',"
+                     r" or set --config.train.rollout_every=0"):
+    train.train_and_evaluate(config, tmp_path)
+  assert not metrics.read_metrics(tmp_path)   # nothing trained
 
 
 def test_resuming_with_a_different_policy_is_a_clear_error(data_path, tmp_path):
@@ -277,6 +301,14 @@ def test_training_length_in_epochs_counts_the_actual_training_windows(data_path,
   assert recorded == num_steps == 2 * -(-num_windows // 8)
   assert sorted(metrics.read_metrics(tmp_path))[-1] == num_steps   # trained exactly that long
   assert config.train.num_steps == 0                                 # the caller's config is left as it was
+
+  # Continued from its config.json (which records the resolved num_steps) with more epochs: they count.
+  resumed = config_json.get_config(tmp_path / "config.json")
+  resumed.train.num_epochs = 3
+  train.train_and_evaluate(resumed, tmp_path)
+  assert sorted(metrics.read_metrics(tmp_path))[-1] == 3 * num_steps // 2
+  assert json.loads((tmp_path / f"config_resumed_step_{num_steps}.json").read_text())["train"]["num_steps"] == (
+      3 * num_steps // 2)
 
 
 def test_keep_best_checkpoints_keeps_the_best_scored_rollout_step_and_the_newest(data_path, tmp_path):
