@@ -9,8 +9,9 @@ that noise and the teacher's chunk (`policy.loss_fn` with a `policy.Distillation
 noise to chunk is deterministic, the student learns which mode each noise goes to instead of averaging modes, and
 one Euler step from t = 1 lands on the teacher's chunk. Why reflow over consistency distillation: BUILD_NOTES.md.
 
-The student run is an ordinary run: it checkpoints, resumes (the teacher is re-loaded from the config) and
-evaluates with `python -m dpjax.rollout`; its normaliser is the teacher's.
+The student run is an ordinary run: it checkpoints, resumes (the teacher is re-loaded from the checkpoint step its
+config.json records, so a teacher that trained on meanwhile does not change the student's) and evaluates with
+`python -m dpjax.rollout`; its normaliser is the teacher's.
 
 On-policy distillation: `config.distill.visited_obs` names files of observation histories a policy (usually an
 earlier student) planned from in its own rollouts (`python -m dpjax.rollout --record_obs`, `dpjax.visited_obs`);
@@ -31,8 +32,9 @@ DETERMINISTIC_SAMPLERS = ("ddim", "euler", "heun")
 SHARED_FIELDS = ("horizon", "n_obs_steps", "n_action_steps", "action_dim", "obs_shapes")
 
 
-def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Distillation:
-  """The teacher named by config.distill (EMA weights), set to sample with its deterministic distillation chain."""
+def load_teacher(distill_config, student_spec: policy.PolicySpec) -> tuple[policy.Distillation, int]:
+  """(the teacher named by config.distill (EMA weights), set to sample with its deterministic distillation chain;
+  the checkpoint step it came from: config.distill.teacher_step, or 0 for the newest intact one)."""
   d = distill_config
   if student_spec.objective != "flow":
     raise ValueError("config.distill.teacher is set but config.diffusion.objective is "
@@ -53,7 +55,7 @@ def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Dist
       raise ValueError(f"config.distill.visited_fraction={d.visited_fraction} must be in (0, 1]: the share of each "
                        "batch whose observations come from config.distill.visited_obs.")
     visited = visited_obs.load(d.visited_obs, student_spec.obs_shapes, student_spec.n_obs_steps)
-  teacher = checkpoint.load_policy(d.teacher, step=d.teacher_step or None)
+  teacher, teacher_step = checkpoint.load_policy_and_step(d.teacher, step=d.teacher_step or None)
   method = d.teacher_sampler or ("ddim" if teacher.spec.objective == "ddpm" else "euler")
   if method not in DETERMINISTIC_SAMPLERS:
     raise ValueError(f"config.distill.teacher_sampler={method!r} is not deterministic; use one of "
@@ -72,8 +74,9 @@ def load_teacher(distill_config, student_spec: policy.PolicySpec) -> policy.Dist
                      f"{schedules.TIMESTEP_SPACINGS} (or empty: the teacher's own).")
   spec = dataclasses.replace(teacher.spec, sampler=method, num_inference_steps=int(d.teacher_steps),
                              timestep_spacing=spacing)
-  return policy.Distillation(teacher=teacher.replace(spec=spec), fraction_at_noise=float(d.fraction_at_noise),
-                             obs_noise=obs_noise, visited_obs=visited, visited_fraction=visited_fraction)
+  distillation = policy.Distillation(teacher=teacher.replace(spec=spec), fraction_at_noise=float(d.fraction_at_noise),
+                                     obs_noise=obs_noise, visited_obs=visited, visited_fraction=visited_fraction)
+  return distillation, teacher_step
 
 
 def initial_params(distillation: policy.Distillation, params) -> tuple[object, bool]:

@@ -24,8 +24,6 @@ platform that exported them. Serialising needs the `flatbuffers` package (a depe
 import dataclasses
 import json
 import pathlib
-import shutil
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -33,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from dpjax import cli, policy as policy_lib
+from dpjax import cli, files, policy as policy_lib
 from dpjax.data import normalizer as normalizer_lib
 from dpjax.diffusion import sampler, schedules
 
@@ -151,30 +149,14 @@ def export_policy(policy: policy_lib.Policy, *, method: str | None = None, num_i
   return program, weights, policy.replace(spec=spec), method, num_inference_steps
 
 
-def _new_folder(out) -> pathlib.Path:
-  """`out` as a path, or a FileExistsError if something is there already."""
-  out = pathlib.Path(out).expanduser()
-  if out.exists():
-    raise FileExistsError(f"{out} already exists; delete it or choose another --out.")
-  return out
-
-
 def save(out, program, weights: Sequence[np.ndarray], description: Mapping[str, Any]) -> pathlib.Path:
   """Writes the three files into `out` (which must not exist) through a staging folder renamed when complete, so
   an interrupted export leaves no partial folder."""
-  out = _new_folder(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-  try:
-    folder = staging / "export"   # made with the usual permissions (mkdtemp's are the owner's only)
-    folder.mkdir()
+  with files.staged_folder(out) as folder:
     (folder / PROGRAM).write_bytes(program.serialize())
     np.savez(folder / WEIGHTS, *weights)
     (folder / DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
-    folder.rename(out)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-  return out
+  return pathlib.Path(out).expanduser()
 
 
 def load(folder) -> ExportedPolicy:
@@ -219,7 +201,7 @@ def export_run(run_dir, out=None, *, step: str | None = None, use_ema: bool = Tr
   from dpjax import checkpoint  # imported lazily: orbax is heavy
   from dpjax.data import obs_keys as obs_keys_lib, run_obs_keys
   run_dir = pathlib.Path(run_dir)
-  out = _new_folder(run_dir / "export" if out is None else out)   # before the work; `save` checks again
+  out = files.new_folder(run_dir / "export" if out is None else out)   # before the work; `save` checks again
   checkpoint_step = checkpoint.step_from_flag(step, run_dir, "dpjax.export")
   policy, checkpoint_step = checkpoint.load_policy_and_step(run_dir, use_ema=use_ema, step=checkpoint_step)
   if timestep_spacing:

@@ -1,7 +1,11 @@
-"""Atomic file writes: a crash or kill mid-write leaves the previous file, never a truncated one."""
+"""Atomic writes: a crash or kill mid-write leaves the previous file, never a truncated one, and a folder written
+through `staged_folder` appears complete or not at all."""
+import contextlib
 import os
 import pathlib
+import shutil
 import tempfile
+from typing import Iterator
 
 
 def write_text_atomic(path, text: str) -> pathlib.Path:
@@ -26,6 +30,35 @@ def write_bytes_atomic(path, data: bytes) -> pathlib.Path:
     pathlib.Path(tmp).unlink(missing_ok=True)
     raise
   return path
+
+
+def new_folder(out) -> pathlib.Path:
+  """`out` as a path (~ expanded), or a FileExistsError if something is there already (NotADirectoryError if a
+  file stands where one of its parent folders would go)."""
+  out = pathlib.Path(out).expanduser()
+  if out.exists():
+    raise FileExistsError(f"{out} already exists; delete it or choose another --out.")
+  blocking = next((p for p in out.parents if p.exists()), None)
+  if blocking is not None and not blocking.is_dir():
+    raise NotADirectoryError(f"{blocking} is a file, so {out} cannot be made there; choose another --out.")
+  return out
+
+
+@contextlib.contextmanager
+def staged_folder(out) -> Iterator[pathlib.Path]:
+  """An empty folder to fill, renamed to `out` (which must not exist) when the block completes. It is built beside
+  `out` under a hidden temporary name, removed if the block fails, so an interrupted writer leaves nothing at `out`
+  (a kill -9 leaves the hidden `.<name>.*` folder, never a partial `out`)."""
+  out = new_folder(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+  try:
+    folder = staging / out.name   # made with the usual permissions (mkdtemp's are the owner's only)
+    folder.mkdir()
+    yield folder
+    folder.rename(out)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -118,6 +118,17 @@ def _record_resumed_config(config, workdir: pathlib.Path, step: int) -> None:
   _say(f"the config differs from {started.name}; the resumed run's config is in {path.name}")
 
 
+def _with_teacher_step_pinned(config, workdir: pathlib.Path, resuming: bool):
+  """`config`, with config.distill.teacher_step (0: the teacher's newest checkpoint) taken from the run's own
+  config.json when resuming, so the student goes on learning the teacher it started with."""
+  started = workdir / "config.json"
+  if config.distill.teacher_step or not (resuming and started.exists()):
+    return config
+  config = config.copy_and_resolve_references()   # the caller's config stays as it was
+  config.distill.teacher_step = int(config_json.get_config(started).distill.teacher_step)   # 0 in runs before this
+  return config
+
+
 def _with_flat_moments_resolved(config, workdir: pathlib.Path, resuming: bool, params, denoiser: str, mesh):
   """`config` with config.optim.flat_moments True or False, what config.json records: as given, else (None) the
   run's own when resuming (the checkpoints' optimiser layout, whatever the backend now) or what
@@ -244,6 +255,16 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   # Shapes only: a resumed run restores its state straight into them; a new one initialises below.
   abstract_params = jax.eval_shape(functools.partial(policy.init_params, spec), init_key)
   config = _with_flat_moments_resolved(config, workdir, resuming, abstract_params, spec.denoiser, mesh)
+  distillation = None
+  if config.distill.teacher:
+    config = _with_teacher_step_pinned(config, workdir, resuming)
+    distillation, teacher_step = distill.load_teacher(config.distill, spec)
+    if not config.distill.teacher_step:   # what config.json records: the step a resume loads again
+      config = config.copy_and_resolve_references()
+      config.distill.teacher_step = teacher_step
+    teacher_spec = distillation.teacher.spec
+    _say(f"distilling {config.distill.teacher} step {teacher_step} ({teacher_spec.objective}, "
+         f"{teacher_spec.sampler} {teacher_spec.num_inference_steps} steps per batch)")
   if resuming:
     # Resuming: the run's own spec and normaliser win; a different policy in the same folder is an error.
     meta = checkpoint.run_meta(manager)
@@ -257,12 +278,6 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
        f"{config.train.num_steps:,} steps of batch {config.train.batch_size}, Adam's moments "
        f"{'flat' if config.optim.flat_moments else 'per array'}")
   optimizer = optim.make_optimizer(config.optim, abstract_params, spec.denoiser, config.train.num_steps)
-  distillation = None
-  if config.distill.teacher:
-    distillation = distill.load_teacher(config.distill, spec)
-    teacher_spec = distillation.teacher.spec
-    _say(f"distilling {config.distill.teacher} ({teacher_spec.objective}, {teacher_spec.sampler} "
-         f"{teacher_spec.num_inference_steps} steps per batch)")
   if not resuming:
     params = policy.init_params(spec, init_key)
     if distillation is not None:   # a resumed student has its own normaliser (the teacher's, saved) and weights

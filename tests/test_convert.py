@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import os
 import pathlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -140,9 +141,28 @@ def test_run_dir_fine_tunes_with_dpjax_train(run_dirs, tmp_path):
   assert any(jax.tree.leaves(changed))
 
 
-def test_converting_into_an_existing_run_is_refused(run_dirs):
-  with pytest.raises(SystemExit, match="already holds checkpoints"):
+def test_converting_into_an_existing_run_or_a_file_is_refused(run_dirs, tmp_path):
+  with pytest.raises(SystemExit, match=r"already exists; delete it or choose another --out\.$"):
     convert_cli.main([f"--from_torch={_ckpt('unet')}", f"--out={run_dirs['unet']}"])
+  (tmp_path / "afile").write_text("")
+  with pytest.raises(SystemExit, match=r"^dpjax.convert: .*afile is a file, so .*afile/run cannot be made there"):
+    convert_cli.main([f"--from_torch={_ckpt('unet')}", f"--out={tmp_path / 'afile' / 'run'}"])
+
+
+def test_an_interrupted_conversion_leaves_no_run_and_can_be_run_again(tmp_path, monkeypatch):
+  from dpjax.convert import run_dir as run_dir_lib
+
+  def interrupted(*args, **kwargs):   # Ctrl-C after the checkpoint, before conversion.json
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(run_dir_lib, "json", types.SimpleNamespace(dumps=interrupted))
+  with pytest.raises(KeyboardInterrupt):
+    convert_cli.main([f"--from_torch={_ckpt('unet')}", f"--out={tmp_path / 'run'}"])
+  assert not list(tmp_path.iterdir())   # neither the run nor its staging folder
+  monkeypatch.undo()
+  convert_cli.main([f"--from_torch={_ckpt('unet')}", f"--out={tmp_path / 'run'}"])
+  assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+      "checkpoints", "config.json", "config.py", "conversion.json", "policy_spec.json", "torch_config.yaml"]
 
 
 def _with(payload, **cfg_updates):

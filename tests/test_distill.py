@@ -1,12 +1,13 @@
 """Reflow distillation: the student's loss wiring, teacher checks, and a student run end to end."""
 import dataclasses
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
 import dpjax
-from dpjax import checkpoint, distill, policy as policy_lib, train, visited_obs
+from dpjax import checkpoint, config_json, distill, policy as policy_lib, train, visited_obs
 from tests import smoke
 
 
@@ -108,7 +109,7 @@ def test_visited_obs_change_the_training_loss_only(tmp_path):
 def test_student_starts_from_the_teachers_weights_when_shapes_match(data_path, teacher_dir):
   config = _student_config(data_path, teacher_dir)
   student_spec = policy_lib.spec_from_config(config, {"low_dim": (20,)}, 2)
-  distillation = distill.load_teacher(config.distill, student_spec)
+  distillation, _ = distill.load_teacher(config.distill, student_spec)
   assert distillation.teacher.spec.sampler == "ddim" and distillation.teacher.spec.num_inference_steps == 10
   fresh = policy_lib.init_params(student_spec, jax.random.key(1))
   params, copied = distill.initial_params(distillation, fresh)
@@ -142,7 +143,7 @@ def test_visited_obs_are_loaded_with_their_share_and_the_share_is_checked(data_p
   config.distill.visited_obs = str(visited_obs.save(tmp_path / "a.npz", {"low_dim": histories}, np.arange(5),
                                                     np.zeros(5))) + "," + str(tmp_path / "a.npz")
   config.distill.visited_fraction = 0.25
-  distillation = distill.load_teacher(config.distill, spec)
+  distillation, _ = distill.load_teacher(config.distill, spec)
   assert distillation.visited_fraction == 0.25
   np.testing.assert_array_equal(distillation.visited_obs["low_dim"], np.concatenate([histories, histories]))
   config.distill.visited_fraction = 0.0
@@ -172,3 +173,17 @@ def test_distilled_student_trains_checkpoints_and_samples_in_one_call(data_path,
   jax.tree.map(np.testing.assert_array_equal, student.normalizer, teacher.normalizer)
   actions = dpjax.sample(student, _random_batch(2)["obs"], jax.random.key(0))
   assert actions.shape == (2, 16, 2) and np.all(np.isfinite(actions))
+
+
+def test_a_resumed_student_distils_the_teacher_checkpoint_it_started_with(data_path, teacher_dir, tmp_path, capsys):
+  teacher = smoke.copy_run(teacher_dir, tmp_path, "teacher")   # checkpoints 2 and 4
+  config = _student_config(data_path, teacher)
+  config.train.num_steps, config.train.checkpoint_every, config.train.val_every = 2, 2, 0
+  train.train_and_evaluate(config, tmp_path / "student")
+  recorded = config_json.get_config(tmp_path / "student" / "config.json").distill
+  assert recorded.teacher_step == 4 and f"distilling {teacher} step 4 (ddpm" in capsys.readouterr().out
+  # The teacher run changes meanwhile (here: its newest checkpoint goes); the resume must not take another one.
+  shutil.rmtree(teacher / "checkpoints" / "4")
+  config.train.num_steps = 4
+  with pytest.raises(checkpoint.CheckpointError, match=rf"No checkpoint for step 4 in {teacher}; available: \[2\]"):
+    train.train_and_evaluate(config, tmp_path / "student")

@@ -11,12 +11,12 @@ def main(argv: Sequence[str] | None = None):
   parser = argparse.ArgumentParser(prog="python -m dpjax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--from_torch", required=True, help="the original workspace's .ckpt file")
-  parser.add_argument("--out", required=True, help="run directory to write (must not hold checkpoints yet)")
+  parser.add_argument("--out", required=True, help="run directory to write (must not exist)")
   args = parser.parse_args(argv)
   from dpjax import convert  # after parsing: --help stays fast
   try:
     converted = convert.convert(args.from_torch, args.out)
-  except (convert.UnsupportedCheckpointError, FileNotFoundError, FileExistsError, ImportError) as e:
+  except (convert.UnsupportedCheckpointError, OSError, ImportError) as e:   # OSError: a missing file, a taken --out
     raise SystemExit(f"dpjax.convert: {e}") from None
   spec = converted.spec
   print(f"dpjax.convert: wrote {args.out} ({spec.denoiser}, horizon {spec.horizon}, {spec.n_obs_steps} observation "

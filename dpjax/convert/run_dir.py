@@ -62,26 +62,24 @@ def config_py(variant: str, overrides: dict) -> str:
 
 def write_run_dir(out_dir, config, spec, params, ema_params, normalizer, *, config_file: str,
                   torch_config_yaml: str, provenance: dict) -> pathlib.Path:
-  """Writes the run directory; refuses a directory that already holds checkpoints."""
-  out_dir = pathlib.Path(out_dir)
-  checkpoints = out_dir / checkpoint.CHECKPOINT_SUBDIR
-  if checkpoints.exists() and any(checkpoints.iterdir()):
-    raise FileExistsError(f"{out_dir} already holds checkpoints; choose a new --out (dpjax.convert never "
-                          "overwrites a run).")
+  """Writes the run directory `out_dir`, which must not exist, through a staging folder renamed when complete: an
+  interrupted conversion leaves no run (a run without its config.py or conversion.json would still load)."""
+  out_dir = files.new_folder(out_dir)   # before the work; `staged_folder` checks again
   params, ema_params = (jax.tree.map(jnp.asarray, tree) for tree in (params, ema_params))
   config = config.copy_and_resolve_references()   # config.json records the optimiser layout the checkpoint holds
   config.optim.flat_moments = optim.resolve_flat_moments(config.optim, params, spec.denoiser)
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
   state = train_step.create_train_state(params, optimizer).replace(ema_params=ema_params)
-  manager = checkpoint.make_manager(out_dir, keep=config.train.keep_checkpoints)
-  try:
-    checkpoint.save(manager, state, fresh_data_iterator(config), normalizer, spec, config)
-    manager.wait_until_finished()  # saves may be asynchronous
-  finally:
-    manager.close()
-  files.write_text_atomic(out_dir / "config.json", config.to_json_best_effort(indent=2))
-  files.write_text_atomic(out_dir / "policy_spec.json", spec.to_json())
-  files.write_text_atomic(out_dir / "config.py", config_file)
-  files.write_text_atomic(out_dir / "torch_config.yaml", torch_config_yaml)
-  files.write_text_atomic(out_dir / "conversion.json", json.dumps(provenance, indent=2))
+  with files.staged_folder(out_dir) as folder:
+    manager = checkpoint.make_manager(folder, keep=config.train.keep_checkpoints)
+    try:
+      checkpoint.save(manager, state, fresh_data_iterator(config), normalizer, spec, config)
+      manager.wait_until_finished()  # saves may be asynchronous
+    finally:
+      manager.close()
+    (folder / "config.json").write_text(config.to_json_best_effort(indent=2))
+    (folder / "policy_spec.json").write_text(spec.to_json())
+    (folder / "config.py").write_text(config_file)
+    (folder / "torch_config.yaml").write_text(torch_config_yaml)
+    (folder / "conversion.json").write_text(json.dumps(provenance, indent=2))
   return out_dir

@@ -17,13 +17,11 @@ conversion leaves no partial buffer. Needs h5py (`pip install -e ".[hdf5]"`).
 import argparse
 import pathlib
 import re
-import shutil
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
-from dpjax import cli
+from dpjax import cli, files
 from dpjax.data import replay, rotation
 
 _DEMO = re.compile(r"^demo_(\d+)$")
@@ -121,19 +119,12 @@ def actions_with_6d_rotation(path, actions: np.ndarray) -> np.ndarray:
 def convert(hdf5_path, out, keys: Sequence[str] = (), mask: str = "", abs_action: bool = False) -> pathlib.Path:
   """Writes the replay buffer of `read_robomimic(hdf5_path, keys, mask)` to `out` (which must not exist); with
   `abs_action`, its actions with the 6-D rotation (`actions_with_6d_rotation`)."""
-  out = pathlib.Path(out).expanduser()
-  if out.exists():
-    raise FileExistsError(f"{out} already exists; delete it or choose another --out.")
+  out = files.new_folder(out)   # before the work; `staged_folder` checks again
   data, episode_ends = read_robomimic(hdf5_path, keys, mask)
   if abs_action:
     data["action"] = actions_with_6d_rotation(hdf5_path, data["action"])
-  out.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-  try:
-    replay.write_zarr_replay(staging / "buffer.zarr", data, episode_ends)
-    (staging / "buffer.zarr").rename(out)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+  with files.staged_folder(out) as folder:
+    replay.write_zarr_replay(folder, data, episode_ends)
   return out
 
 
