@@ -406,6 +406,16 @@ def run_meta(manager: ocp.CheckpointManager) -> RunMeta:
                         + "; ".join(f"step {e.step}: {e.reason}" for e in damaged) + ").")
 
 
+def checkpoint_identity(run_dir, step: int) -> str | None:
+  """Which save checkpoint `step` of `run_dir` is: orbax's commit time in nanoseconds (a copied or moved run keeps
+  it; a run trained again from scratch into the same folder gets new ones), or None where it cannot be read."""
+  path = pathlib.Path(run_dir) / CHECKPOINT_SUBDIR / str(step) / "_CHECKPOINT_METADATA"
+  try:
+    return str(json.loads(path.read_text())["commit_timestamp_nsecs"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
 def load_policy(run_dir, *, use_ema: bool = True, step: int | None = None) -> policy_lib.Policy:
   """The policy saved in `run_dir` (a training run directory), on the default device: from checkpoint `step`, or
   by default the newest intact one (a damaged newer one is skipped with a one-line warning naming it and why)."""

@@ -32,6 +32,23 @@ def write_bytes_atomic(path, data: bytes) -> pathlib.Path:
   return path
 
 
+@contextlib.contextmanager
+def replaced_when_written(path) -> Iterator[pathlib.Path]:
+  """A temporary sibling of `path` (same suffix), for writers that want a file name (ffmpeg), renamed over `path`
+  when the block completes and removed if it fails: a kill mid-write leaves the previous file whole."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+  os.close(fd)
+  try:
+    yield pathlib.Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 -> what open() would have given
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
+
+
 def new_folder(out) -> pathlib.Path:
   """`out` as a path (~ expanded), or a FileExistsError if something is there already (NotADirectoryError if a
   file stands where one of its parent folders would go)."""

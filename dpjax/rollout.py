@@ -124,9 +124,11 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
              max_steps: int = 300, method: str | None = None, num_inference_steps: int | None = None,
              out_dir=None, num_videos: int = 4, video_size: int = 256, policy_seed: int = 0,
              show_progress: bool = True, checkpoint_step: int | None = None, ema: bool | None = None,
-             record_obs: bool = False, obs_keys: obs_keys_lib.ObsKeys | None = None, latency_steps: int = 0) -> dict:
+             record_obs: bool = False, obs_keys: obs_keys_lib.ObsKeys | None = None, latency_steps: int = 0,
+             checkpoint_id: str | None = None) -> dict:
   """Runs the test protocol; returns (and writes to out_dir/eval.json) the scores and the settings they were
-  measured under (`protocol`), with `checkpoint_step` and `ema` (which weights), where the caller names them.
+  measured under (`protocol`), with `checkpoint_step`, `checkpoint_id` (`checkpoint.checkpoint_identity`) and `ema`
+  (which weights), where the caller names them.
   record_obs (needs out_dir): also writes out_dir/visited_obs.npz with the history of every re-plan of every
   unfinished episode. obs_keys: how the policy's observations are built from the simulator's arrays (its run's
   `config.data.obs_keys`, `data.run_obs_keys`); default: the Push-T preset with the policy's observation shapes.
@@ -140,6 +142,11 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
                       latency_steps=latency_steps, obs_keys=obs_keys)
   if record_obs and out_dir is None:
     raise ValueError("record_obs writes out_dir/visited_obs.npz; give out_dir.")
+  if out_dir is not None and num_videos > 0 and video_size < 1:
+    raise ValueError(f"--video_size={video_size}: give the videos' side in pixels (>= 1; 256 by default).")
+  if out_dir is not None:   # made (or refused) now, not after every episode has run
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
   seeds, keys = settings["seeds"], _obs_keys(spec, obs_keys)
   controller = control.RecedingHorizonController(policy, jax.random.key(policy_seed), method=settings["sampler"],
                                                  num_inference_steps=settings["num_inference_steps"],
@@ -184,11 +191,11 @@ def evaluate(policy: policy_lib.Policy, *, seeds=None, num_episodes: int = 50, s
   }
   if checkpoint_step is not None:
     result["checkpoint_step"] = int(checkpoint_step)
+  if checkpoint_id is not None:
+    result["checkpoint_id"] = checkpoint_id
   if ema is not None:
     result["ema"] = bool(ema)
   if out_dir is not None:
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result["videos"] = [str(video.write_video(out_dir / f"episode_{seeds[i]}.mp4", np.stack(frames[i]), fps=10))
                         for i in range(num_videos)]
     if record_obs:
@@ -226,7 +233,7 @@ def evaluate_checkpoints(run_dir, steps, out_dir, *, use_ema: bool = True, adapt
   from dpjax import checkpoint
   out_dir = pathlib.Path(out_dir)
   base_seed = evaluate_args.pop("policy_seed", 0)
-  results, skipped, settings = {}, {}, None
+  results, skipped, settings, first_step = {}, {}, None, None
   for step in steps:
     evaluate_args["policy_seed"] = checkpoint_policy_seed(base_seed, step, policy_seed_per_checkpoint)
     protocol_args = {k: v for k, v in evaluate_args.items() if k in PROTOCOL_ARGS}
@@ -237,14 +244,20 @@ def evaluate_checkpoints(run_dir, steps, out_dir, *, use_ema: bool = True, adapt
       skipped[str(step)] = str(e)
       continue
     pol = adapt(pol) if adapt is not None else pol
-    settings = protocol(pol.spec, **protocol_args)
-    wanted = {**settings, "checkpoint_step": int(step), "ema": use_ema}
+    step_settings = protocol(pol.spec, **protocol_args)
+    if settings is not None:
+      _check_one_protocol(settings, step_settings, first_step, step, policy_seed_per_checkpoint)
+    else:
+      settings, first_step = step_settings, step
+    identity = checkpoint.checkpoint_identity(run_dir, step)
+    wanted = {**step_settings, "checkpoint_step": int(step), "checkpoint_id": identity, "ema": use_ema}
     earlier = _read_eval(out_dir / str(step) / "eval.json")
     if earlier is not None and _same_settings(earlier, wanted, evaluate_args.get("record_obs", False)):
       print(f"dpjax.rollout: checkpoint {step} was evaluated under these settings: {out_dir / str(step)}")
       results[step] = earlier
       continue
-    results[step] = evaluate(pol, out_dir=out_dir / str(step), checkpoint_step=step, ema=use_ema, **evaluate_args)
+    results[step] = evaluate(pol, out_dir=out_dir / str(step), checkpoint_step=step, checkpoint_id=identity,
+                             ema=use_ema, **evaluate_args)
   if not results:
     raise checkpoint.CheckpointError(f"No checkpoint among steps {list(steps)} of {run_dir} could be loaded (why: the "
                                      "lines above); name intact steps with --step, or train again.")
@@ -255,6 +268,16 @@ def evaluate_checkpoints(run_dir, steps, out_dir, *, use_ema: bool = True, adapt
              "run": str(run_dir), "settings": {**settings, "ema": use_ema, **seeding}, "skipped": skipped}
   files.write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
   return summary
+
+
+def _check_one_protocol(first: dict, current: dict, first_step: int, step: int, seed_per_checkpoint: bool) -> None:
+  """A ValueError when checkpoint `step` would be scored under other settings than `first_step` (a run resumed with
+  another sampler saves it in its later checkpoints): one summary, one protocol."""
+  differ = [k for k in first if first[k] != current.get(k) and not (k == "policy_seed" and seed_per_checkpoint)]
+  if differ:
+    shown = ", ".join(f"{k}={current.get(k)!r} (checkpoint {first_step}: {first[k]!r})" for k in differ)
+    raise ValueError(f"checkpoint {step} samples with {shown}; give the setting on the command line (e.g. --sampler, "
+                     "--num_inference_steps) so every checkpoint is scored alike, or name the steps with --step.")
 
 
 def checkpoint_policy_seed(policy_seed: int, step: int, per_checkpoint: bool) -> int:
@@ -319,7 +342,8 @@ def main(argv):
         pol = _with_sampling_flags(pol)
         args["policy_seed"] = checkpoint_policy_seed(FLAGS.policy_seed, step, FLAGS.policy_seed_per_checkpoint)
         out = pathlib.Path(FLAGS.out) if FLAGS.out else run_dir / "eval"
-        result = evaluate(pol, out_dir=out, checkpoint_step=step, ema=FLAGS.ema, **args)
+        result = evaluate(pol, out_dir=out, checkpoint_step=step, ema=FLAGS.ema,
+                          checkpoint_id=checkpoint.checkpoint_identity(run_dir, step), **args)
     except ImportError as e:
       if FLAGS.traceback:
         raise

@@ -87,3 +87,21 @@ def test_download_argument_handling():
     download.parse_args(["--dest", "x", "--sha256", "abc"])
   args = download.parse_args(["--dest", "x"])
   assert args.url == locate.DOWNLOAD_URL and args.sha256 == ""
+
+
+def test_a_download_cut_short_or_not_a_zip_leaves_nothing_and_is_one_line(tmp_path, monkeypatch):
+  payload = _zip_bytes()
+
+  class CutShort(io.BytesIO):   # the server announces the whole zip, the connection drops halfway
+    headers = {"Content-Length": str(len(payload))}
+    __enter__ = lambda self: self
+    __exit__ = lambda self, *exc: None
+
+  monkeypatch.setattr(download.urllib.request, "urlopen", lambda url: CutShort(payload[:len(payload) // 2]))
+  with pytest.raises(SystemExit, match=rf"^dpjax.data.download: the download of {locate.DOWNLOAD_URL} stopped after "
+                     rf"{len(payload) // 2:,} of {len(payload):,} bytes; run the same command again\.$"):
+    download.main(["--dest", str(tmp_path)])
+  assert list(tmp_path.iterdir()) == []   # no pusht.zip for a rerun to trust
+  with pytest.raises(SystemExit, match=r"did not send a zip file; check --url"):
+    download.main(["--dest", str(tmp_path)], fetch=_fake_fetch(b"<html>not found</html>", []))
+  assert list(tmp_path.iterdir()) == []

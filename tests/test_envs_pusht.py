@@ -157,3 +157,28 @@ def test_write_video_falls_back_to_gif(tmp_path, monkeypatch):
   frames[:, 0, 0] = np.arange(3)[:, None] * 100  # distinct frames: GIF writers merge identical ones
   path = video.write_video(tmp_path / "rollout.mp4", frames)
   assert path.suffix == ".gif" and len(imageio.mimread(path)) == 3
+
+
+def test_a_video_write_that_fails_midway_leaves_the_previous_video_whole(tmp_path, monkeypatch):
+  frames = np.random.default_rng(0).integers(0, 255, size=(6, 64, 64, 3), dtype=np.uint8)
+  path = video.write_video(tmp_path / "episode.mp4", frames)
+  real_writer = imageio.get_writer
+
+  class Killed(Exception):
+    pass
+
+  def writer_killed_after_two_frames(*args, **kwargs):
+    writer, written = real_writer(*args, **kwargs), []
+
+    def append_data(frame):
+      if len(written) == 2:
+        raise Killed
+      written.append(writer.append_data(frame))
+    return type("W", (), {"__enter__": lambda self: self, "append_data": staticmethod(append_data),
+                          "__exit__": lambda self, *exc: writer.close()})()
+
+  monkeypatch.setattr(video.imageio, "get_writer", writer_killed_after_two_frames)
+  with pytest.raises(Killed):
+    video.write_video(path, frames[:4])
+  assert len(imageio.mimread(path, format="FFMPEG")) == 6   # the earlier evaluation's video, whole
+  assert [p.name for p in tmp_path.iterdir()] == ["episode.mp4"]   # the partial one is gone

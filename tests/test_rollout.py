@@ -1,4 +1,5 @@
 """Evaluation protocol: a tiny untrained policy in the real simulator writes the JSON and a video."""
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -96,6 +97,17 @@ def test_visited_obs_that_do_not_fit_the_policy_are_clear_errors(tmp_path):
     visited_obs.load(" , ", obs_shapes, 2)
 
 
+def test_an_unusable_out_or_video_size_is_refused_before_any_episode(tmp_path, monkeypatch):
+  ran = []
+  monkeypatch.setattr(rollout.control.RecedingHorizonController, "act", lambda *args: ran.append(1))
+  with pytest.raises(ValueError, match=r"--video_size=0: give the videos' side in pixels"):
+    rollout.evaluate(_tiny_policy(), num_episodes=1, max_steps=2, out_dir=tmp_path / "eval", video_size=0)
+  (tmp_path / "afile").write_text("")
+  with pytest.raises(OSError):
+    rollout.evaluate(_tiny_policy(), num_episodes=1, max_steps=2, out_dir=tmp_path / "afile" / "eval")
+  assert not ran
+
+
 def test_cli_runs_on_a_trained_checkpoint_and_rejects_a_missing_one(trained_run, tmp_path):
   smoke.copy_run(trained_run, tmp_path)
   assert checkpoint.load_policy(tmp_path / "run").spec.horizon == 16
@@ -170,6 +182,38 @@ def test_cli_scores_every_checkpoint_and_a_rerun_resumes(trained_run, tmp_path, 
   own = rollout.evaluate_checkpoints(run_dir, [4], out, policy_seed=1, policy_seed_per_checkpoint=True, **args)
   assert json.loads((out / "4" / "eval.json").read_text())["policy_seed"] == 5
   assert own["settings"]["policy_seed"] == 1 and own["settings"]["policy_seed_per_checkpoint"]
+
+
+def test_an_earlier_evaluation_of_other_weights_is_not_reused(trained_run, tmp_path, capsys):
+  # The same step of another save (a run trained again from scratch in the folder, or another run scored into the
+  # same --out) is run again: eval.json records which save it scored (orbax's commit time).
+  run_dir = smoke.copy_run(trained_run, tmp_path)
+  out, args = tmp_path / "scores", dict(num_episodes=1, max_steps=4, num_videos=0, show_progress=False)
+  rollout.evaluate_checkpoints(run_dir, [4], out, **args)
+  recorded = json.loads((out / "4" / "eval.json").read_text())["checkpoint_id"]
+  assert recorded == checkpoint.checkpoint_identity(run_dir, 4) and recorded.isdigit()
+  metadata = run_dir / "checkpoints" / "4" / "_CHECKPOINT_METADATA"
+  fields = json.loads(metadata.read_text())
+  fields["commit_timestamp_nsecs"] += 1   # another save of step 4
+  metadata.write_text(json.dumps(fields))
+  capsys.readouterr()
+  rollout.evaluate_checkpoints(run_dir, [4], out, **args)
+  assert "was evaluated under these settings" not in capsys.readouterr().out
+  assert json.loads((out / "4" / "eval.json").read_text())["checkpoint_id"] == str(fields["commit_timestamp_nsecs"])
+
+
+def test_checkpoints_that_would_sample_differently_are_not_summarised_together(trained_run, tmp_path):
+  # A run resumed with another sampler saves it in its later checkpoints; one summary must be one protocol.
+  calls = []
+
+  def resumed_with_ddim(pol):   # step 2 as trained, step 4 as if the run had been resumed with DDIM
+    calls.append(pol)
+    return pol if len(calls) == 1 else pol.replace(spec=dataclasses.replace(pol.spec, sampler="ddim"))
+
+  with pytest.raises(ValueError, match=r"checkpoint 4 samples with sampler='ddim' \(checkpoint 2: 'ddpm'\); give "
+                     r"the setting on the command line \(e.g. --sampler, --num_inference_steps\)"):
+    rollout.evaluate_checkpoints(trained_run, [2, 4], tmp_path / "scores", adapt=resumed_with_ddim, num_episodes=1,
+                                 max_steps=4, num_videos=0, show_progress=False)
 
 
 def test_a_seed_per_checkpoint_is_the_base_plus_the_step():

@@ -3,8 +3,9 @@
     python -m dpjax.data.download --dest ~/data            # then export DPJAX_PUSHT_ZARR=...
     python -m dpjax.data.download --dest ~/data --sha256 HEX
 
-The zip is written to a temporary file first and renamed only when complete (and verified, when a
-checksum is given), so an interrupted download never leaves a truncated `pusht.zip` behind.
+The zip is written to a temporary file first and renamed only when complete (every announced byte received, a zip
+archive, and the checksum matched when one is given), so an interrupted download never leaves a truncated
+`pusht.zip` behind.
 """
 import argparse
 import hashlib
@@ -18,6 +19,7 @@ from typing import BinaryIO, Callable, Sequence
 
 import tqdm
 
+from dpjax import cli
 from dpjax.data import locate
 
 FetchFn = Callable[[str, BinaryIO], None]
@@ -28,10 +30,14 @@ def fetch_url(url: str, out: BinaryIO) -> None:
   """Streams `url` into the open binary file `out`, with a progress bar."""
   with urllib.request.urlopen(url) as response:  # noqa: S310 (https URL from our constant or the user)
     total = int(response.headers.get("Content-Length") or 0) or None
+    received = 0
     with tqdm.tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1]) as bar:
       while chunk := response.read(_CHUNK_BYTES):
         out.write(chunk)
+        received += len(chunk)
         bar.update(len(chunk))
+  if total is not None and received != total:   # a dropped connection ends the stream without an error
+    raise OSError(f"the download of {url} stopped after {received:,} of {total:,} bytes; run the same command again.")
 
 
 def sha256_of(path: pathlib.Path) -> str:
@@ -76,6 +82,8 @@ def download(dest: pathlib.Path, url: str = locate.DOWNLOAD_URL, sha256: str = "
         fetch(url, out)
       if sha256:
         _check_sha256(tmp_path, sha256)
+      if not zipfile.is_zipfile(tmp_path):   # kept out of pusht.zip, so a rerun downloads again
+        raise ValueError(f"{url} did not send a zip file; check --url (the Push-T zip: {locate.DOWNLOAD_URL}).")
       os.replace(tmp_path, zip_path)
     finally:
       tmp_path.unlink(missing_ok=True)
@@ -107,7 +115,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None, fetch: FetchFn = fetch_url) -> pathlib.Path:
   args = parse_args(argv)
-  zarr_path = download(args.dest, url=args.url, sha256=args.sha256, fetch=fetch)
+  # A refused connection (URLError is an OSError), a taken --dest, a bad checksum or archive: one line.
+  with cli.errors_as_one_line("dpjax.data.download", (ValueError, OSError)):
+    zarr_path = download(args.dest, url=args.url, sha256=args.sha256, fetch=fetch)
   print(f"Push-T replay buffer ready at {zarr_path}\nexport {locate.ENV_VAR}={zarr_path}")
   return zarr_path
 
