@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Prepares what the lent GPU machine lacks (issue 12): it has Python 3.12 with jax, flax, optax, orbax, chex, numpy
 # and torch, no internet, and gets only the working tree plus up to 8 carried ignored paths (64 MiB in all).
-# Writes into .device/ (ignored by git, ~34 MB):
+# Writes into .device/ (ignored by git, ~37 MB):
 #   .device/wheels/      cp312 wheels of the other dependencies (grain, zarr, the Push-T simulator, ...), ~31 MB
-#   .device/pusht.zarr   the Push-T demonstrations without images (~1.3 MB; the low-dim policies need no more);
-#                        with IMAGES=1, with them (+3.7 MB: the file's float32 images, 29.8 MB with zstd-5 and
-#                        bit-shuffle, rewritten as the uint8 they hold with zstd-9, the same values after loading)
+#   .device/pusht.zarr   the Push-T demonstrations (~5 MB: the file's float32 images, 29.8 MB with zstd-5 and
+#                        bit-shuffle, are rewritten as the uint8 they hold with zstd-9, 3.7 MB, the same values after
+#                        loading; IMAGES=0 leaves them out, 1.3 MB, for the low-dim policies)
 # The device tool's 64 MiB carry limit counts the working tree (tracked and untracked-not-ignored files, ~14 MB)
 # with the carried paths; the script checks both together.
 # Then, with the device tool: carry [".device"], and the calls of BUILD_NOTES.md "GPU check" (call 1:
@@ -26,7 +26,7 @@ pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux20
 rm -rf .device/pusht.zarr
 cp -r "$zarr" .device/pusht.zarr
 rm -rf .device/pusht.zarr/data/img
-if [ "${IMAGES:-0}" = 1 ]; then
+if [ "${IMAGES:-1}" = 1 ]; then
   "${PYTHON:-.venv/bin/python}" - "$zarr" .device/pusht.zarr <<'EOF'
 import sys
 import numcodecs
