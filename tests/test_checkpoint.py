@@ -250,6 +250,44 @@ def test_background_saver_snapshots_before_donation_and_reraises_a_worker_error(
   saver.wait()   # reported once
 
 
+class _Spec:
+  def to_json(self):
+    return "{}"
+
+
+class _Config:
+  def to_json_best_effort(self):
+    return "{}"
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+def test_a_failed_save_deletes_no_older_checkpoint(tmp_path, monkeypatch, keep):
+  # Starting a save schedules the oldest checkpoint beyond `keep` for deletion; when the save's asynchronous write
+  # fails (here: ENOSPC in the meta item's write, as on a full disk), the error must reach the caller and the
+  # scheduled checkpoint must stay on disk and restorable. orbax 0.12.8 does this (its finalize re-raises the
+  # write's error before it deletes); this pins it across orbax upgrades.
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler
+  manager = checkpoint.make_manager(tmp_path, keep=keep)
+  arrays = {"w": jax.numpy.arange(4.0)}
+  state = train_step.TrainState(step=jax.numpy.int32(0), params=arrays, ema_params=arrays, opt_state={"m": arrays})
+  iterator = type("It", (), {"get_state": lambda self: {"position": 3}})()
+  for step in range(1, keep + 1):
+    checkpoint.save(manager, state.replace(step=jax.numpy.int32(step)), iterator, {}, _Spec(), _Config())
+    manager.wait_until_finished()
+
+  async def full_disk(self, x, directory):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", full_disk)
+  checkpoint.save(manager, state.replace(step=jax.numpy.int32(keep + 1)), iterator, {}, _Spec(), _Config())
+  with pytest.raises(OSError, match="No space left on device"):
+    manager.wait_until_finished()
+  manager.close()
+  reader = checkpoint._reader(tmp_path)
+  assert reader.all_steps() == list(range(1, keep + 1))
+  restored = reader.restore(1, args=ocp.args.Composite(ema_params=ocp.args.StandardRestore()))
+  np.testing.assert_array_equal(restored["ema_params"]["w"], np.arange(4.0))
+
+
 def test_atomic_writes_from_many_threads_leave_one_whole_file(tmp_path):
   import concurrent.futures
   from dpjax import files
