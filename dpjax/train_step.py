@@ -71,18 +71,28 @@ def train_step(state: TrainState, batch, base_key: jax.Array, normalizer, *, spe
   """One optimiser step on a global batch; returns the new state and scalar metrics. With `distillation` the
   targets come from the frozen teacher (`policy.loss_fn`). With `learning_rate` (the optimiser's schedule) the
   metrics hold the rate this step applied."""
-  return _step_from_compute_params(state, policy.inference_params(state.params, spec), batch, base_key, normalizer,
+  return _step_from_compute_params(state, training_compute_params(state.params, spec), batch, base_key, normalizer,
                                    spec=spec, optimizer=optimizer, ema_config=ema_config, distillation=distillation,
                                    learning_rate=learning_rate)
+
+
+def training_compute_params(params, spec: policy.PolicySpec):
+  """The weights the loss is differentiated at: `policy.inference_params` (the kernels cast once to a bfloat16
+  compute dtype, the cast each layer would make), except with "bfloat16_matmuls", whose kernels stay float32:
+  its rounded matmul returns each gradient in its kernel's dtype, so a bfloat16 kernel would round the float32
+  gradient the mode keeps (0.16 % of it, session 29)."""
+  if policy.network_dtypes(spec.compute_dtype)[1] is not None:
+    return params
+  return policy.inference_params(params, spec)
 
 
 def _step_from_compute_params(state: TrainState, compute_params, batch, base_key: jax.Array, normalizer, *,
                               spec: policy.PolicySpec, optimizer: optax.GradientTransformation, ema_config,
                               distillation: policy.Distillation | None,
                               learning_rate: optax.Schedule | None) -> tuple[TrainState, dict]:
-  """`train_step` given `compute_params` = `policy.inference_params(state.params, spec)`: the weights with their
-  matmul and convolution kernels in the compute dtype, the cast each layer would make (so the loss and gradients
-  are the same bit for bit). The gradients come back in that dtype and are cast to the weights' own."""
+  """`train_step` given `compute_params` = `training_compute_params(state.params, spec)`: with a bfloat16 compute
+  dtype the weights with their matmul and convolution kernels in it, the cast each layer would make (so the loss and
+  gradients are the same bit for bit). The gradients come back in that dtype and are cast to the weights' own."""
   key = jax.random.fold_in(base_key, state.step)
   loss, compute_grads = jax.value_and_grad(policy.loss_fn)(compute_params, spec, normalizer, batch, key, True,
                                                            distillation)
@@ -141,14 +151,14 @@ def train_steps(state: TrainState, batches, base_key: jax.Array, normalizer, dat
 
 
 def _cast_leaves(params, spec: policy.PolicySpec) -> list:
-  """The leaves that `policy.inference_params` casts (in leaf order; None where it keeps a leaf as it is): what the
+  """The leaves that `training_compute_params` casts (in leaf order; None where it keeps a leaf as it is): what the
   loop carries, so that no float32 leaf is carried twice (XLA would copy each, ~100 kernels per step)."""
-  cast = jax.tree.leaves(policy.inference_params(params, spec))
+  cast = jax.tree.leaves(training_compute_params(params, spec))
   return [c if c.dtype != p.dtype else None for c, p in zip(cast, jax.tree.leaves(params))]
 
 
 def _with_cast_leaves(params, cast_leaves: list):
-  """`params` with the leaves of `_cast_leaves` put in: `policy.inference_params(params, spec)`."""
+  """`params` with the leaves of `_cast_leaves` put in: `training_compute_params(params, spec)`."""
   leaves, treedef = jax.tree.flatten(params)
   return jax.tree.unflatten(treedef, [p if c is None else c for p, c in zip(leaves, cast_leaves)])
 

@@ -66,6 +66,21 @@ def test_bfloat16_loss_and_gradients_track_float32(variant, obs_shapes, mode):
   assert "bf16" in hlo
 
 
+@pytest.mark.parametrize("mode", ("float32",) + BFLOAT16_MODES)
+@pytest.mark.parametrize("variant,obs_shapes", VARIANTS[:2])
+def test_the_train_step_takes_the_gradients_of_the_float32_weights(variant, obs_shapes, mode):
+  # The step differentiates at the weights with their kernels cast once (`train_step.training_compute_params`), the
+  # cast each layer would make: the gradients must be the float32 weights' bit for bit. "bfloat16_matmuls" once cast
+  # its kernels too, and its rounded matmul returned their gradients in bfloat16 (0.16 % off).
+  policy = _with_dtype(smoke.random_policy(variant, obs_shapes), mode)
+  spec, batch = policy.spec, _batch(policy.spec)
+  grad = jax.jit(jax.grad(lambda p: policy_lib.loss_fn(p, spec, policy.normalizer, batch, jax.random.key(1), True)))
+  want = grad(policy.params)
+  got = jax.tree.map(lambda g, p: g.astype(p.dtype), grad(train_step.training_compute_params(policy.params, spec)),
+                     policy.params)
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
 @pytest.mark.parametrize("mode", BFLOAT16_MODES)
 @pytest.mark.parametrize("variant,obs_shapes", VARIANTS)
 def test_sampling_works_in_bfloat16(variant, obs_shapes, mode):
@@ -201,7 +216,8 @@ def test_a_controller_holds_weights_cast_once_and_samples_the_same_chunks():
                          ids=["unet-bfloat16", "transformer-bfloat16", "unet-bfloat16_matmuls"])
 def test_several_steps_per_dispatch_carry_the_cast_kernels_and_equal_single_steps(variant, obs_shapes, mode):
   """`train_steps` carries the bfloat16 kernels from one step's update to the next step's forward; its weights,
-  EMA and losses are those of as many `train_step` calls, bit for bit, and it carries only the cast leaves."""
+  EMA and losses are those of as many `train_step` calls, bit for bit, and it carries only the cast leaves (none
+  with "bfloat16_matmuls", whose kernels stay float32 for their float32 gradients)."""
   base = _with_dtype(smoke.random_policy(variant, obs_shapes), mode)
   config = smoke.smoke_config("unused", variant)
   optimizer = optim.make_optimizer(config.optim, base.params, base.spec.denoiser, 100)
@@ -217,4 +233,5 @@ def test_several_steps_per_dispatch_carry_the_cast_kernels_and_equal_single_step
     assert float(step_metrics["loss"]) == float(metrics["loss"][i])
   jax.tree.map(np.testing.assert_array_equal, (scanned.params, scanned.ema_params), (state.params, state.ema_params))
   carried = [leaf for leaf in train_step._cast_leaves(base.params, base.spec) if leaf is not None]
-  assert carried and all(leaf.dtype == jax.numpy.bfloat16 for leaf in carried)
+  assert all(leaf.dtype == jax.numpy.bfloat16 for leaf in carried)
+  assert bool(carried) == (mode == "bfloat16")
