@@ -47,6 +47,19 @@ def test_no_action_array_leaves_the_action_to_the_user(tmp_path):
   assert "--config.data.action_key=<the action array>" in describe.format_table(description)
 
 
+def test_text_arrays_are_other_and_camera_names_become_identifiers(tmp_path):
+  n = sum(LENGTHS)
+  data = {"task": np.array(["pick up"] * n), "eef.pos": np.zeros((n, 3), np.float32),
+          "cam-front": np.zeros((n, 8, 8, 3), np.uint8), "action": np.zeros((n, 2), np.float32)}
+  replay.write_zarr_replay(tmp_path / "robot.zarr", data, np.cumsum(LENGTHS))
+  description = describe.describe(tmp_path / "robot.zarr")
+  assert description["arrays"]["task"]["kind"] == "other"   # a language instruction: described, not trained on
+  assert description["obs_keys"] == "cam_front=cam-front,state=eef.pos"
+  config = config_files.get_config("image,smoke", REPO_ROOT / "configs" / "replay.py")
+  config.data.path, config.data.obs_keys = str(tmp_path / "robot.zarr"), description["obs_keys"]
+  assert build_data(config).obs_shapes == {"cam_front": (8, 8, 3), "state": (3,)}
+
+
 def test_a_bad_buffer_is_one_line(tmp_path):
   with pytest.raises(SystemExit, match=r"dpjax.data.describe: .*nope.zarr: does not exist"):
     describe.main([str(tmp_path / "nope.zarr")])

@@ -191,6 +191,17 @@ def test_single_channel_camera_round_trips(tmp_path):
     np.testing.assert_array_equal(loaded.data[key], values, err_msg=key)
 
 
+def test_two_arrays_for_one_step_path_are_refused(tmp_path):
+  # img maps to observation/image by default, as does an array named image: the later would replace the earlier.
+  n = 10
+  data = {"img": np.zeros((n, 96, 96, 3), np.uint8), "image": np.full((n, 96, 96, 3), 7, np.uint8),
+          "action": np.zeros((n, 2), np.float32)}
+  replay.write_zarr_replay(tmp_path / "two.zarr", data, [4, 10])
+  with pytest.raises(SystemExit, match=r"^dpjax.data.convert_tfds: key_map .* writes several arrays to "
+                     r"\['observation/image'\]; give each its own step path"):
+    convert_tfds.main(["--zarr", str(tmp_path / "two.zarr"), "--out", str(tmp_path / "tfds")])
+
+
 @pytest.mark.realdata
 def test_converted_real_pusht_gives_the_zarr_batches(real_pusht_path, tmp_path):
   """Real Push-T, low-dim keys (images would take ~40 s): same normalizer and batches from either source."""

@@ -90,6 +90,9 @@ def test_arrays_are_concatenated_sliced_and_cast_in_the_order_written():
 
 @pytest.mark.parametrize("obs_text, action_text, message", [
     ("state=joint_pos[7:]", "", "selects no values"),
+    ("state=joint_pos[:10]", "", r"'joint_pos\[:10\]' reaches past data/joint_pos, which has 7 values per step"),
+    ("state=joint_pos[5:9]", "", r"reaches past data/joint_pos"),
+    ("joint_pos", "action[:9]", r"config.data.action_key: 'action\[:9\]' reaches past data/action, which has 8"),
     ("cam=wrist_rgb+joint_pos", "", "own unsliced entry"),
     ("cam=wrist_rgb[:2]", "", "own unsliced entry"),
     ("joint_pos", "wrist_rgb", "image array"),
@@ -100,6 +103,22 @@ def test_bad_arrays_name_the_problem(obs_text, action_text, message):
   with pytest.raises(ValueError, match=message):
     obs_keys.build_arrays(_robot_arrays(image=True), obs_keys.parse_obs_keys(obs_text),
                           obs_keys.parse_action_key(action_text))
+
+
+def test_a_grey_camera_without_its_channel_axis_is_named():
+  data = {**_robot_arrays(), "grey": np.zeros((sum(LENGTHS), 24, 24), np.uint8)}
+  with pytest.raises(ValueError, match=r"data/grey is uint8 \[N, H, W\] = \(\d+, 24, 24\), a grey camera\? Store it "
+                     r"as \[N, H, W, 1\]"):
+    obs_keys.build_obs(data, obs_keys.parse_obs_keys("grey"))
+
+
+def test_readings_without_the_batch_axis_are_named():
+  keys = obs_keys.parse_obs_keys("state=joint_pos+gripper")
+  with pytest.raises(ValueError, match=r"build_obs takes arrays with one leading batch .*\{key: value\[None\]\}"):
+    obs_keys.build_obs({"joint_pos": np.zeros((1, 7), np.float32), "gripper": np.float32(1.0)}, keys)
+  with pytest.raises(ValueError, match=r"build_obs takes arrays with one leading batch"):
+    obs_keys.build_obs({"joint_pos": np.zeros(7, np.float32), "gripper": np.zeros(1, np.float32)}, keys)
+  assert obs_keys.build_obs({"joint_pos": np.zeros((1, 7)), "gripper": np.ones(1)}, keys)["state"].shape == (1, 8)
 
 
 def test_replay_path_may_start_at_home(robot_zarr, monkeypatch):

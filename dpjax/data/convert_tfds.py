@@ -32,6 +32,7 @@ import numpy as np
 import zarr
 from flax import traverse_util
 
+from dpjax import cli
 from dpjax.data import replay, tfds_source
 
 DATASET_VERSION = "1.0.0"
@@ -157,6 +158,10 @@ def convert_zarr_to_tfds(zarr_path, out_dir, name: str = "pusht", keys: Sequence
   # Push-T's per-step shapes are checked for the dataset named after it; any other name is your own data.
   buffer = replay.load_zarr_replay(zarr_path, keys, replay.PUSHT_STEP_SHAPES if name == "pusht" else {})
   key_map = dict(key_map) if key_map else rlds_key_map(keys)
+  shared = sorted({path for key, path in key_map.items() if list(key_map.values()).count(path) > 1})
+  if shared:   # two arrays written to one step path: the later would silently replace the earlier
+    raise ValueError(f"key_map {key_map} writes several arrays to {shared}; give each its own step path "
+                     "(convert_zarr_to_tfds(..., key_map=...)), or leave one out with --keys.")
   unmapped = [k for k in keys if k not in key_map]
   if unmapped:
     raise ValueError(f"key_map {key_map} has no step path for key(s) {unmapped}.")
@@ -186,7 +191,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> pathlib.Path:
   args = parse_args(argv)
   keys = [k for k in args.keys.split(",") if k]
-  path = convert_zarr_to_tfds(args.zarr, args.out, args.name, keys or None)
+  with cli.errors_as_one_line("dpjax.data.convert_tfds", (ValueError, OSError, replay.DatasetError)):
+    path = convert_zarr_to_tfds(args.zarr, args.out, args.name, keys or None)
   print(f"Wrote {path}\nTrain with: --config.data.source=tfds --config.data.path={path}")
   return path
 

@@ -10,6 +10,7 @@ seconds; the low-dim arrays are read in full, with the checks training makes (Na
 import argparse
 import json
 import pathlib
+import re
 from typing import Sequence
 
 import numpy as np
@@ -28,7 +29,9 @@ def describe(path) -> dict:
   """
   path = pathlib.Path(path)
   layout = replay.array_layout(path)
-  low_dim = sorted(name for name, (shape, _) in layout.arrays.items() if not normalizer_lib.is_image(shape))
+  numeric = {name for name, (_, dtype) in layout.arrays.items() if _is_numeric(dtype)}
+  low_dim = sorted(name for name, (shape, _) in layout.arrays.items()
+                   if name in numeric and not normalizer_lib.is_image(shape))
   buffer = replay.load_zarr_replay(path, low_dim, step_shapes={})
   lengths = buffer.episode_lengths
   arrays = {}
@@ -38,7 +41,7 @@ def describe(path) -> dict:
       values = np.asarray(buffer.data[name], np.float64).reshape(buffer.num_steps, -1)
       entry.update(kind="low-dim", min=values.min(axis=0).tolist(), max=values.max(axis=0).tolist())
     else:
-      entry["kind"] = "camera"
+      entry["kind"] = "camera" if name in numeric else "other"   # other: text, objects (not trainable)
     arrays[name] = entry
   cameras = [name for name, entry in arrays.items() if entry["kind"] == "camera"]
   state = [name for name in low_dim if name != obs_keys.DEFAULT_ACTION_KEY]
@@ -46,9 +49,18 @@ def describe(path) -> dict:
       "path": str(path), "num_episodes": buffer.num_episodes, "num_steps": buffer.num_steps,
       "episode_length": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
       "arrays": arrays,
-      "obs_keys": ",".join(cameras + ([f"state={'+'.join(state)}"] if state else [])),
+      "obs_keys": ",".join([name if name.isidentifier() else f"{re.sub(r'[^0-9a-zA-Z_]', '_', name)}={name}"
+                            for name in cameras] + ([f"state={'+'.join(state)}"] if state else [])),
       "action_key": obs_keys.DEFAULT_ACTION_KEY if obs_keys.DEFAULT_ACTION_KEY in low_dim else "",
   }
+
+
+def _is_numeric(dtype: str) -> bool:
+  """Whether an array of this dtype (zarr's name for it) holds numbers or booleans, the only values training takes."""
+  try:
+    return np.dtype(dtype).kind in "biuf"
+  except TypeError:
+    return False
 
 
 def _range(entry: dict) -> str:

@@ -101,9 +101,16 @@ def replay_keys(obs_keys: ObsKeys, action_terms: tuple[Term, ...]) -> tuple[str,
 def _low_dim_values(data: Mapping[str, np.ndarray], term: Term, field: str) -> np.ndarray:
   """float32 [N, D] of one low-dim term."""
   values = np.asarray(data[term.key])
+  if values.dtype == np.uint8 and values.ndim == 3:
+    raise ValueError(f"{field}: data/{term.key} is uint8 [N, H, W] = {values.shape}, a grey camera? Store it as "
+                     "[N, H, W, 1] to train it as a camera, or as float values to use it as low-dim.")
   flat = values.reshape(values.shape[0], -1)
   if term.columns is not None:
     start, stop = term.columns
+    size = flat.shape[1]
+    if any(bound is not None and not -size <= bound <= size for bound in (start, stop)):
+      raise ValueError(f"{field}: {term.text!r} reaches past data/{term.key}, which has {size} values per step; "
+                       f"choose a slice inside [0, {size}).")
     flat = flat[:, start:stop]
     if flat.shape[1] == 0:
       raise ValueError(f"{field}: {term.text!r} selects no values of data/{term.key}, which has "
@@ -140,6 +147,10 @@ def build_obs(data: Mapping[str, np.ndarray], obs_keys: ObsKeys) -> dict[str, np
   missing = [key for key in replay_keys(obs_keys, ()) if key not in data]
   if missing:
     raise ValueError(f"The arrays lack {missing} named by config.data.obs_keys; they have {sorted(data)}.")
+  leading = {key: np.shape(data[key])[:1] for key in replay_keys(obs_keys, ())}
+  if len(set(leading.values())) > 1 or () in leading.values():
+    raise ValueError(f"build_obs takes arrays with one leading batch (or step) axis of the same length, e.g. "
+                     f"{{key: value[None]}} for one robot's readings; got leading shapes {leading}.")
   obs = {}
   for name, terms in obs_keys.items():
     images = _camera(data, name, terms)

@@ -175,7 +175,8 @@ def _load_image(path: pathlib.Path, name: str, array: zarr.Array) -> np.ndarray:
     # Exact integers are required so the uint8 copy is lossless (NaN fails both tests too).
     if not (np.all(block >= 0) and np.all(block <= 255) and np.all(block == np.round(block))):
       raise _fail(path, f"array '{name}' rows {rows.start}:{rows.stop} are not integral values in "
-                  "[0, 255]", "Images must be stored as uint8 or as floats holding whole numbers 0..255.")
+                  "[0, 255]", "Arrays of 3-D steps are read as camera images [H, W, C], which must be stored as uint8 "
+                  "or as floats holding whole numbers 0..255; for low-dim values, store the array as [N, D].")
     out[rows] = block
   return out
 
