@@ -32,6 +32,7 @@ import functools
 import importlib.metadata
 import json
 import os
+import pathlib
 import platform
 import statistics
 import time
@@ -74,8 +75,9 @@ def parse_samplers(items: Sequence[str]) -> list[tuple[str, int]]:
   out = []
   for item in items:
     method, sep, steps = item.partition(":")
-    if not sep or method not in policy.SAMPLERS or not steps.isdigit():
-      raise ValueError(f"Sampler {item!r} is not method:num_inference_steps with method in {policy.SAMPLERS}.")
+    if not sep or method not in policy.SAMPLERS or not steps.isdigit() or int(steps) < 1:
+      raise ValueError(f"Sampler {item!r} is not method:num_inference_steps with method in {policy.SAMPLERS} and "
+                       "num_inference_steps >= 1.")
     out.append((method, int(steps)))
   return out
 
@@ -288,7 +290,8 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
       log(f"[{variant}] sample {method}{num_steps} b{sample_batch}: {result['median_ms']:.1f} ms "
           f"(compile {result['compile_s']:.1f} s)")
 
-  return {"variant": variant, "config": f"configs/pusht.py:{config_arg(variant, quick)}", "quick": quick,
+  config_name = "configs/pusht.py" if pathlib.Path(config_path) == DEFAULT_CONFIG else str(config_path)
+  return {"variant": variant, "config": f"{config_name}:{config_arg(variant, quick)}", "quick": quick,
           "overrides": overrides, "num_params": num_params,
           "compute_dtype": policy.compute_dtype_name(spec.compute_dtype),
           "num_params_encoder": policy.count_params(params.get("encoder", {})),

@@ -331,7 +331,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   finite = jnp.ones((), bool)
   last_good_step = step
   progress = _progress_bar(step, t.num_steps)
-  window_start, window_steps = time.perf_counter(), 0
+  window_start, window_steps, window_events_s = time.perf_counter(), 0, 0.0
   eta_start, eta_said = None, False   # (step, time) once the first dispatch has compiled; said at a log step
   checkpoint_timer = preemption.CheckpointTimer(t.checkpoint_every_minutes)
   saver = checkpoint.BackgroundSaver(manager, like=state)
@@ -372,7 +372,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         last_good_step = step
         if is_log:
           host = jax.tree.map(lambda x: x[-1], jax.device_get(step_metrics))   # the dispatch's last step
-          elapsed = time.perf_counter() - window_start
+          elapsed = time.perf_counter() - window_start - window_events_s   # training alone: events set apart
           last = {"train/loss": host["loss"], "train/grad_norm": host["grad_norm"],
                   "train/ema_decay": host["ema_decay"],
                   "train/learning_rate": host["learning_rate"],
@@ -383,9 +383,10 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           if not eta_said and step > eta_start[0]:
             _say(estimated_time(step - eta_start[0], time.perf_counter() - eta_start[1], t.num_steps - step))
             eta_said = True
-          window_start, window_steps = time.perf_counter(), 0
+          window_start, window_steps, window_events_s = time.perf_counter(), 0, 0.0
         if is_val or is_rollout:
           jax.block_until_ready(state)   # the steps still queued count as training, not as what follows
+        events_start = time.perf_counter()   # validation, rollouts and the save's blocking: not training
         if is_val:
           with clock.phase("validation"):
             val = {f"val/loss{suffix}": _mean_over_batches(validation_fn, weights, val_batches, val_key, normalizer,
@@ -417,6 +418,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
           writer.write(step, {"train/checkpoint_blocking_s": blocking})
           clock.write(step)
           checkpoint_timer.reset()
+        window_events_s += time.perf_counter() - events_start
         if stop:
           raise preemption.StopRequested(step, stop_signal.signum or signal.SIGTERM)
         progress.refresh()

@@ -24,7 +24,7 @@ def test_quick_bench_writes_positive_finite_numbers(tmp_path):
   assert written["device"]["device_count"] >= 1 and written["device"]["host_cpu_count"] >= 1
   assert [r["variant"] for r in written["records"]] == ["lowdim"]
   for record in written["records"]:
-    assert record["quick"] and record["config"].endswith(",smoke")
+    assert record["quick"] and record["config"] == "configs/pusht.py:lowdim,smoke"
     assert record["overrides"] == {"optim.flat_moments": False}   # per-array moments (a CPU's default: flat)
     assert is_positive_finite(record["num_params"])
     assert record["num_params"] == record["num_params_encoder"] + record["num_params_denoiser"]
@@ -51,6 +51,8 @@ def test_parse_samplers_and_unknown_variant():
   assert bench.parse_samplers(["ddpm:100", "ddim:10"]) == [("ddpm", 100), ("ddim", 10)]
   with pytest.raises(ValueError, match="method:num_inference_steps"):
     bench.parse_samplers(["ddpm"])
+  with pytest.raises(ValueError, match="method:num_inference_steps"):   # found before minutes of train benchmark
+    bench.parse_samplers(["ddim:0"])
   with pytest.raises(ValueError, match="Unknown bench variant"):
     bench.run(["lowdim", "imgae"], quick=True)
 

@@ -35,3 +35,16 @@ def test_bad_settings_stop_before_anything_runs(tmp_path, script, env, message):
   assert result.returncode == 1
   assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
   assert not out.exists()
+
+
+def test_the_run_summary_reads_a_metrics_file_a_kill_cut_short(tmp_path, monkeypatch):
+  # One run killed mid-line must not lose the device call's whole JSON (the summary reads every run's metrics).
+  monkeypatch.syspath_prepend(str(ROOT / "experiments" / "bench"))
+  import run_summary  # pylint: disable=import-outside-toplevel
+  (tmp_path / "metrics.jsonl").write_text(
+      '{"step": 1, "train/loss": 1.0, "train/steps_per_second": 2.0}\n'
+      '{"step": 2, "train/loss": 0.5, "train/steps_per_second": 4.0}\n'
+      '{"step": 3, "train/loss": 0.2, "train/steps_per_second": 3.0}\n{"step": 4, "train/lo')
+  summary = run_summary.summarize(tmp_path)
+  assert summary["final_train_loss"] == 0.2 and summary["train_loss"] == {"1": 1.0, "2": 0.5, "3": 0.2}
+  assert summary["train_steps_per_s"] == {"first_window": 2.0, "median": 3.0}

@@ -12,14 +12,15 @@ import glob
 import json
 import pathlib
 import re
+import statistics
 
-from dpjax import rollout, wall_time
+from dpjax import metrics, rollout, wall_time
 
 
 def read_metrics(run_dir) -> list[dict]:
-  """The run's metrics.jsonl as a list of records ([] when it has none)."""
-  path = pathlib.Path(run_dir) / "metrics.jsonl"
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+  """The run's metrics.jsonl as one record per step, in step order ([] when it has none): `dpjax.metrics`'
+  reading, which skips a line a kill cut short (one such line used to lose the whole device JSON)."""
+  return [{"step": step, **values} for step, values in metrics.read_metrics(run_dir).items()]
 
 
 def read_evals(run_dir) -> dict[int, dict]:
@@ -31,23 +32,23 @@ def read_evals(run_dir) -> dict[int, dict]:
 def summarize(run_dir) -> dict:
   """The run's config, speed, checkpoint stalls, losses and scores (None where it has none)."""
   run_dir = pathlib.Path(run_dir)
-  metrics = read_metrics(run_dir)
-  rates = [m["train/steps_per_second"] for m in metrics if "train/steps_per_second" in m]
-  blocking = [m["train/checkpoint_blocking_s"] for m in metrics if "train/checkpoint_blocking_s" in m]
+  records = read_metrics(run_dir)
+  rates = [m["train/steps_per_second"] for m in records if "train/steps_per_second" in m]
+  blocking = [m["train/checkpoint_blocking_s"] for m in records if "train/checkpoint_blocking_s" in m]
   evals = read_evals(run_dir)
   selection = rollout.score_summary({s: e["mean_score"] for s, e in evals.items()}) if evals else {}
   config_path = run_dir / "config.json"
   return {
       "config": json.loads(config_path.read_text()) if config_path.exists() else None,
       "train_steps_per_s": {"first_window": rates[0] if rates else None,
-                            "median": sorted(rates)[len(rates) // 2] if rates else None},
+                            "median": statistics.median(rates) if rates else None},
       "checkpoint_blocking_s": {"first": blocking[0] if blocking else None, "max": max(blocking, default=None),
                                 "all": blocking},
       "wall_time": wall_time.read(run_dir),
-      "final_train_loss": next((m["train/loss"] for m in reversed(metrics) if "train/loss" in m), None),
-      "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(metrics) if "val/loss_ema" in m), None),
-      "train_loss": {str(m["step"]): m["train/loss"] for m in metrics if "train/loss" in m},
-      "val_loss_ema": {str(m["step"]): m["val/loss_ema"] for m in metrics if "val/loss_ema" in m},
+      "final_train_loss": next((m["train/loss"] for m in reversed(records) if "train/loss" in m), None),
+      "final_val_loss_ema": next((m["val/loss_ema"] for m in reversed(records) if "val/loss_ema" in m), None),
+      "train_loss": {str(m["step"]): m["train/loss"] for m in records if "train/loss" in m},
+      "val_loss_ema": {str(m["step"]): m["val/loss_ema"] for m in records if "val/loss_ema" in m},
       "eval": {str(s): {k: evals[s].get(k) for k in ("mean_score", "success_rate", "num_episodes", "wall_seconds",
                                                        "policy_seed", "scores")}
                for s in sorted(evals)},
