@@ -118,26 +118,30 @@ def _record_resumed_config(config, workdir: pathlib.Path, step: int) -> None:
   _say(f"the config differs from {started.name}; the resumed run's config is in {path.name}")
 
 
-def _with_teacher_step_pinned(config, workdir: pathlib.Path, resuming: bool):
-  """`config`, with config.distill.teacher_step (0: the teacher's newest checkpoint) taken from the run's own
-  config.json when resuming, so the student goes on learning the teacher it started with."""
-  started = workdir / "config.json"
-  if config.distill.teacher_step or not (resuming and started.exists()):
+def _started_config(workdir: pathlib.Path):
+  """The config the run in `workdir` recorded when it started (its config.json), or None before it has one."""
+  path = workdir / "config.json"
+  return config_json.get_config(path) if path.exists() else None
+
+
+def _with_teacher_step_pinned(config, resumed_from):
+  """`config`, with config.distill.teacher_step (0: the teacher's newest checkpoint) taken from `resumed_from`, the
+  run's own started config when resuming (else None), so the student goes on learning the teacher it started with."""
+  if config.distill.teacher_step or resumed_from is None:
     return config
   config = config.copy_and_resolve_references()   # the caller's config stays as it was
-  config.distill.teacher_step = int(config_json.get_config(started).distill.teacher_step)   # 0 in runs before this
+  config.distill.teacher_step = int(resumed_from.distill.teacher_step)   # 0 in runs before this
   return config
 
 
-def _with_flat_moments_resolved(config, workdir: pathlib.Path, resuming: bool, params, denoiser: str, mesh):
+def _with_flat_moments_resolved(config, resumed_from, params, denoiser: str, mesh):
   """`config` with config.optim.flat_moments True or False, what config.json records: as given, else (None) the
-  run's own when resuming (the checkpoints' optimiser layout, whatever the backend now) or what
-  `optim.resolve_flat_moments` picks for this network on the mesh's devices."""
+  run's own when resuming (`resumed_from`, its started config: the checkpoints' optimiser layout, whatever the
+  backend now) or what `optim.resolve_flat_moments` picks for this network on the mesh's devices."""
   if config.optim.flat_moments is not None:
     return config
-  started = workdir / "config.json"
-  if resuming and started.exists():
-    flat = bool(config_json.get_config(started).optim.flat_moments)
+  if resumed_from is not None:
+    flat = bool(resumed_from.optim.flat_moments)
   else:
     flat = optim.resolve_flat_moments(config.optim, params, denoiser, mesh.devices.flat[0].platform)
   config = config.copy_and_resolve_references()   # the caller's config stays as it was
@@ -168,14 +172,13 @@ def resolve_num_steps(train_config, num_windows: int) -> int:
   return int(train_config.num_epochs) * -(-num_windows // int(train_config.batch_size))
 
 
-def _with_changed_epochs_counted(config, workdir: pathlib.Path, num_windows: int):
-  """`config`, or with num_steps 0 (counted from num_epochs again) when it continues a run in `workdir` whose
-  config.json resolved its num_steps from another num_epochs: `--config=RUN/config.json --config.train.num_epochs=8`
-  then trains 8 epochs instead of keeping the recorded step count."""
-  started = workdir / "config.json"
-  if config.train.num_steps <= 0 or not started.exists():
+def _with_changed_epochs_counted(config, started, num_windows: int):
+  """`config`, or with num_steps 0 (counted from num_epochs again) when it continues a run whose started config
+  (`started`, None for a new run) resolved its num_steps from another num_epochs: `--config=RUN/config.json
+  --config.train.num_epochs=8` then trains 8 epochs instead of keeping the recorded step count."""
+  if config.train.num_steps <= 0 or started is None:
     return config
-  saved = config_json.get_config(started).train
+  saved = started.train
   from_epochs = saved.num_epochs * -(-num_windows // int(saved.batch_size))
   if (config.train.num_epochs == saved.num_epochs or config.train.num_steps != saved.num_steps
       or saved.num_steps != from_epochs):
@@ -215,7 +218,8 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
 
   # Data: demonstrations on the devices when they fit (windows gathered in the step), else host batches.
   bundle = data.build_data(config)
-  config = _with_changed_epochs_counted(config, workdir, len(bundle.train_source))
+  started = _started_config(workdir)   # read once: what a continued run recorded when it began
+  config = _with_changed_epochs_counted(config, started, len(bundle.train_source))
   num_steps = resolve_num_steps(config.train, len(bundle.train_source))
   if num_steps != config.train.num_steps:
     _say(f"{config.train.num_epochs:,} epochs of {len(bundle.train_source):,} windows = {num_steps:,} steps")
@@ -254,10 +258,11 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   init_key, train_key, val_key = jax.random.split(base_key, 3)
   # Shapes only: a resumed run restores its state straight into them; a new one initialises below.
   abstract_params = jax.eval_shape(functools.partial(policy.init_params, spec), init_key)
-  config = _with_flat_moments_resolved(config, workdir, resuming, abstract_params, spec.denoiser, mesh)
+  resumed_from = started if resuming else None
+  config = _with_flat_moments_resolved(config, resumed_from, abstract_params, spec.denoiser, mesh)
   distillation = None
   if config.distill.teacher:
-    config = _with_teacher_step_pinned(config, workdir, resuming)
+    config = _with_teacher_step_pinned(config, resumed_from)
     distillation, teacher_step = distill.load_teacher(config.distill, spec)
     if not config.distill.teacher_step:   # what config.json records: the step a resume loads again
       config = config.copy_and_resolve_references()
