@@ -170,6 +170,10 @@ def get_config(arg=None):
   config.train.batch_size = 64 if image else 256        # global batch, split over all devices
   # Optimiser steps per jitted call (a lax.scan); 0 = auto: 1 on CPU, 10 on GPU/TPU.
   config.train.steps_per_dispatch = 0
+  # True: the EMA weights and the optimiser state are split over the devices (ZeRO stage 1 plus the EMA): each device
+  # holds and updates 1/n of them, and the updated weights are all-gathered at every step. False: every device updates
+  # every weight. No effect on one device; a run may resume with the other setting (BUILD_NOTES.md, "Session 30").
+  config.train.shard_ema_and_moments = False
   # The original's epochs: 5000 (low-dim U-Net), 8000 (low-dim transformer), 3050 (image U-Net; assumed the
   # same for the image transformer). An epoch is every window of the training episodes once, ceil(windows /
   # batch_size) steps, counted on the actual training set at start-up (10,726 windows of the 90 Push-T training

@@ -157,13 +157,16 @@ def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size:
   sharding.check_batch_size(batch_size, mesh)
   replicated = sharding.replicated(mesh)
   per_dispatch = train_step.resolve_steps_per_dispatch(int(config.train.steps_per_dispatch))
-  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps)
-  state = train_step.init_train_state(params, optimizer, replicated)
+  split = bool(config.train.shard_ema_and_moments) and mesh.devices.size > 1   # as `dpjax.train` decides
+  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps,
+                                   split_over_devices=split)
+  state_shardings = train_step.state_sharding(params, optimizer, mesh, split)
+  state = train_step.init_train_state(params, optimizer, state_shardings)
   normalizer = sharding.put_replicated(normalizer, mesh)
   stacks = [sharding.put_global_stack([synthetic_batch(spec, batch_size, rng) for _ in range(per_dispatch)], mesh)
             for _ in range(NUM_TRAIN_BATCHES)]
   key = jax.random.key(config.seed)
-  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated,
+  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, state_shardings,
                                         sharding.stacked_batch_sharding(mesh), replicated)
 
   start = time.perf_counter()
@@ -171,6 +174,7 @@ def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size:
   lower_s = time.perf_counter() - start
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
+  memory = compiled.memory_analysis()   # per device; None where the backend does not say
 
   warmup_dispatches = -(-WARMUP_STEPS // per_dispatch)
   for i in range(warmup_dispatches):
@@ -185,7 +189,9 @@ def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size:
   steps = dispatches * per_dispatch
   loss = float(jax.device_get(metrics["loss"])[-1])
   return {"batch_size": batch_size, "steps": steps, "steps_per_dispatch": per_dispatch,
-          "flat_moments": optim.moments_are_flat(state.opt_state), "warmup_steps": warmup_dispatches * per_dispatch,
+          "flat_moments": optim.moments_are_flat(state.opt_state), "shard_ema_and_moments": split,
+          "argument_bytes_per_device": None if memory is None else int(memory.argument_size_in_bytes),
+          "warmup_steps": warmup_dispatches * per_dispatch,
           "compile_s": compile_s, "lower_s": lower_s,
           "time_s": elapsed, "steps_per_s": steps / elapsed, "samples_per_s": steps * batch_size / elapsed,
           "step_ms": 1e3 * elapsed / steps, "final_loss": loss}
@@ -232,7 +238,7 @@ def denoiser_call_kernels(pol: policy.Policy, batch_size: int) -> int:
 def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None = None, steps: int | None = None,
                   compute_dtype: str | None = None, steps_per_dispatch: int | None = None,
                   flat_moments: bool | None = None, fused_sampling: bool | None = None,
-                  repeats: int | None = None,
+                  shard_ema_and_moments: bool | None = None, repeats: int | None = None,
                   samplers: Sequence[tuple[str, int]] | None = None,
                   objective: str = "ddpm", sample_batch_sizes: Sequence[int] = (1, 50), config_path=DEFAULT_CONFIG,
                   time_train: bool = True, log=functools.partial(print, flush=True)) -> dict:
@@ -260,6 +266,8 @@ def bench_variant(variant: str, *, quick: bool = False, batch_size: int | None =
     overrides["optim.flat_moments"] = config.optim.flat_moments = bool(flat_moments)
   if fused_sampling is not None:
     overrides["policy.fused_sampling"] = config.policy.fused_sampling = bool(fused_sampling)
+  if shard_ema_and_moments is not None:
+    overrides["train.shard_ema_and_moments"] = config.train.shard_ema_and_moments = bool(shard_ema_and_moments)
   rng = np.random.default_rng(config.seed)
   spec, normalizer, params = synthetic_setup(config, rng)
   num_params = policy.count_params(params)
@@ -353,6 +361,8 @@ def define_flags() -> None:
                     "Adam's moments as one vector each (default: the config's, per variant).")
   flags.DEFINE_enum("fused_sampling", None, ["true", "false"],
                     "U-Net: Pallas conv-block kernels in the sampling chain on CUDA (default: the config's, off).")
+  flags.DEFINE_enum("shard_ema_and_moments", None, ["true", "false"],
+                    "Split the EMA weights and optimiser state over the devices (default: the config's, off).")
   flags.DEFINE_string("out", "bench.json", "JSON output path.")
   flags.DEFINE_string("config", str(DEFAULT_CONFIG), "Config file with get_config(variant).")
 
@@ -367,6 +377,8 @@ def main(argv):
                   compute_dtype=opts.compute_dtype, steps_per_dispatch=opts.steps_per_dispatch,
                   flat_moments=None if opts.flat_moments is None else opts.flat_moments == "true",
                   fused_sampling=None if opts.fused_sampling is None else opts.fused_sampling == "true",
+                  shard_ema_and_moments=(None if opts.shard_ema_and_moments is None
+                                         else opts.shard_ema_and_moments == "true"),
                   steps=opts.steps, repeats=opts.repeats, samplers=samplers, objective=opts.objective,
                   sample_batch_sizes=[int(b) for b in opts.sample_batch_sizes], config_path=opts.config,
                   time_train=opts.train)

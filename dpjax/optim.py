@@ -47,14 +47,19 @@ def weight_decay_masks(params, denoiser: str):
   return main, enc
 
 
-def resolve_flat_moments(optim_config, params, denoiser: str, backend: str | None = None) -> bool:
+def resolve_flat_moments(optim_config, params, denoiser: str, backend: str | None = None,
+                         split_over_devices: bool = False) -> bool:
   """config.optim.flat_moments, or where it is None (the configs' default), what was measured to pay on `backend`
   (default: JAX's): per array for a U-Net with a vision encoder (the 262.7 M image U-Net's step moves more bytes
   than it launches kernels: BUILD_NOTES.md, "Session 14") and for a transformer on a TPU (XLA:TPU lays the whole
   flat vector out like the output head's [width, action_dim] kernel, whose minor dimension its tiles pad to 128:
-  64-fold for Push-T's 2, "Session 28"); flat otherwise."""
+  64-fold for Push-T's 2, "Session 28"); per array when the moments are split over several devices
+  (`split_over_devices`: a flat vector's length rarely divides by their count, 65,783,298 for the low-dim U-Net);
+  flat otherwise."""
   if optim_config.flat_moments is not None:
     return bool(optim_config.flat_moments)
+  if split_over_devices:
+    return False
   if denoiser == "unet1d" and jax.tree.leaves(params.get("encoder", {})):
     return False
   return not (denoiser == "transformer" and (backend or jax.default_backend()) == "tpu")
@@ -77,15 +82,17 @@ def clip_then(inner: optax.GradientTransformation, max_norm: float) -> optax.Gra
   return optax.GradientTransformation(inner.init, update)
 
 
-def make_optimizer(optim_config, params, denoiser: str, num_steps: int,
-                   backend: str | None = None) -> optax.GradientTransformation:
+def make_optimizer(optim_config, params, denoiser: str, num_steps: int, backend: str | None = None,
+                   split_over_devices: bool = False) -> optax.GradientTransformation:
   """AdamW = (optional clipping and) adam moments, then decoupled weight decay per group, then the scheduled
-  learning rate. `backend` is where it will run (default: JAX's), for `resolve_flat_moments`."""
+  learning rate. `backend` is where it will run (default: JAX's) and `split_over_devices` whether its state is
+  split over several devices, for `resolve_flat_moments`."""
   main_mask, encoder_mask = weight_decay_masks(params, denoiser)
   moments = clip_then(optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps),
                       float(optim_config.grad_clip_norm))
   return optax.chain(
-      optax.flatten(moments) if resolve_flat_moments(optim_config, params, denoiser, backend) else moments,
+      optax.flatten(moments) if resolve_flat_moments(optim_config, params, denoiser, backend, split_over_devices)
+      else moments,
       optax.add_decayed_weights(optim_config.weight_decay, mask=main_mask),
       optax.add_decayed_weights(optim_config.encoder_weight_decay, mask=encoder_mask),
       optax.scale_by_learning_rate(learning_rate_schedule(optim_config, num_steps)),

@@ -1,7 +1,8 @@
 """Data-parallel sharding, expressed once: a 1-D mesh over all devices named "data".
 
-Batches are split along their leading axis over "data"; parameters and optimiser state are replicated.
-Model code never mentions the mesh.
+Batches are split along their leading axis over "data"; the weights are replicated, and so are the EMA weights
+and optimiser state unless a run asks to split them over the devices (`split_over_data_axis`,
+config.train.shard_ema_and_moments). Model code never mentions the mesh.
 """
 from typing import Any, Sequence
 
@@ -32,6 +33,17 @@ def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def split_over_data_axis(shape: Sequence[int], mesh: Mesh) -> NamedSharding:
+  """An array of `shape` split over the data axis along its largest axis that the device count divides
+  (the first such axis on a tie); replicated when none does or the mesh has one device."""
+  devices = mesh.devices.size
+  axes = [i for i, size in enumerate(shape) if size % devices == 0] if devices > 1 else []
+  if not axes:
+    return replicated(mesh)
+  axis = max(axes, key=lambda i: (shape[i], -i))
+  return NamedSharding(mesh, P(*[DATA_AXIS if i == axis else None for i in range(len(shape))]))
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:

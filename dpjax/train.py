@@ -137,16 +137,37 @@ def _with_teacher_step_pinned(config, resumed_from):
 def _with_flat_moments_resolved(config, resumed_from, params, denoiser: str, mesh):
   """`config` with config.optim.flat_moments True or False, what config.json records: as given, else (None) the
   run's own when resuming (`resumed_from`, its started config: the checkpoints' optimiser layout, whatever the
-  backend now) or what `optim.resolve_flat_moments` picks for this network on the mesh's devices."""
+  backend now) or what `optim.resolve_flat_moments` picks for this network on the mesh's devices (and whether
+  config.train.shard_ema_and_moments splits the moments over them)."""
   if config.optim.flat_moments is not None:
     return config
   if resumed_from is not None:
     flat = bool(resumed_from.optim.flat_moments)
   else:
-    flat = optim.resolve_flat_moments(config.optim, params, denoiser, mesh.devices.flat[0].platform)
+    flat = optim.resolve_flat_moments(config.optim, params, denoiser, mesh.devices.flat[0].platform,
+                                      split_over_devices=_splits_ema_and_moments(config, mesh))
   config = config.copy_and_resolve_references()   # the caller's config stays as it was
   config.optim.flat_moments = flat
   return config
+
+
+def _splits_ema_and_moments(config, mesh) -> bool:
+  """Whether this run splits the EMA weights and optimiser state over the devices (config.train.
+  shard_ema_and_moments, on a mesh of more than one device)."""
+  return bool(config.train.shard_ema_and_moments) and mesh.devices.size > 1
+
+
+def _state_memory_line(state_shapes, shardings, mesh) -> str:
+  """The start line of a run that splits its EMA weights and optimiser state: how much of them each device holds
+  (arrays that the device count divides along no axis stay whole)."""
+  split_bytes, total_bytes = 0, 0
+  for shape, placed in zip(jax.tree.leaves((state_shapes.ema_params, state_shapes.opt_state)),
+                           jax.tree.leaves((shardings.ema_params, shardings.opt_state))):
+    nbytes = int(np.prod(shape.shape)) * np.dtype(shape.dtype).itemsize
+    total_bytes += nbytes
+    split_bytes += nbytes // mesh.devices.size if not placed.is_fully_replicated else nbytes
+  return (f"EMA weights and optimiser state split over the {mesh.devices.size} devices: {split_bytes / 2**20:,.1f} "
+          f"MiB per device of {total_bytes / 2**20:,.1f} MiB")
 
 
 def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) -> list:
@@ -283,6 +304,11 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
        f"{config.train.num_steps:,} steps of batch {config.train.batch_size}, Adam's moments "
        f"{'flat' if config.optim.flat_moments else 'per array'}")
   optimizer = optim.make_optimizer(config.optim, abstract_params, spec.denoiser, config.train.num_steps)
+  split_state = _splits_ema_and_moments(config, mesh)
+  state_shardings = train_step.state_sharding(abstract_params, optimizer, mesh, split_state)
+  if split_state:
+    _say(_state_memory_line(train_step.abstract_train_state(abstract_params, optimizer, replicated),
+                            state_shardings, mesh))
   if not resuming:
     params = policy.init_params(spec, init_key)
     if distillation is not None:   # a resumed student has its own normaliser (the teacher's, saved) and weights
@@ -291,7 +317,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         params, copied = distill.initial_params(distillation, params)
         if not copied:
           _say("the teacher's network differs from the student's: the student starts from fresh weights")
-    state = train_step.init_train_state(params, optimizer, replicated)
+    state = train_step.init_train_state(params, optimizer, state_shardings)
   if distillation is not None:
     distillation = sharding.put_replicated(distillation, mesh)
   normalizer = sharding.put_replicated(normalizer_host, mesh)
@@ -299,7 +325,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   # Resume, from the newest intact checkpoint (a damaged newer one is moved aside, with a line saying so), straight
   # into the state's shapes and shardings.
   if resuming:
-    target = train_step.abstract_train_state(abstract_params, optimizer, replicated)
+    target = train_step.abstract_train_state(abstract_params, optimizer, state_shardings)
     state, train_iterator = checkpoint.restore_train_state(manager, target, train_iterator, say=_say)
     step = int(state.step)
     if step >= config.train.num_steps:
@@ -312,12 +338,15 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
     _record_resumed_config(config, workdir, step)
 
   t = config.train
-  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated,
+  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, state_shardings,
                                         sharding.stacked_batch_sharding(mesh), replicated,
                                         learning_rate=optim.learning_rate_schedule(config.optim, t.num_steps))
   validation_fn = train_step.jit_validation_loss(spec, sharding.batch_sharding(mesh), replicated)
   action_error_fn = train_step.jit_validation_action_error(spec, sharding.batch_sharding(mesh), replicated)
   action_error_batches = val_batches[:t.val_sample_batches]
+  # Validation and rollouts read the EMA weights whole: split ones are gathered on the devices first (every
+  # process takes part), one all-gather per event; nothing is copied to the host.
+  gather_ema = jax.jit(lambda tree: tree, out_shardings=replicated) if split_state else (lambda tree: tree)
   writer = metrics.MetricsWriter(workdir, resume_step=int(state.step))   # 0 from scratch
   evaluator = _make_rollout_evaluator(config, workdir, bundle.obs_keys)
 
@@ -392,20 +421,21 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
         if is_val or is_rollout:
           jax.block_until_ready(state)   # the steps still queued count as training, not as what follows
         events_start = time.perf_counter()   # validation, rollouts and the save's blocking: not training
+        ema_weights = gather_ema(state.ema_params) if (is_val or is_rollout_step) else None
         if is_val:
           with clock.phase("validation"):
             val = {f"val/loss{suffix}": _mean_over_batches(validation_fn, weights, val_batches, val_key, normalizer,
                                                            distillation)
-                   for suffix, weights in (("", state.params), ("_ema", state.ema_params))}
+                   for suffix, weights in (("", state.params), ("_ema", ema_weights))}
             if action_error_batches:
-              val["val/action_mse_ema"] = _mean_over_batches(action_error_fn, state.ema_params, action_error_batches,
+              val["val/action_mse_ema"] = _mean_over_batches(action_error_fn, ema_weights, action_error_batches,
                                                              val_key, normalizer)
           writer.write(step, val)
           last.update(val)
         score = None
         if is_rollout:
           with clock.phase("rollouts"):
-            scores = evaluator(state, normalizer, spec, step)
+            scores = evaluator(ema_weights, normalizer, spec, step)
           writer.write(step, scores)
           last.update(scores)
           if is_scored_ckpt:
@@ -467,9 +497,9 @@ def _make_rollout_evaluator(config, workdir, obs_keys):
   if not config.train.rollout_every or jax.process_index() != 0:
     return None
   from dpjax import rollout  # needs the `env` extra
-  def evaluate(state, normalizer, spec, step):
+  def evaluate(ema_weights, normalizer, spec, step):
     # The EMA weights stay where they are (replicated on the devices): nothing is copied to the host and back.
-    pol = policy.Policy(params=state.ema_params, normalizer=normalizer, spec=spec)
+    pol = policy.Policy(params=ema_weights, normalizer=normalizer, spec=spec)
     result = rollout.evaluate(pol, num_episodes=config.train.rollout_episodes, seed_start=config.rollout.seed_start,
                               max_steps=config.rollout.max_steps, out_dir=workdir / "eval" / f"step_{step}",
                               num_videos=0, show_progress=False, obs_keys=obs_keys,

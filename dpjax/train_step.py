@@ -14,7 +14,7 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from dpjax import ema, optim, policy
+from dpjax import ema, optim, policy, sharding
 from dpjax.data import device_data
 
 
@@ -35,17 +35,36 @@ def create_train_state(params, optimizer: optax.GradientTransformation) -> Train
                     ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params))
 
 
-def init_train_state(params, optimizer: optax.GradientTransformation, sharding) -> TrainState:
-  """The initial state (EMA = the weights, a fresh optimiser state) built by one jitted program straight into
-  `sharding`: the optimiser state is never built on the host and copied."""
-  return jax.jit(functools.partial(create_train_state, optimizer=optimizer), out_shardings=sharding)(params)
-
-
-def abstract_train_state(params, optimizer: optax.GradientTransformation, sharding) -> TrainState:
-  """The shapes, dtypes and `sharding` of the state `init_train_state` builds from `params` (arrays or
-  ShapeDtypeStructs), without building it: the target a checkpoint restores into."""
+def state_sharding(params, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                   split_ema_and_moments: bool = False) -> TrainState:
+  """Where each leaf of the training state built from `params` (arrays or ShapeDtypeStructs) lives on `mesh`: all
+  replicated (every device updates every weight), or with `split_ema_and_moments` the EMA weights and the optimiser
+  state split over the data axis, each array along its largest axis the device count divides (replicated when none
+  does, `sharding.split_over_data_axis`), the step and the weights still replicated: ZeRO stage 1 plus the EMA.
+  Each device then updates 1/n of the moments and EMA and holds 1/n of them; the weights are all-gathered."""
   shapes = jax.eval_shape(functools.partial(create_train_state, optimizer=optimizer), params)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+  replicated = sharding.replicated(mesh)
+  split = ((lambda x: sharding.split_over_data_axis(x.shape, mesh)) if split_ema_and_moments
+           else (lambda x: replicated))
+  return TrainState(step=replicated, params=jax.tree.map(lambda _: replicated, shapes.params),
+                    ema_params=jax.tree.map(split, shapes.ema_params), opt_state=jax.tree.map(split, shapes.opt_state))
+
+
+def init_train_state(params, optimizer: optax.GradientTransformation, shardings) -> TrainState:
+  """The initial state (EMA = the weights, a fresh optimiser state) built by one jitted program straight into
+  `shardings` (one sharding for every leaf, or a `state_sharding` tree): the optimiser state is never built on the
+  host and copied."""
+  return jax.jit(functools.partial(create_train_state, optimizer=optimizer), out_shardings=shardings)(params)
+
+
+def abstract_train_state(params, optimizer: optax.GradientTransformation, shardings) -> TrainState:
+  """The shapes, dtypes and `shardings` (one for every leaf, or a `state_sharding` tree) of the state
+  `init_train_state` builds from `params` (arrays or ShapeDtypeStructs), without building it: the target a
+  checkpoint restores into."""
+  shapes = jax.eval_shape(functools.partial(create_train_state, optimizer=optimizer), params)
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, shapes)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
 
 
 def global_norm(tree) -> jax.Array:
@@ -180,14 +199,14 @@ def resolve_steps_per_dispatch(value: int, backend: str | None = None) -> int:
   return 1 if (backend or jax.default_backend()) == "cpu" else AUTO_STEPS_PER_DISPATCH
 
 
-def jit_train_steps(spec, optimizer, ema_config, state_sharding, stacked_batch_sharding, replicated,
+def jit_train_steps(spec, optimizer, ema_config, state_shardings, stacked_batch_sharding, replicated,
                     learning_rate: optax.Schedule | None = None):
   """`train_steps` jitted; the state is donated. Compiles once per (n, data placement)."""
   step_fn = functools.partial(train_steps, spec=spec, optimizer=optimizer, ema_config=ema_config,
                               learning_rate=learning_rate)
-  return jax.jit(step_fn, in_shardings=(state_sharding, stacked_batch_sharding, replicated, replicated, replicated,
+  return jax.jit(step_fn, in_shardings=(state_shardings, stacked_batch_sharding, replicated, replicated, replicated,
                                         replicated),
-                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
 def jit_validation_loss(spec, batch_sharding, replicated):

@@ -18,14 +18,16 @@ def is_positive_finite(x) -> bool:
 def test_quick_bench_writes_positive_finite_numbers(tmp_path):
   out = tmp_path / "bench.json"
   # One variant: the others run the same code on another network (~25 s more on the 2-core CI for nothing new).
-  records = bench.run(["lowdim"], out=out, log=lambda *_: None, quick=True, steps=1, repeats=1, flat_moments=False)
+  records = bench.run(["lowdim"], out=out, log=lambda *_: None, quick=True, steps=1, repeats=1, flat_moments=False,
+                      shard_ema_and_moments=True)
   written = json.loads(out.read_text())
   assert written["records"] == json.loads(json.dumps(records))
   assert written["device"]["device_count"] >= 1 and written["device"]["host_cpu_count"] >= 1
   assert [r["variant"] for r in written["records"]] == ["lowdim"]
   for record in written["records"]:
     assert record["quick"] and record["config"] == "configs/pusht.py:lowdim,smoke"
-    assert record["overrides"] == {"optim.flat_moments": False}   # per-array moments (a CPU's default: flat)
+    assert record["overrides"] == {"optim.flat_moments": False,   # per-array moments (a CPU's default: flat)
+                                   "train.shard_ema_and_moments": True}
     assert is_positive_finite(record["num_params"])
     assert record["num_params"] == record["num_params_encoder"] + record["num_params_denoiser"]
     assert sorted(record["kernels_per_denoiser_call"]) == ["b1", "b50"]
@@ -35,6 +37,7 @@ def test_quick_bench_writes_positive_finite_numbers(tmp_path):
       assert is_positive_finite(train[field]), (record["variant"], field, train[field])
     assert train["batch_size"] == 8   # the smoke variant's global batch, split over conftest's 8 devices
     assert train["flat_moments"] is False   # the layout the benchmarked step ran
+    assert train["shard_ema_and_moments"] is True and is_positive_finite(train["argument_bytes_per_device"])
     # Every sampler x batch size; the smoke schedule caps DDPM's 100 steps at its 10 training steps.
     assert sorted(record["sampling"]) == ["ddim10_b1", "ddim10_b50", "ddpm10_b1", "ddpm10_b50"]
     for name, result in record["sampling"].items():

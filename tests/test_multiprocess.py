@@ -3,8 +3,8 @@
 
 Checks what only several processes exercise: per-process data shards assembled into one global batch, orbax
 saves and grain-iterator checkpoints from every process, metrics and environment evaluation on process 0 only
-(its score saved with the checkpoint by every process), and resuming. The losses must equal a single-process
-8-device run of the same config.
+(its score saved with the checkpoint by every process), a training state split over the processes' devices, and
+resuming. The losses must equal a single-process 8-device run of the same config.
 """
 import os
 import pathlib
@@ -47,7 +47,7 @@ def _config(data_path, num_steps):
   return config
 
 
-def _run_processes(workdir, data_path, num_steps, log_dir):
+def _run_processes(workdir, data_path, num_steps, log_dir, extra=()):
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS=xla_env.xla_flags(DEVICES_PER_PROCESS), JAX_PLATFORMS="cpu")
   procs, logs = [], []
@@ -57,7 +57,7 @@ def _run_processes(workdir, data_path, num_steps, log_dir):
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "dpjax.train", "--config=configs/pusht.py:smoke", f"--workdir={workdir}",
          "--distributed", f"--coordinator_address=localhost:{port}", f"--num_processes={NUM_PROCESSES}",
-         f"--process_id={i}", *_overrides(data_path, num_steps)],
+         f"--process_id={i}", *_overrides(data_path, num_steps), *extra],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
   try:
     codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
@@ -78,10 +78,13 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
   data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS, image=False,
                                               values="random_walk")
   multi = tmp_path / "multi"
-  _run_processes(multi, data_path, 4, tmp_path)
+  # The first 4 steps with the EMA weights and Adam's moments split over the 8 devices of both processes: each
+  # process saves its shards, and validation and process 0's rollout gather the EMA weights from both.
+  _run_processes(multi, data_path, 4, tmp_path, extra=["--config.train.shard_ema_and_moments=True"])
   assert sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
   assert (multi / "eval" / "step_4" / "eval.json").exists()   # evaluated by process 0 only
-  _run_processes(multi, data_path, 6, tmp_path)                # resumes from step 4 in both processes
+  assert "split over the 8 devices" in (tmp_path / "process_0_4.log").read_text()
+  _run_processes(multi, data_path, 6, tmp_path)                # resumes from step 4 in both processes, replicated
 
   single = tmp_path / "single"
   train.train_and_evaluate(_config(data_path, 6), single)      # this pytest process: 8 devices

@@ -56,6 +56,14 @@ def test_without_libtpu_the_check_says_how_to_get_it(tpu_compile):
     tpu_compile.compile_only_devices("v5e:2x4")
 
 
+def test_compiling_for_gpus_names_a_known_card_and_says_how_to_get_the_compiler(tpu_compile):
+  for spec in ("a100:8", "h100:x", "h100:0"):
+    with pytest.raises(SystemExit, match=r"name a GPU and a count, e.g. h100:8 \(\['h100', 'h200'\]\)"):
+      tpu_compile.compile_only_gpus(spec)
+  with pytest.raises(SystemExit, match=r"No CUDA compiler in this environment .*: run `make gpu-aot`"):
+    tpu_compile.compile_only_gpus("h100:8")   # this venv's jaxlib has no CUDA plugin
+
+
 def test_the_reflow_student_s_teacher_runs_the_chain_distillation_gives_it(tpu_compile):
   """`--reflow_student` compiles the student's step with an abstract DDPM teacher set up as `distill.load_teacher`
   sets a real one by default: DDIM, config.distill.teacher_steps steps, the variant's network and compute dtype."""

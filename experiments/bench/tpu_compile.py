@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import pathlib
 import re
 import time
 
@@ -76,15 +77,21 @@ def host_batches(spec: policy.PolicySpec, batch_size: int, steps: int, placement
 
 
 def program_record(compiled, seconds: float) -> dict:
-  """Compile seconds, XLA's memory plan per device (and its `peak_bytes`) and its cost model of a compiled
-  program."""
+  """Compile seconds, XLA's memory plan per device (and its `peak_bytes`), its cost model of a compiled program
+  (None where the compiler has none: XLA:GPU without a GPU) and, for programs with a loop (the train steps' scan,
+  the sampling chain), the kernels and `hlo.bytes_moved` of one iteration of each loop body, summed."""
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
+  text = compiled.as_text()
+  bodies = hlo.while_bodies(text)
   record = {"compile_s": round(seconds, 1),
             "memory_per_chip_bytes": {name: int(getattr(memory, f"{name}_size_in_bytes"))
                                       for name in ("argument", "output", "alias", "temp", "generated_code")},
-            "flops": float(cost.get("flops", 0.0)), "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
+            "flops": None if cost is None else float(cost.get("flops", 0.0)),
+            "bytes_accessed": None if cost is None else float(cost.get("bytes accessed", 0.0)),
+            "loop_body_kernels": sum(hlo.kernel_count(text, body) for body in bodies) if bodies else None,
+            "loop_body_bytes_moved": sum(hlo.bytes_moved(text, body) for body in bodies) if bodies else None}
   record["peak_per_chip_bytes"] = peak_bytes(record)
   return record
 
@@ -120,10 +127,11 @@ def reflow_distillation(variant: str, student_config, placement) -> policy.Disti
 
 
 def train_programs(variant: str, devices: list, placements, steps_per_dispatch: int,
-                   flat_moments: bool | None = None, student: bool = False) -> dict:
+                   flat_moments: bool | None = None, student: bool = False, split: bool = False) -> dict:
   """What `python -m dpjax.train` compiles for `variant` over `devices`, per data placement; `flat_moments` as
-  config.optim.flat_moments (None: the library's choice for these chips). `student`: the reflow student's step
-  instead (issue 13: a flow network of the same size learning its DDPM teacher's map, `reflow_distillation`)."""
+  config.optim.flat_moments (None: the library's choice for these chips), `split` as
+  config.train.shard_ema_and_moments. `student`: the reflow student's step instead (issue 13: a flow network of the
+  same size learning its DDPM teacher's map, `reflow_distillation`)."""
   config, obs_shapes, spec = bfloat16_setup(variant, ",flow" if student else "")
   config.optim.flat_moments = flat_moments
   mesh = sharding.make_mesh(devices)
@@ -132,16 +140,18 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
   sharding.check_batch_size(batch_size, mesh)
   params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
   backend = devices[0].platform   # "tpu": the optimiser's layout as training on these chips picks it
-  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, int(config.train.num_steps), backend)
-  state = train_step.abstract_train_state(params, optimizer, replicated)
+  split = split and len(devices) > 1   # as `dpjax.train` decides
+  optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, int(config.train.num_steps), backend, split)
+  state_shardings = train_step.state_sharding(params, optimizer, mesh, split)
+  state = train_step.abstract_train_state(params, optimizer, state_shardings)
   normalizer = abstract(bench.synthetic_normalizer(obs_shapes, np.random.default_rng(0)), replicated)
   key = abstract(jax.random.key(0), replicated)
-  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, replicated, stacked, replicated)
+  steps_fn = train_step.jit_train_steps(spec, optimizer, config.ema, state_shardings, stacked, replicated)
   distillation = reflow_distillation(variant, config, replicated) if student else None
   name = f"{variant} reflow student" if student else variant
   record = {"num_params": policy.count_params(params), "batch_size": batch_size,
             "per_chip_batch": batch_size // len(devices), "steps_per_dispatch": steps_per_dispatch,
-            "flat_moments": optim.moments_are_flat(state.opt_state)}
+            "flat_moments": optim.moments_are_flat(state.opt_state), "shard_ema_and_moments": split}
   for placement in placements:
     if placement == "device":
       obs = {k: jax.ShapeDtypeStruct((PUSHT_STEPS, *shape), np.uint8 if k == "image" else np.float32,
@@ -195,35 +205,55 @@ def sampling_programs(variant: str, device, samplers, batch_sizes) -> dict:
   return record
 
 
+def compile_only_gpus(spec: str) -> list:
+  """`count` NVIDIA GPUs of one host, named like "h100:8" (`deviceless_gpu.TARGETS`), as compile-only devices:
+  XLA:GPU's program for them, with its untuned GEMM choices, from jax's CUDA plugin (`make gpu-aot`)."""
+  deviceless_gpu = config_files.load_module(pathlib.Path(__file__).with_name("deviceless_gpu.py"))
+  kind, _, count = spec.partition(":")
+  if kind not in deviceless_gpu.TARGETS or not count.isdigit() or int(count) < 1:
+    raise SystemExit(f"--gpus={spec!r}: name a GPU and a count, e.g. h100:8 ({sorted(deviceless_gpu.TARGETS)}).")
+  try:
+    return list(topologies.get_topology_desc(platform="cuda", target_config=deviceless_gpu.TARGETS[kind],
+                                             topology=f"1x1x{count}").devices)
+  except RuntimeError as error:
+    raise SystemExit(f"No CUDA compiler in this environment ({str(error).splitlines()[0]}): run `make gpu-aot` and "
+                     "use .venv-gpu-aot/bin/python.") from error
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--topology", default="v5e:2x4", help="libtpu's name of a slice, e.g. v5e:2x4, v4:2x2x1")
+  parser.add_argument("--gpus", default=None,
+                      help="compile for this many GPUs of one host instead, e.g. h100:8 (needs `make gpu-aot`)")
   parser.add_argument("--variants", default="lowdim,transformer,image,image_transformer")
   parser.add_argument("--placements", default="device,host", help="where the demonstrations live")
   parser.add_argument("--samplers", default="ddpm:100,ddim:10")
   parser.add_argument("--sample_batch_sizes", default="1,50")
   parser.add_argument("--flat_moments", choices=("true", "false"), default=None,
                       help="Adam's moments flat or per array (default: what training on these chips picks)")
+  parser.add_argument("--shard_ema_and_moments", action="store_true",
+                      help="the EMA weights and optimiser state split over the chips (config.train's field)")
   parser.add_argument("--reflow_student", action="store_true",
                       help="also the reflow student's train step (its teacher's DDIM-10 inside; data on the chips)")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   flat_moments = None if args.flat_moments is None else args.flat_moments == "true"
-  devices = compile_only_devices(args.topology)
-  kind = devices[0].device_kind
-  print(f"{args.topology}: {len(devices)} x {kind} (compile-only), jax {jax.__version__}", flush=True)
-  record = {"topology": args.topology, "device_kind": kind, "num_chips": len(devices),
+  devices = compile_only_gpus(args.gpus) if args.gpus else compile_only_devices(args.topology)
+  kind, topology = devices[0].device_kind, args.gpus or args.topology
+  print(f"{topology}: {len(devices)} x {kind} (compile-only), jax {jax.__version__}", flush=True)
+  record = {"topology": topology, "device_kind": kind, "num_chips": len(devices),
             "hbm_per_chip_gib": HBM_GIB.get(kind), "jax": jax.__version__, "variants": {}}
   samplers = bench.parse_samplers(args.samplers.split(",")) if args.samplers else []
   batch_sizes = [int(b) for b in args.sample_batch_sizes.split(",") if b]
   for variant in args.variants.split(","):
     record["variants"][variant] = {
         **train_programs(variant, devices, [p for p in args.placements.split(",") if p],
-                         train_step.AUTO_STEPS_PER_DISPATCH, flat_moments),
+                         train_step.AUTO_STEPS_PER_DISPATCH, flat_moments, split=args.shard_ema_and_moments),
         "sampling_one_chip": sampling_programs(variant, devices[0], samplers, batch_sizes)}
     if args.reflow_student:
       record["variants"][variant]["reflow_student"] = train_programs(
-          variant, devices, ["device"], train_step.AUTO_STEPS_PER_DISPATCH, flat_moments, student=True)
+          variant, devices, ["device"], train_step.AUTO_STEPS_PER_DISPATCH, flat_moments, student=True,
+          split=args.shard_ema_and_moments)
   if args.out:
     files.write_text_atomic(args.out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")

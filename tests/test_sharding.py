@@ -1,0 +1,75 @@
+"""Where the training state lives on a mesh: replicated, or the EMA weights and optimiser state split over the
+devices (config.train.shard_ema_and_moments; 8 virtual CPU devices, conftest)."""
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from dpjax import config_files, optim, sharding, train_step
+from tests import smoke
+
+
+def test_an_array_is_split_along_its_largest_axis_the_device_count_divides():
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 8, "conftest sets 8 host devices"
+  split = lambda shape: sharding.split_over_data_axis(shape, mesh).spec   # noqa: E731
+  assert split((5, 32, 64)) == P(None, None, "data")
+  assert split((64, 5, 32)) == P("data", None, None)
+  assert split((16, 16)) == P("data", None)      # a tie: the first
+  assert split((256,)) == P("data")
+  assert split((3, 5)) == P() and split(()) == P()   # nothing divides: replicated
+  one = sharding.make_mesh(jax.devices()[:1])
+  assert sharding.split_over_data_axis((64, 64), one).is_fully_replicated
+
+
+def _state_after_steps(split: bool, batches, pol, optimizer, ema_config, mesh):
+  shardings = train_step.state_sharding(pol.params, optimizer, mesh, split)
+  state = train_step.init_train_state(pol.params, optimizer, shardings)
+  steps_fn = train_step.jit_train_steps(pol.spec, optimizer, ema_config, shardings,
+                                        sharding.stacked_batch_sharding(mesh), sharding.replicated(mesh))
+  normalizer, key = sharding.put_replicated(pol.normalizer, mesh), jax.random.key(3)
+  per_device = steps_fn.lower(state, batches[0], key, normalizer, None, None).compile().memory_analysis()
+  losses = []
+  for stack in batches:
+    state, step_metrics = steps_fn(state, stack, key, normalizer, None, None)
+    losses.extend(np.asarray(step_metrics["loss"]))
+  return state, np.asarray(losses), per_device.argument_size_in_bytes
+
+
+def test_split_ema_and_moments_train_like_replicated_with_an_eighth_of_them_per_device():
+  """Two dispatches of 2 steps (the scan path): the same losses, weights, EMA and moments to float rounding, the
+  weights still replicated, every EMA and moment array that 8 divides split, and the step's arguments per device
+  (weights, EMA, two moments, a batch) shrink from 4x to 1 + 3/8 x the weights."""
+  pol = smoke.random_policy()
+  config = config_files.get_config("smoke")
+  config.optim.flat_moments = False
+  optimizer = optim.make_optimizer(config.optim, pol.params, pol.spec.denoiser, 100)
+  mesh = sharding.make_mesh()
+  batches = [sharding.put_global_stack([smoke.random_batch(pol.spec, 16, 2 * i + j) for j in range(2)], mesh)
+             for i in range(2)]
+  replicated, losses, replicated_bytes = _state_after_steps(False, batches, pol, optimizer, config.ema, mesh)
+  split, split_losses, split_bytes = _state_after_steps(True, batches, pol, optimizer, config.ema, mesh)
+
+  np.testing.assert_allclose(split_losses, losses, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(split), jax.tree.leaves(replicated)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(split.params))
+  for x in jax.tree.leaves((split.ema_params, split.opt_state)):
+    assert x.sharding.is_fully_replicated == (not any(size % 8 == 0 for size in x.shape)), (x.shape, x.sharding)
+  weights = sum(x.nbytes for x in jax.tree.leaves(pol.params))
+  assert replicated_bytes > 3.99 * weights                    # measured 4.004
+  assert split_bytes < (1 + 3 / 8 + 0.02) * weights, (split_bytes, weights)   # measured 1.379
+
+
+@pytest.mark.parametrize("split, flat", [(True, False), (False, True)])
+def test_split_moments_default_to_per_array(split, flat):
+  """A flat moment vector's length rarely divides by the device count, so splitting leaves the layout per array
+  where the config does not set it; a set value is kept."""
+  from dpjax import bench, policy
+  from dpjax.data import pusht
+  config = config_files.get_config("smoke")
+  spec = policy.spec_from_config(config, pusht.OBS_SHAPES["lowdim"], bench.ACTION_DIM)
+  params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
+  assert optim.resolve_flat_moments(config.optim, params, spec.denoiser, "gpu", split_over_devices=split) is flat
+  config.optim.flat_moments = True
+  assert optim.resolve_flat_moments(config.optim, params, spec.denoiser, "gpu", split_over_devices=split) is True
