@@ -157,17 +157,24 @@ def _splits_ema_and_moments(config, mesh) -> bool:
   return bool(config.train.shard_ema_and_moments) and mesh.devices.size > 1
 
 
-def _state_memory_line(state_shapes, shardings, mesh) -> str:
+def _state_memory_line(state_shapes, shardings, mesh, flat_moments: bool) -> str:
   """The start line of a run that splits its EMA weights and optimiser state: how much of them each device holds
-  (arrays that the device count divides along no axis stay whole)."""
+  (arrays that the device count divides along no axis stay whole), and why when flat moments stay whole."""
   split_bytes, total_bytes = 0, 0
   for shape, placed in zip(jax.tree.leaves((state_shapes.ema_params, state_shapes.opt_state)),
                            jax.tree.leaves((shardings.ema_params, shardings.opt_state))):
     nbytes = int(np.prod(shape.shape)) * np.dtype(shape.dtype).itemsize
     total_bytes += nbytes
     split_bytes += nbytes // mesh.devices.size if not placed.is_fully_replicated else nbytes
-  return (f"EMA weights and optimiser state split over the {mesh.devices.size} devices: {split_bytes / 2**20:,.1f} "
-          f"MiB per device of {total_bytes / 2**20:,.1f} MiB")
+  line = (f"EMA weights and optimiser state split over the {mesh.devices.size} devices: "
+          f"{split_bytes / 2**20:,.1f} MiB per device of {total_bytes / 2**20:,.1f} MiB")
+  moments_whole = any(s.is_fully_replicated and x.ndim == 1 and x.size > 1 for x, s in
+                      zip(jax.tree.leaves(state_shapes.opt_state), jax.tree.leaves(shardings.opt_state)))
+  if flat_moments and moments_whole:
+    line += (f"; Adam's moments are one flat vector each (config.optim.flat_moments, the run's layout), whose length "
+             f"{mesh.devices.size} does not divide, so they stay whole: a run started with the split and "
+             "flat_moments left unset keeps them per array")
+  return line
 
 
 def _validation_batches(source, global_batch_size: int, max_batches: int, mesh) -> list:
@@ -308,7 +315,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   state_shardings = train_step.state_sharding(abstract_params, optimizer, mesh, split_state)
   if split_state:
     _say(_state_memory_line(train_step.abstract_train_state(abstract_params, optimizer, replicated),
-                            state_shardings, mesh))
+                            state_shardings, mesh, bool(config.optim.flat_moments)))
   if not resuming:
     params = policy.init_params(spec, init_key)
     if distillation is not None:   # a resumed student has its own normaliser (the teacher's, saved) and weights

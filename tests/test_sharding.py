@@ -1,5 +1,7 @@
 """Where the training state lives on a mesh: replicated, or the EMA weights and optimiser state split over the
 devices (config.train.shard_ema_and_moments; 8 virtual CPU devices, conftest)."""
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -73,3 +75,20 @@ def test_split_moments_default_to_per_array(split, flat):
   assert optim.resolve_flat_moments(config.optim, params, spec.denoiser, "gpu", split_over_devices=split) is flat
   config.optim.flat_moments = True
   assert optim.resolve_flat_moments(config.optim, params, spec.denoiser, "gpu", split_over_devices=split) is True
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_the_start_line_says_how_much_each_device_holds_and_why_flat_moments_stay_whole(flat):
+  """The smoke network's flat moment vector (81,346 values) divides by no 8: it stays whole, and the line says why
+  and how to get moments that split."""
+  from dpjax import train
+  pol = smoke.random_policy()
+  config = config_files.get_config("smoke")
+  config.optim.flat_moments = flat
+  optimizer = optim.make_optimizer(config.optim, pol.params, pol.spec.denoiser, 100)
+  mesh = sharding.make_mesh()
+  shapes = train_step.abstract_train_state(pol.params, optimizer, sharding.replicated(mesh))
+  line = train._state_memory_line(shapes, train_step.state_sharding(pol.params, optimizer, mesh, True), mesh, flat)
+  held, total = map(float, re.search(r"([\d.]+) MiB per device of ([\d.]+) MiB", line).groups())
+  assert held < (0.8 if flat else 0.2) * total, line
+  assert ("stay whole" in line) == flat, line
