@@ -78,13 +78,15 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
   data_path = synthetic.write_synthetic_pusht(tmp_path / "pusht.zarr", smoke.SMOKE_EPISODE_LENGTHS, image=False,
                                               values="random_walk")
   multi = tmp_path / "multi"
-  # The first 4 steps with the EMA weights and Adam's moments split over the 8 devices of both processes: each
-  # process saves its shards, and validation and process 0's rollout gather the EMA weights from both.
-  _run_processes(multi, data_path, 4, tmp_path, extra=["--config.train.shard_ema_and_moments=True"])
+  # The EMA weights and Adam's moments split over the 8 devices of both processes: each process saves and restores
+  # its shards, and validation and process 0's rollout gather the EMA weights from both. (Resuming on another
+  # setting compiles a second step: tested in one process, tests/test_sharding.py.)
+  split = ["--config.train.shard_ema_and_moments=True"]
+  _run_processes(multi, data_path, 4, tmp_path, extra=split)
   assert sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
   assert (multi / "eval" / "step_4" / "eval.json").exists()   # evaluated by process 0 only
   assert "split over the 8 devices" in (tmp_path / "process_0_4.log").read_text()
-  _run_processes(multi, data_path, 6, tmp_path)                # resumes from step 4 in both processes, replicated
+  _run_processes(multi, data_path, 6, tmp_path, extra=split)   # resumes from step 4 in both processes
 
   single = tmp_path / "single"
   train.train_and_evaluate(_config(data_path, 6), single)      # this pytest process: 8 devices
