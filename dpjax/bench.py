@@ -157,7 +157,7 @@ def bench_train(config, spec: policy.PolicySpec, params, normalizer, batch_size:
   sharding.check_batch_size(batch_size, mesh)
   replicated = sharding.replicated(mesh)
   per_dispatch = train_step.resolve_steps_per_dispatch(int(config.train.steps_per_dispatch))
-  split = bool(config.train.shard_ema_and_moments) and mesh.devices.size > 1   # as `dpjax.train` decides
+  split = train_step.resolve_split(config.train.shard_ema_and_moments, mesh)
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, config.train.num_steps,
                                    split_over_devices=split)
   state_shardings = train_step.state_sharding(params, optimizer, mesh, split)

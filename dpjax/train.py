@@ -145,16 +145,11 @@ def _with_flat_moments_resolved(config, resumed_from, params, denoiser: str, mes
     flat = bool(resumed_from.optim.flat_moments)
   else:
     flat = optim.resolve_flat_moments(config.optim, params, denoiser, mesh.devices.flat[0].platform,
-                                      split_over_devices=_splits_ema_and_moments(config, mesh))
+                                      split_over_devices=train_step.resolve_split(
+                                          config.train.shard_ema_and_moments, mesh))
   config = config.copy_and_resolve_references()   # the caller's config stays as it was
   config.optim.flat_moments = flat
   return config
-
-
-def _splits_ema_and_moments(config, mesh) -> bool:
-  """Whether this run splits the EMA weights and optimiser state over the devices (config.train.
-  shard_ema_and_moments, on a mesh of more than one device)."""
-  return bool(config.train.shard_ema_and_moments) and mesh.devices.size > 1
 
 
 def _state_memory_line(state_shapes, shardings, mesh, flat_moments: bool) -> str:
@@ -311,7 +306,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
        f"{config.train.num_steps:,} steps of batch {config.train.batch_size}, Adam's moments "
        f"{'flat' if config.optim.flat_moments else 'per array'}")
   optimizer = optim.make_optimizer(config.optim, abstract_params, spec.denoiser, config.train.num_steps)
-  split_state = _splits_ema_and_moments(config, mesh)
+  split_state = train_step.resolve_split(config.train.shard_ema_and_moments, mesh)
   state_shardings = train_step.state_sharding(abstract_params, optimizer, mesh, split_state)
   if split_state:
     _say(_state_memory_line(train_step.abstract_train_state(abstract_params, optimizer, replicated),

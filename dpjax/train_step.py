@@ -199,6 +199,11 @@ def resolve_steps_per_dispatch(value: int, backend: str | None = None) -> int:
   return 1 if (backend or jax.default_backend()) == "cpu" else AUTO_STEPS_PER_DISPATCH
 
 
+def resolve_split(shard_ema_and_moments: bool, mesh: jax.sharding.Mesh) -> bool:
+  """config.train.shard_ema_and_moments as it applies on `mesh`: a split needs more than one device."""
+  return bool(shard_ema_and_moments) and mesh.devices.size > 1
+
+
 def jit_train_steps(spec, optimizer, ema_config, state_shardings, stacked_batch_sharding, replicated,
                     learning_rate: optax.Schedule | None = None):
   """`train_steps` jitted; the state is donated. Compiles once per (n, data placement)."""

@@ -23,6 +23,9 @@ def test_an_array_is_split_along_its_largest_axis_the_device_count_divides():
   assert split((3, 5)) == P() and split(()) == P()   # nothing divides: replicated
   one = sharding.make_mesh(jax.devices()[:1])
   assert sharding.split_over_data_axis((64, 64), one).is_fully_replicated
+  # config.train.shard_ema_and_moments applies where there is more than one device
+  assert train_step.resolve_split(True, mesh) and not train_step.resolve_split(True, one)
+  assert not train_step.resolve_split(False, mesh)
 
 
 def _state_after_steps(split: bool, batches, pol, optimizer, ema_config, mesh):

@@ -140,7 +140,7 @@ def train_programs(variant: str, devices: list, placements, steps_per_dispatch: 
   sharding.check_batch_size(batch_size, mesh)
   params = jax.eval_shape(lambda key: policy.init_params(spec, key), jax.random.key(0))
   backend = devices[0].platform   # "tpu": the optimiser's layout as training on these chips picks it
-  split = split and len(devices) > 1   # as `dpjax.train` decides
+  split = train_step.resolve_split(split, mesh)
   optimizer = optim.make_optimizer(config.optim, params, spec.denoiser, int(config.train.num_steps), backend, split)
   state_shardings = train_step.state_sharding(params, optimizer, mesh, split)
   state = train_step.abstract_train_state(params, optimizer, state_shardings)
