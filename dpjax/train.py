@@ -152,19 +152,18 @@ def _with_flat_moments_resolved(config, resumed_from, params, denoiser: str, mes
   return config
 
 
-def _state_memory_line(state_shapes, shardings, mesh, flat_moments: bool) -> str:
-  """The start line of a run that splits its EMA weights and optimiser state: how much of them each device holds
-  (arrays that the device count divides along no axis stay whole), and why when flat moments stay whole."""
-  split_bytes, total_bytes = 0, 0
-  for shape, placed in zip(jax.tree.leaves((state_shapes.ema_params, state_shapes.opt_state)),
-                           jax.tree.leaves((shardings.ema_params, shardings.opt_state))):
-    nbytes = int(np.prod(shape.shape)) * np.dtype(shape.dtype).itemsize
-    total_bytes += nbytes
-    split_bytes += nbytes // mesh.devices.size if not placed.is_fully_replicated else nbytes
+def _state_memory_line(abstract_state, mesh, flat_moments: bool) -> str:
+  """The start line of a run that splits its EMA weights and optimiser state (`abstract_state`: their shapes and
+  shardings): how much of them each device holds (arrays that the device count divides along no axis stay whole),
+  and why when flat moments stay whole."""
+  leaves = jax.tree.leaves((abstract_state.ema_params, abstract_state.opt_state))
+  total_bytes = sum(x.size * x.dtype.itemsize for x in leaves)
+  split_bytes = sum(x.size * x.dtype.itemsize // (1 if x.sharding.is_fully_replicated else mesh.devices.size)
+                    for x in leaves)
   line = (f"EMA weights and optimiser state split over the {mesh.devices.size} devices: "
           f"{split_bytes / 2**20:,.1f} MiB per device of {total_bytes / 2**20:,.1f} MiB")
-  moments_whole = any(s.is_fully_replicated and x.ndim == 1 and x.size > 1 for x, s in
-                      zip(jax.tree.leaves(state_shapes.opt_state), jax.tree.leaves(shardings.opt_state)))
+  moments_whole = any(x.sharding.is_fully_replicated and x.ndim == 1 and x.size > 1
+                      for x in jax.tree.leaves(abstract_state.opt_state))
   if flat_moments and moments_whole:
     line += (f"; Adam's moments are one flat vector each (config.optim.flat_moments, the run's layout), whose length "
              f"{mesh.devices.size} does not divide, so they stay whole: a run started with the split and "
@@ -308,9 +307,9 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   optimizer = optim.make_optimizer(config.optim, abstract_params, spec.denoiser, config.train.num_steps)
   split_state = train_step.resolve_split(config.train.shard_ema_and_moments, mesh)
   state_shardings = train_step.state_sharding(abstract_params, optimizer, mesh, split_state)
+  abstract_state = train_step.abstract_train_state(abstract_params, optimizer, state_shardings)
   if split_state:
-    _say(_state_memory_line(train_step.abstract_train_state(abstract_params, optimizer, replicated),
-                            state_shardings, mesh, bool(config.optim.flat_moments)))
+    _say(_state_memory_line(abstract_state, mesh, bool(config.optim.flat_moments)))
   if not resuming:
     params = policy.init_params(spec, init_key)
     if distillation is not None:   # a resumed student has its own normaliser (the teacher's, saved) and weights
@@ -327,8 +326,7 @@ def train_and_evaluate(config, workdir, devices=None) -> dict:
   # Resume, from the newest intact checkpoint (a damaged newer one is moved aside, with a line saying so), straight
   # into the state's shapes and shardings.
   if resuming:
-    target = train_step.abstract_train_state(abstract_params, optimizer, state_shardings)
-    state, train_iterator = checkpoint.restore_train_state(manager, target, train_iterator, say=_say)
+    state, train_iterator = checkpoint.restore_train_state(manager, abstract_state, train_iterator, say=_say)
     step = int(state.step)
     if step >= config.train.num_steps:
       manager.close()

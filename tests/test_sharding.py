@@ -91,8 +91,9 @@ def test_the_start_line_says_how_much_each_device_holds_and_why_flat_moments_sta
   config.optim.flat_moments = flat
   optimizer = optim.make_optimizer(config.optim, pol.params, pol.spec.denoiser, 100)
   mesh = sharding.make_mesh()
-  shapes = train_step.abstract_train_state(pol.params, optimizer, sharding.replicated(mesh))
-  line = train._state_memory_line(shapes, train_step.state_sharding(pol.params, optimizer, mesh, True), mesh, flat)
+  abstract_state = train_step.abstract_train_state(pol.params, optimizer,
+                                                   train_step.state_sharding(pol.params, optimizer, mesh, True))
+  line = train._state_memory_line(abstract_state, mesh, flat)
   held, total = map(float, re.search(r"([\d.]+) MiB per device of ([\d.]+) MiB", line).groups())
   assert held < (0.8 if flat else 0.2) * total, line
   assert ("stay whole" in line) == flat, line
