@@ -36,5 +36,6 @@ train: $(STAMP)
 	$(PY) -m dpjax.train --config=configs/pusht.py:$(VARIANT) --workdir=$(WORKDIR) $(ARGS)
 	$(PY) -m dpjax.rollout --checkpoint=$(WORKDIR) --num_videos=2
 
+# --durations=10: the ten slowest tests end every run's output, so CI's log shows where the suite's time goes.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist load tests $(ARGS)
+	$(PY) -m pytest -n 2 --dist load --durations=10 tests $(ARGS)
