@@ -137,11 +137,13 @@ def random_params(spec: policy.PolicySpec, rng: np.random.Generator) -> Any:
 
 
 def device_info() -> dict:
+  """What ran a benchmark: the devices, versions, host and date, and `XLA_FLAGS` (they change compiled speed)."""
   device = jax.devices()[0]
   return {"device_kind": device.device_kind, "platform": device.platform, "device_count": jax.device_count(),
           "local_device_count": jax.local_device_count(), "process_count": jax.process_count(),
           "jax_version": jax.__version__, "jaxlib_version": importlib.metadata.version("jaxlib"),
           "host_cpu_count": os.cpu_count(), "python": platform.python_version(),
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 

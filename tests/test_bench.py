@@ -1,6 +1,7 @@
 """dpjax.bench: the --quick benchmark runs end to end and writes every number, positive and finite."""
 import json
 import math
+import os
 
 import pytest
 
@@ -46,6 +47,7 @@ def test_quick_bench_writes_positive_finite_numbers(tmp_path):
       assert result["compile_s"] >= 0.0
     device = record["device"]
     assert device["platform"] and device["device_kind"] and device["jax_version"] and device["date"]
+    assert device["xla_flags"] == os.environ["XLA_FLAGS"]   # conftest's, which the numbers depend on
   table = bench.markdown_table(records)
   assert table.count("\n") == 2 and "lowdim (quick)" in table and "ddpm10_b50" in table
 
