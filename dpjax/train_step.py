@@ -57,13 +57,10 @@ def init_train_state(params, optimizer: optax.GradientTransformation, shardings)
   return jax.jit(functools.partial(create_train_state, optimizer=optimizer), out_shardings=shardings)(params)
 
 
-def abstract_train_state(params, optimizer: optax.GradientTransformation, shardings) -> TrainState:
-  """The shapes, dtypes and `shardings` (one for every leaf, or a `state_sharding` tree) of the state
-  `init_train_state` builds from `params` (arrays or ShapeDtypeStructs), without building it: the target a
-  checkpoint restores into."""
+def abstract_train_state(params, optimizer: optax.GradientTransformation, shardings: TrainState) -> TrainState:
+  """The shapes, dtypes and `shardings` (a `state_sharding` tree) of the state `init_train_state` builds from
+  `params` (arrays or ShapeDtypeStructs), without building it: the target a checkpoint restores into."""
   shapes = jax.eval_shape(functools.partial(create_train_state, optimizer=optimizer), params)
-  if isinstance(shardings, jax.sharding.Sharding):
-    shardings = jax.tree.map(lambda _: shardings, shapes)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
 
 
