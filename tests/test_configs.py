@@ -61,6 +61,25 @@ def test_default_training_length_is_the_original_number_of_epochs(variant, epoch
   assert train.resolve_num_steps(config.train, 10_726) == 1234   # an explicit step count wins
 
 
+# `small` variant -> (its recorded CPU run, learning rate): the run's network and learning rate are the preset's.
+SMALL_RUNS = {"small": ("quickstart_cpu", 3e-4), "small,transformer": ("transformer_small_lr/lr2e3", 2e-3),
+              "small,image": ("pusht_image_cnn_small", 3e-4),
+              "small,image,transformer": ("pusht_image_transformer_small", 3e-4)}
+
+
+@pytest.mark.parametrize("variant", list(SMALL_RUNS))
+def test_small_is_each_network_as_its_recorded_cpu_run(variant):
+  from dpjax import config_json, policy
+  run, learning_rate = SMALL_RUNS[variant]
+  stored = policy.PolicySpec.from_json((REPO / "experiments" / run / "policy_spec.json").read_text())
+  config = _config(variant)
+  spec = policy.spec_from_config(config, dict(stored.obs_shapes), stored.action_dim)
+  assert spec.network_fields() == stored.network_fields()
+  recorded = config_json.get_config(REPO / "experiments" / run / "config.json")
+  assert config.optim.learning_rate == recorded.optim.learning_rate == learning_rate
+  assert (config.optim.warmup_steps, config.train.num_steps) == (500, 4000)
+
+
 def test_image_transformer_synonym_and_unknown_words():
   assert _config("image_transformer").to_dict() == _config("image,transformer").to_dict()
   with pytest.raises(ValueError, match="Unknown config variant"):
