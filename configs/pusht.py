@@ -209,7 +209,7 @@ def get_config(arg=None):
   if "small" in variant:
     # Every network sized for a laptop CPU as a recorded run: the U-Net (experiments/pusht_lowdim_cnn_small, 0.918 in
     # 46 min on 2 cores; `make train`'s policy), the transformer at 4 layers x 128 (experiments/transformer_small_lr:
-    # best 0.760 in 33 min at learning rate 2e-3, 0.663 at 1e-3, 0.506 at 3e-4) and ResNet-18 at half width
+    # best 0.760 in 33 min at learning rate 2e-3; 0.663 at 1e-3, 0.622 at 4e-3) and ResNet-18 at half width
     # (pusht_image_cnn_small, pusht_image_transformer_small: both at 3e-4, the image transformer unmeasured at more).
     config.policy.unet1d.down_dims = (64, 128, 256)
     config.policy.unet1d.step_embed_dim = 64
